@@ -1,0 +1,73 @@
+//! `nixdag add`: paths, NAR streams and flat files into the store.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{nix_cli, ChunkerArg};
+use crate::nix::hash::nix32;
+use crate::nix::store_path::STORE_DIR;
+use crate::store::{self, Store};
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Each PATH is a NAR stream (`-` for stdin), validated before it is stored
+    #[arg(long, conflicts_with_all = ["file", "closure"])]
+    nar: bool,
+    /// Each PATH is a flat file (a source tarball), stored byte-exact under its SHA-256
+    #[arg(long, conflicts_with = "closure")]
+    file: bool,
+    /// Also add every store path each PATH references, recursively (needs `nix-store`)
+    #[arg(long)]
+    closure: bool,
+    #[command(flatten)]
+    chunker: ChunkerArg,
+    /// Files, directories, symlinks or /nix/store paths
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(store: &Store, args: AddArgs) -> Result<()> {
+    let cfg = args.chunker.config()?;
+    let mut paths = args.paths.clone();
+    if args.closure {
+        paths = nix_cli::closure(&paths)?;
+    }
+    for path in &paths {
+        let shown = path.display();
+        if args.file {
+            let f = File::open(path).with_context(|| format!("opening {shown}"))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let added = store::add_file(store, BufReader::new(f), &name, Vec::new(), cfg, None)
+                .with_context(|| format!("adding {shown}"))?;
+            println!("{shown} sha256:{} {} {}", nix32::encode(&added.sha256), added.root, added.size);
+            continue;
+        }
+        let added = if args.nar {
+            if path.as_os_str() == "-" {
+                store::add_nar(store, io::stdin().lock(), cfg, None)
+            } else {
+                let f = File::open(path).with_context(|| format!("opening {shown}"))?;
+                store::add_nar(store, BufReader::with_capacity(1 << 20, f), cfg, None)
+            }
+        } else {
+            let info = match store_path_of(path) {
+                Some(p) => nix_cli::path_info(&p)?,
+                None => None,
+            };
+            store::add_path(store, path, cfg, info)
+        }
+        .with_context(|| format!("adding {shown}"))?;
+        println!("{shown} {} {} {}", added.nar_hash, added.root, added.nar_size);
+    }
+    Ok(())
+}
+
+/// `Some(/nix/store/<hash>-<name>)` when `path` is a store path itself (not something inside one).
+fn store_path_of(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    (abs.parent() == Some(Path::new(STORE_DIR))).then_some(abs)
+}

@@ -1,0 +1,64 @@
+//! `nixdag cat`: stored bytes to stdout, whole or a range.
+
+use std::io::{self, Write};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::RootArg;
+use crate::dag::DagReader;
+use crate::store::Store;
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    #[command(flatten)]
+    root: RootArg,
+    /// Bytes A through B inclusive, as in HTTP (`A-B`, or `A-` to the end)
+    #[arg(long, value_name = "A-B")]
+    range: Option<String>,
+}
+
+/// Parse `A-B` (inclusive) or `A-` into a half-open `[start, end)`.
+fn parse_range(s: &str) -> Result<(u64, Option<u64>)> {
+    let (a, b) = s.split_once('-').with_context(|| format!("invalid range {s:?}: expected A-B"))?;
+    let start: u64 = a.trim().parse().with_context(|| format!("invalid range start in {s:?}"))?;
+    if b.trim().is_empty() {
+        return Ok((start, None));
+    }
+    let last: u64 = b.trim().parse().with_context(|| format!("invalid range end in {s:?}"))?;
+    if last < start {
+        bail!("invalid range {s:?}: end before start");
+    }
+    Ok((start, Some(last + 1)))
+}
+
+pub fn run(store: &Store, args: CatArgs) -> Result<()> {
+    let root = args.root.resolve(store)?;
+    let (start, end) = match &args.range {
+        Some(r) => parse_range(r)?,
+        None => (0, None),
+    };
+    let mut reader = DagReader::range(store, root, start, end)?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    match io::copy(&mut reader, &mut out).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {root}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_are_inclusive() {
+        assert_eq!(parse_range("0-0").unwrap(), (0, Some(1)));
+        assert_eq!(parse_range("10-19").unwrap(), (10, Some(20)));
+        assert_eq!(parse_range("5-").unwrap(), (5, None));
+        assert!(parse_range("9-3").is_err());
+        assert!(parse_range("x-3").is_err());
+        assert!(parse_range("7").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! `nixdag dedup-stats`: what is stored, what is shared, what it saves.
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::store::Store;
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
+    let s = store.stats()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("{:<16} {:>16} {:>10}", "", "bytes", "of logical");
+    println!("{:<16} {:>16} {:>10}", "logical", s.logical_bytes, pct(s.logical_bytes, s.logical_bytes));
+    println!("{:<16} {:>16} {:>10}", "unique blocks", s.unique_bytes, pct(s.unique_bytes, s.logical_bytes));
+    println!("{:<16} {:>16} {:>10}", "stored (packs)", s.stored_bytes, pct(s.stored_bytes, s.logical_bytes));
+    println!("{:<16} {:>16} {:>10}", "index", s.index_bytes, pct(s.index_bytes, s.logical_bytes));
+    println!("{} NARs, {} files, {} store paths, {} blocks in {} packs", s.nars, s.files, s.paths, s.blocks, s.packs);
+    Ok(())
+}

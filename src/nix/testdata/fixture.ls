@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"directory","entries":{"bin":{"type":"directory","entries":{"hi":{"type":"regular","size":18,"executable":true,"narOffset":400},"link":{"type":"symlink","target":"../share/doc/ref"}}},"share":{"type":"directory","entries":{"doc":{"type":"directory","entries":{"ref":{"type":"regular","size":55,"narOffset":1112}}}}}}}}

@@ -1,0 +1,169 @@
+//! Garbage collection: mark from every root, sweep what nothing reaches, compact sparse packs.
+//!
+//! Mark and sweep run inside one write transaction, so no manifest can appear between them; blocks
+//! protected by in-flight ingests are kept, and the protection registry is held until the sweep commits
+//! (see the module doc of `store`). Marking refuses to go on past a damaged root: sweeping with an
+//! incomplete mark would delete blocks a root still needs, the worst thing this cache can do.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+use redb::ReadableTable;
+
+use super::error::{IoContext, StoreError};
+use super::pack::{pack_path, sync_dir, RECORD_HEADER_LEN, HEADER_LEN};
+use super::tables::{BlockLoc, BLOCKS, PACKS};
+use super::{roots_in, Store};
+use crate::dag::{walk, BlockHash, WalkMode};
+
+/// What a collection did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct GcReport {
+    /// Roots marked from.
+    pub roots: u64,
+    /// Blocks reachable from them.
+    pub live_blocks: u64,
+    /// Blocks removed from the index.
+    pub removed_blocks: u64,
+    /// Raw bytes of the removed blocks.
+    pub removed_bytes: u64,
+    /// Packs rewritten without their dead records.
+    pub packs_compacted: u64,
+    /// Packs deleted (all their records dead, or rewritten elsewhere).
+    pub packs_deleted: u64,
+    /// Pack bytes freed on disk.
+    pub disk_bytes_freed: u64,
+}
+
+/// A pack is compacted once less than this share of its bytes is live.
+const COMPACT_BELOW_LIVE: f64 = 0.5;
+
+impl Store {
+    /// Remove unreachable blocks and compact packs that became sparse.
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let mut report = self.mark_and_sweep()?;
+        self.compact(&mut report)?;
+        Ok(report)
+    }
+
+    fn mark_and_sweep(&self) -> Result<GcReport, StoreError> {
+        let mut report = GcReport::default();
+        let db = StoreError::db::<redb::StorageError>;
+        let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let roots = roots_in(&txn)?;
+        report.roots = roots.len() as u64;
+        let mut live: HashSet<BlockHash> = HashSet::new();
+        for (label, root, size) in &roots {
+            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(()))
+                .map_err(|e| StoreError::Io {
+                    context: format!("refusing to collect garbage: {label} is damaged"),
+                    source: std::io::Error::other(e),
+                })?;
+        }
+        report.live_blocks = live.len() as u64;
+        let protected = self.protected().lock();
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            let mut dead = Vec::new();
+            for row in blocks.iter().map_err(db("read"))? {
+                let (k, v) = row.map_err(db("read"))?;
+                let hash = BlockHash(k.value().try_into().map_err(|_| StoreError::CorruptIndex {
+                    table: "blocks-0",
+                    reason: "key is not 32 bytes".into(),
+                })?);
+                if !live.contains(&hash) && !protected.contains_key(&hash) {
+                    dead.push((hash, BlockLoc::decode(v.value())?));
+                }
+            }
+            for (hash, loc) in &dead {
+                blocks.remove(hash.0.as_slice()).map_err(db("write"))?;
+                report.removed_blocks += 1;
+                report.removed_bytes += u64::from(loc.raw_len);
+            }
+        }
+        txn.commit().map_err(StoreError::db("commit"))?;
+        drop(protected);
+        Ok(report)
+    }
+
+    /// Live record bytes per pack, from the index.
+    fn live_bytes_per_pack(&self) -> Result<HashMap<u32, u64>, StoreError> {
+        let mut live = HashMap::new();
+        let txn = redb::ReadableDatabase::begin_read(self.db()).map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+        for row in t.iter().map_err(StoreError::db("read"))? {
+            let (_, v) = row.map_err(StoreError::db("read"))?;
+            let loc = BlockLoc::decode(v.value())?;
+            *live.entry(loc.pack).or_insert(0) += RECORD_HEADER_LEN + u64::from(loc.stored_len);
+        }
+        Ok(live)
+    }
+
+    fn compact(&self, report: &mut GcReport) -> Result<(), StoreError> {
+        let live = self.live_bytes_per_pack()?;
+        for (id, len) in self.committed_packs()? {
+            let payload = len.saturating_sub(HEADER_LEN);
+            let l = live.get(&id).copied().unwrap_or(0);
+            if payload == 0 || (l as f64) >= COMPACT_BELOW_LIVE * payload as f64 {
+                continue;
+            }
+            self.compact_pack(id, report)?;
+        }
+        Ok(())
+    }
+
+    /// Copy pack `id`'s live records to the active pack, repoint the index, then delete `id`.
+    fn compact_pack(&self, id: u32, report: &mut GcReport) -> Result<(), StoreError> {
+        let db = StoreError::db::<redb::StorageError>;
+        let mut ingest = self.begin_ingest();
+        let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let moved = {
+            let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            let mut here = Vec::new();
+            for row in blocks.iter().map_err(db("read"))? {
+                let (k, v) = row.map_err(db("read"))?;
+                let loc = BlockLoc::decode(v.value())?;
+                if loc.pack == id {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(k.value());
+                    here.push((BlockHash(h), loc));
+                }
+            }
+            let mut moved = Vec::with_capacity(here.len());
+            for (hash, loc) in here {
+                let record = self.packs().read_record(&hash, &loc)?;
+                let (pack, offset) = ingest.append_record(&record, id)?;
+                moved.push((hash, BlockLoc { pack, offset, ..loc }));
+            }
+            moved
+        };
+        if moved.is_empty() {
+            report.packs_deleted += 1;
+        } else {
+            report.packs_compacted += 1;
+        }
+        ingest.sync_packs()?;
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            for (hash, loc) in &moved {
+                blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+            }
+            let mut packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
+            for (&p, &end) in ingest.pack_ends() {
+                let old = packs.get(p).map_err(db("read"))?.map(|v| v.value()).unwrap_or(0);
+                packs.insert(p, old.max(end)).map_err(db("write"))?;
+            }
+            packs.remove(id).map_err(db("write"))?;
+        }
+        txn.commit().map_err(StoreError::db("commit"))?;
+        ingest.forget_written();
+        let path = pack_path(self.packs().dir(), id);
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).context(|| format!("removing compacted {}", path.display()))?;
+        sync_dir(self.packs().dir())?;
+        self.packs().drop_reader(id);
+        let written: u64 = moved.iter().map(|(_, l)| RECORD_HEADER_LEN + u64::from(l.stored_len)).sum();
+        report.disk_bytes_freed += size.saturating_sub(written);
+        Ok(())
+    }
+}

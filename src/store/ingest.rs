@@ -1,0 +1,421 @@
+//! Writing into the store: the [`Ingest`] guard and the ingest pipelines built on it
+//! (NAR or file bytes → chunker → DAG builder → blocks).
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::Path;
+
+use redb::ReadableTable;
+use sha2::Digest;
+
+use super::error::StoreError;
+use super::pack::{record_header, PACK_TARGET};
+use super::tables::*;
+use super::{alias_key, Store};
+use crate::chunk::{Chunker, ChunkerConfig};
+use crate::dag::builder::BuiltDag;
+use crate::dag::{BlockHash, BlockSink, Cid, DagBuilder};
+use crate::nix::hash::{HashAlgo, NarHash, NixHash};
+use crate::nix::nar::{self, NarSink, NarSummary};
+use crate::nix::narinfo::NarInfo;
+
+/// zstd level for blocks (DESIGN §5): fast enough to keep ingest I/O-bound.
+const ZSTD_LEVEL: i32 = 3;
+
+/// A manifest entry made visible by [`Ingest::commit`].
+#[derive(Debug, Clone)]
+pub enum Manifest {
+    /// A NAR: NarHash → root.
+    Nar {
+        /// SHA-256 of the NAR.
+        nar_hash: NarHash,
+        /// Where it is.
+        entry: NarEntry,
+    },
+    /// A store path's metadata. Its NAR must be in the store or in the same commit.
+    Path(Box<NarInfo>),
+    /// A flat file, under its SHA-256 and aliases.
+    File {
+        /// SHA-256 of the file.
+        sha256: [u8; 32],
+        /// Where it is and what it is called.
+        entry: FileEntry,
+        /// Its other hashes (sha512, sha1, md5).
+        aliases: Vec<NixHash>,
+    },
+}
+
+/// An ingest in progress. Blocks go to the pack as they come; nothing becomes visible until
+/// [`commit`](Ingest::commit), and dropping the guard without committing cuts its bytes off the pack again
+/// (when no other ingest appended after them).
+#[must_use = "an ingest that is not committed is rolled back"]
+pub struct Ingest<'s> {
+    store: &'s Store,
+    pending: HashMap<BlockHash, BlockLoc>,
+    /// End of this ingest's last record in each pack it wrote to.
+    ends: HashMap<u32, u64>,
+    first_write: Option<(u32, u64)>,
+    protected: Vec<BlockHash>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    committed: bool,
+    /// Bytes of new blocks (before compression) and their count.
+    new_bytes: u64,
+    new_blocks: u64,
+}
+
+impl<'s> Ingest<'s> {
+    pub(super) fn new(store: &'s Store) -> Self {
+        Ingest {
+            store,
+            pending: HashMap::new(),
+            ends: HashMap::new(),
+            first_write: None,
+            protected: Vec::new(),
+            compressor: None,
+            committed: false,
+            new_bytes: 0,
+            new_blocks: 0,
+        }
+    }
+
+    /// Store a block unless the store (or this ingest) has it already.
+    pub fn put(&mut self, hash: BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.pending.contains_key(&hash) {
+            return Ok(());
+        }
+        // Protect before looking: a GC that has not swept yet will now keep the block; one that already
+        // swept it committed first, and the lookup below sees it gone.
+        *self.store.protected().lock().entry(hash).or_insert(0) += 1;
+        self.protected.push(hash);
+        if self.store.block_loc(&hash)?.is_some() {
+            return Ok(());
+        }
+        let raw_len = u32::try_from(bytes.len()).map_err(|_| StoreError::CorruptBlock {
+            hash,
+            pack: 0,
+            offset: 0,
+            reason: format!("{} bytes is too large for one block", bytes.len()),
+        })?;
+        let compressor = match &mut self.compressor {
+            Some(c) => c,
+            None => self.compressor.insert(
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(StoreError::io("starting zstd"))?,
+            ),
+        };
+        let compressed = compressor.compress(bytes).map_err(StoreError::io("zstd compression"))?;
+        let (payload, compression) = if compressed.len() < bytes.len() {
+            (compressed.as_slice(), Compression::Zstd)
+        } else {
+            (bytes, Compression::None)
+        };
+        let stored_len = payload.len() as u32;
+        let header = record_header(&hash, raw_len, stored_len, compression);
+        let (pack, offset) = self.append(&[&header, payload], None)?;
+        self.pending.insert(hash, BlockLoc { pack, offset, stored_len, raw_len, compression });
+        self.new_bytes += u64::from(raw_len);
+        self.new_blocks += 1;
+        Ok(())
+    }
+
+    /// Append one record (given in parts) to the active pack, opening or rolling it as needed; never to
+    /// pack `avoid` (the one being compacted).
+    fn append(&mut self, parts: &[&[u8]], avoid: Option<u32>) -> Result<(u32, u64), StoreError> {
+        let mut active = self.store.packs().active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.as_ref().is_some_and(|a| a.len >= PACK_TARGET || Some(a.id) == avoid) {
+            // Everything in a closed pack is durable before anyone can commit references to it.
+            if let Some(mut old) = active.take() {
+                old.sync()?;
+            }
+        }
+        let pack = match &mut *active {
+            Some(p) => p,
+            None => {
+                let committed = self.store.committed_packs()?;
+                let on_disk = self.store.packs().list()?;
+                let reuse = committed
+                    .iter()
+                    .filter(|(id, len)| **len < PACK_TARGET && Some(**id) != avoid)
+                    .max_by_key(|(id, _)| **id);
+                let opened = match reuse {
+                    Some((&id, &len)) if on_disk.iter().any(|(i, _)| *i == id) => {
+                        self.store.packs().reopen(id, len)?
+                    }
+                    _ => {
+                        let next = committed.keys().chain(on_disk.iter().map(|(i, _)| i)).max().unwrap_or(&0) + 1;
+                        self.store.packs().create(next)?
+                    }
+                };
+                active.insert(opened)
+            }
+        };
+        let mut offset = None;
+        for part in parts {
+            let at = pack.append(part)?;
+            offset.get_or_insert(at);
+        }
+        let offset = offset.unwrap_or(pack.len);
+        self.ends.insert(pack.id, pack.len);
+        self.first_write.get_or_insert((pack.id, offset));
+        Ok((pack.id, offset))
+    }
+
+    /// Copy a whole record (header and payload, as read from another pack) into the active pack.
+    pub(super) fn append_record(&mut self, record: &[u8], avoid: u32) -> Result<(u32, u64), StoreError> {
+        self.append(&[record], Some(avoid))
+    }
+
+    /// Make every record this ingest appended durable.
+    pub(super) fn sync_packs(&mut self) -> Result<(), StoreError> {
+        if !self.ends.is_empty() {
+            let mut active = self.store.packs().active.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = active.as_mut() {
+                p.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// End of this ingest's records in each pack it wrote to.
+    pub(super) fn pack_ends(&self) -> &HashMap<u32, u64> {
+        &self.ends
+    }
+
+    /// The caller committed this ingest's records itself (compaction): do not roll them back on drop.
+    pub(super) fn forget_written(mut self) {
+        self.committed = true;
+    }
+
+    /// Blocks this ingest wrote (new to the store) and their raw bytes.
+    pub fn new_blocks(&self) -> (u64, u64) {
+        (self.new_blocks, self.new_bytes)
+    }
+
+    /// Make the ingest durable and visible: fsync the pack, then in one transaction index its blocks and
+    /// record `manifests`. This is the only place a manifest becomes visible.
+    pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
+        self.sync_packs()?;
+        let db = StoreError::db::<redb::StorageError>;
+        let txn = self.store.db().begin_write().map_err(StoreError::db("begin write"))?;
+        {
+            let open = || StoreError::db::<redb::TableError>("open table");
+            let mut blocks = txn.open_table(BLOCKS).map_err(open())?;
+            for (hash, loc) in &self.pending {
+                blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+            }
+            let mut packs = txn.open_table(PACKS).map_err(open())?;
+            for (&id, &end) in &self.ends {
+                let old = packs.get(id).map_err(db("read"))?.map(|v| v.value()).unwrap_or(0);
+                packs.insert(id, old.max(end)).map_err(db("write"))?;
+            }
+            let mut nars = txn.open_table(NARS).map_err(open())?;
+            let mut paths = txn.open_table(PATHS).map_err(open())?;
+            let mut files = txn.open_table(FILES).map_err(open())?;
+            let mut aliases = txn.open_table(FILE_ALIASES).map_err(open())?;
+            for m in manifests {
+                match m {
+                    Manifest::Nar { nar_hash, entry } => {
+                        nars.insert(nar_hash.0.as_slice(), entry.encode().as_slice()).map_err(db("write"))?;
+                    }
+                    Manifest::Path(info) => {
+                        if nars.get(info.nar_hash.0.as_slice()).map_err(db("read"))?.is_none() {
+                            return Err(StoreError::NoSuchNar(info.nar_hash));
+                        }
+                        let key = info.store_path.hash().to_string();
+                        paths.insert(key.as_str(), path_record(info).as_str()).map_err(db("write"))?;
+                    }
+                    Manifest::File { sha256, entry, aliases: other } => {
+                        files.insert(sha256.as_slice(), entry.encode().as_slice()).map_err(db("write"))?;
+                        for a in other {
+                            aliases.insert(alias_key(a).as_slice(), sha256.as_slice()).map_err(db("write"))?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(StoreError::db("commit"))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+/// What `paths-0` keeps of a narinfo: everything but how one particular cache compressed the NAR.
+fn path_record(info: &NarInfo) -> String {
+    let mut info = info.clone();
+    info.url = None;
+    info.compression = None;
+    info.file_hash = None;
+    info.file_size = None;
+    info.render()
+}
+
+impl BlockSink for Ingest<'_> {
+    fn put_block(&mut self, hash: BlockHash, _codec: u64, bytes: &[u8]) -> io::Result<()> {
+        self.put(hash, bytes).map_err(io::Error::other)
+    }
+}
+
+impl Drop for Ingest<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some((pack, start)) = self.first_write {
+                let mut active = self.store.packs().active.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(p) = active.as_mut() {
+                    // Only if nobody appended after us; otherwise the bytes stay as garbage for GC.
+                    if p.id == pack && self.ends.get(&pack) == Some(&p.len) {
+                        let _ = p.truncate(start);
+                    }
+                }
+            }
+        }
+        let mut protected = self.store.protected().lock();
+        for h in self.protected.drain(..) {
+            if let Some(n) = protected.get_mut(&h) {
+                *n -= 1;
+                if *n == 0 {
+                    protected.remove(&h);
+                }
+            }
+        }
+    }
+}
+
+/// A NAR that is now in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NarAdded {
+    /// Its SHA-256.
+    pub nar_hash: NarHash,
+    /// Its size.
+    pub nar_size: u64,
+    /// Its DAG root.
+    pub root: Cid,
+    /// Blocks it added to the store.
+    pub new_blocks: u64,
+    /// Raw bytes of those blocks.
+    pub new_bytes: u64,
+}
+
+/// Run a NAR producer through chunker and builder into `ingest`.
+fn build_nar<E>(
+    ingest: &mut Ingest<'_>,
+    cfg: ChunkerConfig,
+    produce: impl FnOnce(&mut dyn NarSink) -> Result<NarSummary, E>,
+) -> Result<(NarSummary, BuiltDag), StoreError>
+where
+    StoreError: From<E>,
+{
+    let mut builder = DagBuilder::new(&mut *ingest);
+    let mut chunker = Chunker::new(cfg, |c: &[u8]| builder.push_leaf(c));
+    let summary = produce(&mut chunker)?;
+    chunker.finish().map_err(StoreError::from_io)?;
+    let (dag, _) = builder.finish().map_err(StoreError::from_io)?;
+    Ok((summary, dag))
+}
+
+fn commit_nar(
+    ingest: Ingest<'_>,
+    summary: NarSummary,
+    dag: BuiltDag,
+    info: Option<NarInfo>,
+) -> Result<NarAdded, StoreError> {
+    if let Some(info) = &info {
+        if info.nar_hash != summary.nar_hash || info.nar_size != summary.nar_size {
+            return Err(StoreError::HashMismatch {
+                what: format!("NAR of {}", info.store_path),
+                expected: format!("{} ({} bytes)", info.nar_hash, info.nar_size),
+                got: format!("{} ({} bytes)", summary.nar_hash, summary.nar_size),
+            });
+        }
+    }
+    let entry = NarEntry { root: dag.root, nar_size: summary.nar_size };
+    let mut manifests = vec![Manifest::Nar { nar_hash: summary.nar_hash, entry }];
+    manifests.extend(info.map(|i| Manifest::Path(Box::new(i))));
+    let (new_blocks, new_bytes) = ingest.new_blocks();
+    ingest.commit(&manifests)?;
+    Ok(NarAdded { nar_hash: summary.nar_hash, nar_size: summary.nar_size, root: dag.root, new_blocks, new_bytes })
+}
+
+/// Store a NAR read from `r`, validating it as it streams. When `info` is given (a store path's
+/// metadata), its NarHash and NarSize must match and it is recorded with the NAR.
+pub fn add_nar(store: &Store, r: impl Read, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+    let mut ingest = store.begin_ingest();
+    let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(r, &mut sink))?;
+    commit_nar(ingest, summary, dag, info)
+}
+
+/// Serialize a filesystem path as a NAR (as `nix-store --dump` does) and store it.
+pub fn add_path(store: &Store, path: &Path, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+    let mut ingest = store.begin_ingest();
+    let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::dump_path(path, &mut sink))?;
+    commit_nar(ingest, summary, dag, info)
+}
+
+/// A flat file that is now in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAdded {
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// Its other hashes.
+    pub aliases: Vec<NixHash>,
+    /// Its size.
+    pub size: u64,
+    /// Its DAG root.
+    pub root: Cid,
+    /// Blocks it added to the store.
+    pub new_blocks: u64,
+}
+
+/// Store a flat file (a source tarball) byte-exact, keyed by its SHA-256 with SHA-512, SHA-1 and MD5 as
+/// aliases. When `expected` is given the file must hash to it, or nothing is stored.
+pub fn add_file(
+    store: &Store,
+    mut r: impl Read,
+    name: &str,
+    urls: Vec<String>,
+    cfg: ChunkerConfig,
+    expected: Option<&NixHash>,
+) -> Result<FileAdded, StoreError> {
+    let mut ingest = store.begin_ingest();
+    let mut sha256 = sha2::Sha256::new();
+    let mut sha512 = sha2::Sha512::new();
+    let mut sha1 = sha1::Sha1::new();
+    let mut md5 = md5::Md5::new();
+    let mut builder = DagBuilder::new(&mut ingest);
+    let mut chunker = Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StoreError::Io { context: format!("reading {name}"), source: e }),
+        };
+        let b = &buf[..n];
+        sha256.update(b);
+        sha512.update(b);
+        sha1.update(b);
+        md5.update(b);
+        chunker.write(b).map_err(StoreError::from_io)?;
+    }
+    chunker.finish().map_err(StoreError::from_io)?;
+    let (dag, _) = builder.finish().map_err(StoreError::from_io)?;
+    let sha256: [u8; 32] = sha256.finalize().into();
+    let aliases = vec![
+        NixHash { algo: HashAlgo::Sha512, digest: sha512.finalize().to_vec() },
+        NixHash { algo: HashAlgo::Sha1, digest: sha1.finalize().to_vec() },
+        NixHash { algo: HashAlgo::Md5, digest: md5.finalize().to_vec() },
+    ];
+    if let Some(want) = expected {
+        let got = if want.algo == HashAlgo::Sha256 {
+            NixHash { algo: HashAlgo::Sha256, digest: sha256.to_vec() }
+        } else {
+            aliases.iter().find(|a| a.algo == want.algo).cloned().unwrap_or_else(|| want.clone())
+        };
+        if &got != want {
+            return Err(StoreError::HashMismatch { what: name.to_string(), expected: want.to_string(), got: got.to_string() });
+        }
+    }
+    let entry = FileEntry { root: dag.root.to_string(), size: dag.size, name: name.to_string(), urls };
+    let (new_blocks, _) = ingest.new_blocks();
+    ingest.commit(&[Manifest::File { sha256, entry, aliases: aliases.clone() }])?;
+    Ok(FileAdded { sha256, aliases, size: dag.size, root: dag.root, new_blocks })
+}

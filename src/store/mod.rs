@@ -1,0 +1,375 @@
+//! The block store: `index.redb` (manifests and block index) plus append-only `packs/` (DESIGN §5).
+//!
+//! Durability order, kept in one place ([`Ingest::commit`]): append block records → fsync the pack →
+//! commit one redb transaction holding the new block locations *and* the manifests that use them. A crash
+//! before the commit leaves only an unindexed pack tail, which [`Store::open`] cuts off; a crash after it
+//! leaves everything. So no manifest ever names a block that is not durably stored.
+//!
+//! One process owns a store at a time (an exclusive `flock` on `STORE/lock`, taken by [`Store::open`];
+//! another process waits for it). Inside the process, ingests and GC may run concurrently: an ingest
+//! *protects* every existing block it decides to reuse before it looks it up, and GC sweeps only
+//! unprotected blocks while holding the protection registry, so reuse and deletion cannot cross.
+
+mod error;
+mod gc;
+mod ingest;
+pub mod pack;
+mod stats;
+pub mod tables;
+mod verify;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fs2::FileExt;
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub use self::error::StoreError;
+use self::error::IoContext;
+pub use self::gc::GcReport;
+pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};
+use self::pack::Packs;
+pub use self::stats::StoreStats;
+use self::tables::*;
+pub use self::tables::{BlockLoc, FileEntry, NarEntry};
+pub use self::verify::VerifyReport;
+use crate::dag::{BlockHash, BlockSource};
+use crate::nix::hash::{HashAlgo, NarHash, NixHash};
+use crate::nix::narinfo::NarInfo;
+
+/// Blocks that in-flight ingests rely on, with a count per ingest holding them.
+#[derive(Default)]
+pub(crate) struct Protected(Mutex<HashMap<BlockHash, u32>>);
+
+impl Protected {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BlockHash, u32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An open store.
+pub struct Store {
+    dir: PathBuf,
+    db: Database,
+    packs: Packs,
+    protected: Protected,
+    _lock: File,
+}
+
+impl Store {
+    /// The store directory used when none is given: `$XDG_DATA_HOME/nixdag`, else
+    /// `~/.local/share/nixdag`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return Some(PathBuf::from(x).join("nixdag"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/nixdag"))
+    }
+
+    /// Open (creating if needed) the store in `dir`, waiting for another process that holds it.
+    /// Cuts uncommitted tails off the packs and removes packs no commit ever referenced.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir.join("packs")).context(|| format!("creating store {}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .context(|| format!("opening {}", lock_path.display()))?;
+        if lock.try_lock_exclusive().is_err() {
+            eprintln!("nixdag: waiting for another nixdag process to release {}", dir.display());
+            lock.lock_exclusive().context(|| format!("locking {}", lock_path.display()))?;
+        }
+        let db = Database::create(dir.join("index.redb")).map_err(StoreError::db("open"))?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            packs: Packs::new(dir.join("packs")),
+            protected: Protected::default(),
+            _lock: lock,
+        };
+        store.init_tables()?;
+        store.recover_packs()?;
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn init_tables(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        {
+            let t = StoreError::db::<redb::TableError>("open table");
+            let mut meta = txn.open_table(META).map_err(t)?;
+            let version = meta.get("format").map_err(StoreError::db("read"))?.map(|v| v.value().to_vec());
+            match version {
+                None => {
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(StoreError::db("write"))?;
+                }
+                Some(v) => {
+                    let got = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX);
+                    if got != FORMAT_VERSION {
+                        return Err(StoreError::Version { path: self.dir.clone(), expected: FORMAT_VERSION, got });
+                    }
+                }
+            }
+            let t = || StoreError::db::<redb::TableError>("open table");
+            txn.open_table(BLOCKS).map_err(t())?;
+            txn.open_table(PACKS).map_err(t())?;
+            txn.open_table(NARS).map_err(t())?;
+            txn.open_table(PATHS).map_err(t())?;
+            txn.open_table(FILES).map_err(t())?;
+            txn.open_table(FILE_ALIASES).map_err(t())?;
+        }
+        txn.commit().map_err(StoreError::db("commit"))
+    }
+
+    /// Make the packs match the last commit: cut tails nobody committed, delete packs nobody committed.
+    fn recover_packs(&self) -> Result<(), StoreError> {
+        let committed = self.committed_packs()?;
+        let mut removed = false;
+        for (id, len) in self.packs.list()? {
+            let path = pack::pack_path(self.packs.dir(), id);
+            match committed.get(&id) {
+                None => {
+                    fs::remove_file(&path).context(|| format!("removing uncommitted {}", path.display()))?;
+                    removed = true;
+                }
+                Some(&c) if len > c => {
+                    let f = OpenOptions::new().write(true).open(&path).context(|| format!("opening {}", path.display()))?;
+                    f.set_len(c).context(|| format!("truncating {}", path.display()))?;
+                    f.sync_all().context(|| format!("fsync of {}", path.display()))?;
+                }
+                Some(_) => {}
+            }
+        }
+        if removed {
+            pack::sync_dir(self.packs.dir())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn committed_packs(&self) -> Result<HashMap<u32, u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
+        let mut out = HashMap::new();
+        for row in t.iter().map_err(StoreError::db("read"))? {
+            let (k, v) = row.map_err(StoreError::db("read"))?;
+            out.insert(k.value(), v.value());
+        }
+        Ok(out)
+    }
+
+    /// Start an ingest: blocks written through it become visible only with its [`Ingest::commit`].
+    pub fn begin_ingest(&self) -> Ingest<'_> {
+        Ingest::new(self)
+    }
+
+    /// Where a block is stored, if it is.
+    pub fn block_loc(&self, hash: &BlockHash) -> Result<Option<BlockLoc>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+        let v = t.get(hash.0.as_slice()).map_err(StoreError::db("read"))?;
+        v.map(|v| BlockLoc::decode(v.value())).transpose()
+    }
+
+    /// Read and verify a block.
+    pub fn read_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
+        // One retry: GC compaction may move the block and delete its old pack between lookup and read.
+        for attempt in 0..2 {
+            let Some(loc) = self.block_loc(hash)? else { return Ok(None) };
+            match self.packs.read_block(hash, &loc) {
+                Err(StoreError::Io { .. }) if attempt == 0 => continue,
+                other => return other.map(Some),
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// The stored NAR with this NarHash.
+    pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(NARS).map_err(StoreError::db("open table"))?;
+        let v = t.get(hash.0.as_slice()).map_err(StoreError::db("read"))?;
+        v.map(|v| NarEntry::decode(v.value())).transpose()
+    }
+
+    /// The recorded metadata of the store path whose hash part (32 nix32 chars) is `hash_part`.
+    pub fn path_info(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(PATHS).map_err(StoreError::db("open table"))?;
+        let v = t.get(hash_part).map_err(StoreError::db("read"))?;
+        v.map(|v| {
+            NarInfo::parse(v.value())
+                .map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })
+        })
+        .transpose()
+    }
+
+    /// The stored file with this hash (SHA-256, or an alias: SHA-512, SHA-1, MD5). Returns its SHA-256 too.
+    pub fn file(&self, hash: &NixHash) -> Result<Option<([u8; 32], FileEntry)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let sha256: [u8; 32] = if hash.algo == HashAlgo::Sha256 {
+            hash.digest.as_slice().try_into().map_err(|_| StoreError::CorruptIndex {
+                table: "files-0",
+                reason: "sha256 digest is not 32 bytes".into(),
+            })?
+        } else {
+            let t = txn.open_table(FILE_ALIASES).map_err(StoreError::db("open table"))?;
+            let Some(v) = t.get(alias_key(hash).as_slice()).map_err(StoreError::db("read"))? else {
+                return Ok(None);
+            };
+            v.value().try_into().map_err(|_| StoreError::CorruptIndex {
+                table: "file-aliases-0",
+                reason: "target is not 32 bytes".into(),
+            })?
+        };
+        let t = txn.open_table(FILES).map_err(StoreError::db("open table"))?;
+        let v = t.get(sha256.as_slice()).map_err(StoreError::db("read"))?;
+        Ok(v.map(|v| FileEntry::decode(v.value())).transpose()?.map(|e| (sha256, e)))
+    }
+
+    /// Drop the NAR with this hash and every store path recorded with it. Its blocks go at the next GC
+    /// unless something else uses them. Returns whether anything was removed.
+    pub fn forget_nar(&self, hash: &NarHash) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        let removed;
+        {
+            let mut nars = txn.open_table(NARS).map_err(StoreError::db("open table"))?;
+            removed = nars.remove(hash.0.as_slice()).map_err(StoreError::db("write"))?.is_some();
+            let mut paths = txn.open_table(PATHS).map_err(StoreError::db("open table"))?;
+            let mut doomed = Vec::new();
+            for row in paths.iter().map_err(StoreError::db("read"))? {
+                let (k, v) = row.map_err(StoreError::db("read"))?;
+                if NarInfo::parse(v.value()).map(|i| i.nar_hash == *hash).unwrap_or(false) {
+                    doomed.push(k.value().to_string());
+                }
+            }
+            for k in doomed {
+                paths.remove(k.as_str()).map_err(StoreError::db("write"))?;
+            }
+        }
+        txn.commit().map_err(StoreError::db("commit"))?;
+        Ok(removed)
+    }
+
+    /// Drop the file with this hash (any of its hashes) and its aliases.
+    pub fn forget_file(&self, hash: &NixHash) -> Result<bool, StoreError> {
+        let Some((sha256, _)) = self.file(hash)? else { return Ok(false) };
+        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        {
+            let mut files = txn.open_table(FILES).map_err(StoreError::db("open table"))?;
+            files.remove(sha256.as_slice()).map_err(StoreError::db("write"))?;
+            let mut aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::db("open table"))?;
+            aliases.retain(|_, v| v != sha256.as_slice()).map_err(StoreError::db("write"))?;
+        }
+        txn.commit().map_err(StoreError::db("commit"))?;
+        Ok(true)
+    }
+
+    /// Every root in the store: `(label, root CID, expected size)`, NARs first, then files.
+    pub fn roots(&self) -> Result<Vec<(String, crate::dag::Cid, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        roots_in(&txn)
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub(crate) fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    pub(crate) fn protected(&self) -> &Protected {
+        &self.protected
+    }
+}
+
+/// Roots as seen by one transaction (read or write).
+pub(crate) fn roots_in(
+    txn: &impl TableSource,
+) -> Result<Vec<(String, crate::dag::Cid, u64)>, StoreError> {
+    let mut out = Vec::new();
+    txn.each(NARS, &mut |k, v| {
+        let e = NarEntry::decode(v)?;
+        let h = NarHash(k.try_into().map_err(|_| StoreError::CorruptIndex {
+            table: "nars-0",
+            reason: "key is not 32 bytes".into(),
+        })?);
+        out.push((format!("nar {h}"), e.root, e.nar_size));
+        Ok(())
+    })?;
+    txn.each(FILES, &mut |k, v| {
+        let e = FileEntry::decode(v)?;
+        out.push((
+            format!("file sha256:{}", crate::nix::hash::nix32::encode(k)),
+            e.root_cid()?,
+            e.size,
+        ));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Iterate a byte-keyed table in either kind of transaction.
+pub(crate) trait TableSource {
+    fn each(
+        &self,
+        def: redb::TableDefinition<&[u8], &[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+impl TableSource for redb::ReadTransaction {
+    fn each(
+        &self,
+        def: redb::TableDefinition<&[u8], &[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        each_row(&self.open_table(def).map_err(StoreError::db("open table"))?, f)
+    }
+}
+
+impl TableSource for redb::WriteTransaction {
+    fn each(
+        &self,
+        def: redb::TableDefinition<&[u8], &[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        each_row(&self.open_table(def).map_err(StoreError::db("open table"))?, f)
+    }
+}
+
+fn each_row(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for row in t.iter().map_err(StoreError::db("read"))? {
+        let (k, v) = row.map_err(StoreError::db("read"))?;
+        f(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn alias_key(hash: &NixHash) -> Vec<u8> {
+    let mut k = format!("{}:", hash.algo.name()).into_bytes();
+    k.extend_from_slice(&hash.digest);
+    k
+}
+
+impl BlockSource for Store {
+    fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
+        self.read_block(hash).map_err(io::Error::other)
+    }
+    fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
+        Ok(self.block_loc(hash).map_err(io::Error::other)?.map(|l| u64::from(l.raw_len)))
+    }
+}

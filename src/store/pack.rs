@@ -1,0 +1,249 @@
+//! Pack files: append-only sequences of block records.
+//!
+//! ```text
+//! pack   := header record*
+//! header := "NIXDAGPK" (8) | version u32 (4) | reserved u32 (4)            = 16 bytes
+//! record := blake3 [32] | raw_len u32 | stored_len u32 | compression u8    = 41 bytes
+//!           payload [stored_len]
+//! ```
+//! The index says where each record starts; the record repeats the block's hash and lengths so a pack
+//! can be checked (and, in a disaster, re-indexed) on its own. Bytes are appended through one writer
+//! with its own buffer, written with positioned writes, so an uncommitted tail can be cut off again
+//! (`rollback`) without a seek dance.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::error::{IoContext, StoreError};
+use super::tables::{BlockLoc, Compression};
+use crate::dag::BlockHash;
+
+/// Pack magic.
+pub const MAGIC: &[u8; 8] = b"NIXDAGPK";
+/// Pack format version.
+pub const PACK_VERSION: u32 = 1;
+/// Pack header length.
+pub const HEADER_LEN: u64 = 16;
+/// Record header length.
+pub const RECORD_HEADER_LEN: u64 = 32 + 4 + 4 + 1;
+/// A pack is closed for appends once it passes this size; compaction works pack by pack.
+pub const PACK_TARGET: u64 = 1 << 30;
+const WRITE_BUFFER: usize = 4 << 20;
+
+/// The pack header bytes.
+pub fn header() -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
+    h
+}
+
+/// A record's header bytes.
+pub fn record_header(hash: &BlockHash, raw_len: u32, stored_len: u32, c: Compression) -> [u8; 41] {
+    let mut h = [0u8; RECORD_HEADER_LEN as usize];
+    h[..32].copy_from_slice(&hash.0);
+    h[32..36].copy_from_slice(&raw_len.to_le_bytes());
+    h[36..40].copy_from_slice(&stored_len.to_le_bytes());
+    h[40] = c as u8;
+    h
+}
+
+/// The pack file of `id`.
+pub fn pack_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:08}.pack"))
+}
+
+/// The pack currently open for appends.
+pub struct ActivePack {
+    /// Pack id.
+    pub id: u32,
+    file: File,
+    /// Logical length: bytes on disk plus bytes buffered.
+    pub len: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+}
+
+impl ActivePack {
+    /// Append bytes (a record, or part of one); returns their offset.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<u64, StoreError> {
+        let offset = self.len;
+        self.buf.extend_from_slice(bytes);
+        self.len += bytes.len() as u64;
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(offset)
+    }
+
+    /// Write buffered bytes to the file (not yet durable).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.buf.is_empty() {
+            let id = self.id;
+            self.file.write_all_at(&self.buf, self.buf_start).context(|| format!("writing pack {id}"))?;
+            self.buf_start += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Flush and fsync: after this, every record appended so far survives a crash.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        let id = self.id;
+        self.file.sync_data().context(|| format!("fsync of pack {id}"))
+    }
+
+    /// Cut the pack back to `len` (a record boundary this writer handed out).
+    pub fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
+        if len >= self.buf_start {
+            self.buf.truncate((len - self.buf_start) as usize);
+        } else {
+            self.buf.clear();
+            let id = self.id;
+            self.file.set_len(len).context(|| format!("truncating pack {id}"))?;
+            self.buf_start = len;
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// All packs of a store: cached read handles and the one active writer.
+pub struct Packs {
+    dir: PathBuf,
+    readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// The writer; `None` until the first append of this process.
+    pub active: Mutex<Option<ActivePack>>,
+}
+
+impl Packs {
+    /// Packs under `dir` (which must exist).
+    pub fn new(dir: PathBuf) -> Self {
+        Packs { dir, readers: Mutex::new(HashMap::new()), active: Mutex::new(None) }
+    }
+
+    /// The packs directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Create pack `id` with its header, durably (file and directory entry fsynced).
+    pub fn create(&self, id: u32) -> Result<ActivePack, StoreError> {
+        let path = pack_path(&self.dir, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .context(|| format!("creating {}", path.display()))?;
+        file.write_all_at(&header(), 0).context(|| format!("writing {}", path.display()))?;
+        file.sync_all().context(|| format!("fsync of {}", path.display()))?;
+        sync_dir(&self.dir)?;
+        Ok(ActivePack { id, file, len: HEADER_LEN, buf: Vec::new(), buf_start: HEADER_LEN })
+    }
+
+    /// Reopen pack `id` for appends at `len` (its committed length).
+    pub fn reopen(&self, id: u32, len: u64) -> Result<ActivePack, StoreError> {
+        let path = pack_path(&self.dir, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context(|| format!("opening {}", path.display()))?;
+        Ok(ActivePack { id, file, len, buf: Vec::new(), buf_start: len })
+    }
+
+    fn reader(&self, id: u32) -> Result<Arc<File>, StoreError> {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = readers.get(&id) {
+            return Ok(f.clone());
+        }
+        let path = pack_path(&self.dir, id);
+        let f = Arc::new(File::open(&path).context(|| format!("opening {}", path.display()))?);
+        readers.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Forget a cached read handle (after the pack is deleted).
+    pub fn drop_reader(&self, id: u32) {
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Read a record's header and payload as stored (still compressed).
+    pub fn read_record(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
+        let f = self.reader(loc.pack)?;
+        let total = RECORD_HEADER_LEN as usize + loc.stored_len as usize;
+        let mut buf = vec![0u8; total];
+        f.read_exact_at(&mut buf, loc.offset).map_err(|e| StoreError::CorruptBlock {
+            hash: *hash,
+            pack: loc.pack,
+            offset: loc.offset,
+            reason: format!("cannot read {total} bytes: {e}"),
+        })?;
+        let want = record_header(hash, loc.raw_len, loc.stored_len, loc.compression);
+        if buf[..RECORD_HEADER_LEN as usize] != want {
+            return Err(StoreError::CorruptBlock {
+                hash: *hash,
+                pack: loc.pack,
+                offset: loc.offset,
+                reason: "record header does not match the index".into(),
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Read, decompress and verify a block.
+    pub fn read_block(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
+        let record = self.read_record(hash, loc)?;
+        let payload = &record[RECORD_HEADER_LEN as usize..];
+        let corrupt = |reason: String| StoreError::CorruptBlock {
+            hash: *hash,
+            pack: loc.pack,
+            offset: loc.offset,
+            reason,
+        };
+        let bytes = match loc.compression {
+            Compression::None => payload.to_vec(),
+            Compression::Zstd => zstd::bulk::decompress(payload, loc.raw_len as usize)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?,
+        };
+        if bytes.len() != loc.raw_len as usize {
+            return Err(corrupt(format!("{} bytes after decompression, expected {}", bytes.len(), loc.raw_len)));
+        }
+        let got = BlockHash::of(&bytes);
+        if got != *hash {
+            return Err(corrupt(format!("bytes hash to {got}")));
+        }
+        Ok(bytes)
+    }
+
+    /// Ids and sizes of the pack files on disk.
+    pub fn list(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).context(|| format!("listing {}", self.dir.display()))?;
+        for e in entries {
+            let e = e.context(|| format!("listing {}", self.dir.display()))?;
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pack")).and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            let len = e.metadata().context(|| format!("stat of {}", e.path().display()))?.len();
+            out.push((id, len));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// fsync a directory so entries created or removed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("fsync of directory {}", dir.display()))
+}
