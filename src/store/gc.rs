@@ -113,7 +113,21 @@ impl Store {
     }
 
     /// Copy pack `id`'s live records to the active pack, repoint the index, then delete `id`.
+    /// Skipped while an uncommitted ingest has records in `id`: its commit will point into that pack.
     fn compact_pack(&self, id: u32, report: &mut GcReport) -> Result<(), StoreError> {
+        {
+            let mut writer = self.packs().lock_writer();
+            if writer.in_flight.get(&id).copied().unwrap_or(0) > 0 {
+                return Ok(());
+            }
+            // Move appends elsewhere now, under the same lock, so no ingest can start writing to `id`.
+            if writer.pack.as_ref().is_none_or(|p| p.id == id) {
+                if let Some(mut old) = writer.pack.take() {
+                    old.sync()?;
+                }
+                writer.pack = Some(self.resume_pack(Some(id))?);
+            }
+        }
         let db = StoreError::db::<redb::StorageError>;
         let mut ingest = self.begin_ingest();
         let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;

@@ -118,35 +118,21 @@ impl<'s> Ingest<'s> {
     }
 
     /// Append one record (given in parts) to the active pack, opening or rolling it as needed; never to
-    /// pack `avoid` (the one being compacted).
+    /// pack `avoid` (the one being compacted). The pack is registered as holding uncommitted records of
+    /// this ingest until the guard is dropped.
     fn append(&mut self, parts: &[&[u8]], avoid: Option<u32>) -> Result<(u32, u64), StoreError> {
-        let mut active = self.store.packs().active.lock().unwrap_or_else(|p| p.into_inner());
-        if active.as_ref().is_some_and(|a| a.len >= PACK_TARGET || Some(a.id) == avoid) {
+        let mut writer = self.store.packs().lock_writer();
+        let writer = &mut *writer;
+        if writer.pack.as_ref().is_some_and(|a| a.len >= PACK_TARGET || Some(a.id) == avoid) {
             // Everything in a closed pack is durable before anyone can commit references to it.
-            if let Some(mut old) = active.take() {
+            if let Some(mut old) = writer.pack.take() {
                 old.sync()?;
             }
+            writer.pack = Some(self.store.new_pack()?);
         }
-        let pack = match &mut *active {
+        let pack = match &mut writer.pack {
             Some(p) => p,
-            None => {
-                let committed = self.store.committed_packs()?;
-                let on_disk = self.store.packs().list()?;
-                let reuse = committed
-                    .iter()
-                    .filter(|(id, len)| **len < PACK_TARGET && Some(**id) != avoid)
-                    .max_by_key(|(id, _)| **id);
-                let opened = match reuse {
-                    Some((&id, &len)) if on_disk.iter().any(|(i, _)| *i == id) => {
-                        self.store.packs().reopen(id, len)?
-                    }
-                    _ => {
-                        let next = committed.keys().chain(on_disk.iter().map(|(i, _)| i)).max().unwrap_or(&0) + 1;
-                        self.store.packs().create(next)?
-                    }
-                };
-                active.insert(opened)
-            }
+            None => writer.pack.insert(self.store.resume_pack(avoid)?),
         };
         let mut offset = None;
         for part in parts {
@@ -154,7 +140,9 @@ impl<'s> Ingest<'s> {
             offset.get_or_insert(at);
         }
         let offset = offset.unwrap_or(pack.len);
-        self.ends.insert(pack.id, pack.len);
+        if self.ends.insert(pack.id, pack.len).is_none() {
+            *writer.in_flight.entry(pack.id).or_insert(0) += 1;
+        }
         self.first_write.get_or_insert((pack.id, offset));
         Ok((pack.id, offset))
     }
@@ -167,8 +155,7 @@ impl<'s> Ingest<'s> {
     /// Make every record this ingest appended durable.
     pub(super) fn sync_packs(&mut self) -> Result<(), StoreError> {
         if !self.ends.is_empty() {
-            let mut active = self.store.packs().active.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(p) = active.as_mut() {
+            if let Some(p) = self.store.packs().lock_writer().pack.as_mut() {
                 p.sync()?;
             }
         }
@@ -193,6 +180,11 @@ impl<'s> Ingest<'s> {
     /// Make the ingest durable and visible: fsync the pack, then in one transaction index its blocks and
     /// record `manifests`. This is the only place a manifest becomes visible.
     pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
+        if self.pending.is_empty() && self.already_recorded(manifests)? {
+            // Nothing new: leave the index file alone (re-adding is a no-op, byte for byte).
+            self.committed = true;
+            return Ok(());
+        }
         self.sync_packs()?;
         let db = StoreError::db::<redb::StorageError>;
         let txn = self.store.db().begin_write().map_err(StoreError::db("begin write"))?;
@@ -238,6 +230,50 @@ impl<'s> Ingest<'s> {
     }
 }
 
+impl Ingest<'_> {
+    /// Whether every manifest is stored already, exactly as given.
+    fn already_recorded(&self, manifests: &[Manifest]) -> Result<bool, StoreError> {
+        let txn = redb::ReadableDatabase::begin_read(self.store.db()).map_err(StoreError::db("begin read"))?;
+        let open = || StoreError::db::<redb::TableError>("open table");
+        let read = || StoreError::db::<redb::StorageError>("read");
+        let nars = txn.open_table(NARS).map_err(open())?;
+        let paths = txn.open_table(PATHS).map_err(open())?;
+        let files = txn.open_table(FILES).map_err(open())?;
+        let aliases = txn.open_table(FILE_ALIASES).map_err(open())?;
+        for m in manifests {
+            let same = match m {
+                Manifest::Nar { nar_hash, entry } => nars
+                    .get(nar_hash.0.as_slice())
+                    .map_err(read())?
+                    .is_some_and(|v| v.value() == entry.encode().as_slice()),
+                Manifest::Path(info) => paths
+                    .get(info.store_path.hash().to_string().as_str())
+                    .map_err(read())?
+                    .is_some_and(|v| v.value() == path_record(info)),
+                Manifest::File { sha256, entry, aliases: other } => {
+                    let file_same = files
+                        .get(sha256.as_slice())
+                        .map_err(read())?
+                        .is_some_and(|v| v.value() == entry.encode().as_slice());
+                    let mut all = file_same;
+                    for a in other {
+                        all = all
+                            && aliases
+                                .get(alias_key(a).as_slice())
+                                .map_err(read())?
+                                .is_some_and(|v| v.value() == sha256.as_slice());
+                    }
+                    all
+                }
+            };
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// What `paths-0` keeps of a narinfo: everything but how one particular cache compressed the NAR.
 fn path_record(info: &NarInfo) -> String {
     let mut info = info.clone();
@@ -256,17 +292,24 @@ impl BlockSink for Ingest<'_> {
 
 impl Drop for Ingest<'_> {
     fn drop(&mut self) {
+        let mut writer = self.store.packs().lock_writer();
         if !self.committed {
-            if let Some((pack, start)) = self.first_write {
-                let mut active = self.store.packs().active.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(p) = active.as_mut() {
-                    // Only if nobody appended after us; otherwise the bytes stay as garbage for GC.
-                    if p.id == pack && self.ends.get(&pack) == Some(&p.len) {
-                        let _ = p.truncate(start);
-                    }
+            if let (Some((pack, start)), Some(p)) = (self.first_write, writer.pack.as_mut()) {
+                // Only if nobody appended after us; otherwise the bytes stay as garbage for GC.
+                if p.id == pack && self.ends.get(&pack) == Some(&p.len) {
+                    let _ = p.truncate(start);
                 }
             }
         }
+        for id in self.ends.keys() {
+            if let Some(n) = writer.in_flight.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    writer.in_flight.remove(id);
+                }
+            }
+        }
+        drop(writer);
         let mut protected = self.store.protected().lock();
         for h in self.protected.drain(..) {
             if let Some(n) = protected.get_mut(&h) {

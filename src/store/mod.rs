@@ -102,7 +102,12 @@ impl Store {
         &self.dir
     }
 
+    /// Create missing tables and record the format version. A store that has them all is only read, so
+    /// opening never changes the index file.
     fn init_tables(&self) -> Result<(), StoreError> {
+        if self.tables_ready()? {
+            return Ok(());
+        }
         let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
         {
             let t = StoreError::db::<redb::TableError>("open table");
@@ -129,6 +134,34 @@ impl Store {
             txn.open_table(FILE_ALIASES).map_err(t())?;
         }
         txn.commit().map_err(StoreError::db("commit"))
+    }
+
+    fn tables_ready(&self) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(StoreError::db("open table")(e)),
+        };
+        let version = meta.get("format").map_err(StoreError::db("read"))?.map(|v| v.value().to_vec());
+        let got = match version {
+            None => return Ok(false),
+            Some(v) => <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX),
+        };
+        if got != FORMAT_VERSION {
+            return Err(StoreError::Version { path: self.dir.clone(), expected: FORMAT_VERSION, got });
+        }
+        let exists = |r: Result<(), redb::TableError>| match r {
+            Ok(()) => Ok(true),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(StoreError::db("open table")(e)),
+        };
+        Ok(exists(txn.open_table(BLOCKS).map(drop))?
+            && exists(txn.open_table(PACKS).map(drop))?
+            && exists(txn.open_table(NARS).map(drop))?
+            && exists(txn.open_table(PATHS).map(drop))?
+            && exists(txn.open_table(FILES).map(drop))?
+            && exists(txn.open_table(FILE_ALIASES).map(drop))?)
     }
 
     /// Make the packs match the last commit: cut tails nobody committed, delete packs nobody committed.
@@ -165,6 +198,28 @@ impl Store {
             out.insert(k.value(), v.value());
         }
         Ok(out)
+    }
+
+    /// A new, empty pack numbered after every pack committed or on disk.
+    pub(crate) fn new_pack(&self) -> Result<pack::ActivePack, StoreError> {
+        let committed = self.committed_packs()?;
+        let on_disk = self.packs.list()?;
+        let next = committed.keys().chain(on_disk.iter().map(|(i, _)| i)).max().unwrap_or(&0) + 1;
+        self.packs.create(next)
+    }
+
+    /// The pack to append to when this process has none yet: the newest committed pack that has room
+    /// (other than `avoid`), else a new one.
+    pub(crate) fn resume_pack(&self, avoid: Option<u32>) -> Result<pack::ActivePack, StoreError> {
+        let committed = self.committed_packs()?;
+        let reuse = committed
+            .iter()
+            .filter(|(id, len)| **len < pack::PACK_TARGET && Some(**id) != avoid)
+            .max_by_key(|(id, _)| **id);
+        match reuse {
+            Some((&id, &len)) if pack::pack_path(self.packs.dir(), id).exists() => self.packs.reopen(id, len),
+            _ => self.new_pack(),
+        }
     }
 
     /// Start an ingest: blocks written through it become visible only with its [`Ingest::commit`].

@@ -113,18 +113,33 @@ impl ActivePack {
     }
 }
 
-/// All packs of a store: cached read handles and the one active writer.
+/// The append side of a store, behind one lock: the active pack and which packs hold records of
+/// ingests that have not committed yet (those must not be compacted away under them).
+#[derive(Default)]
+pub struct Writer {
+    /// The pack appends go to; `None` until the first append of this process.
+    pub pack: Option<ActivePack>,
+    /// Pack id → number of uncommitted ingests with records in it.
+    pub in_flight: HashMap<u32, u32>,
+}
+
+/// All packs of a store: cached read handles and the writer.
 pub struct Packs {
     dir: PathBuf,
     readers: Mutex<HashMap<u32, Arc<File>>>,
-    /// The writer; `None` until the first append of this process.
-    pub active: Mutex<Option<ActivePack>>,
+    /// The writer.
+    pub writer: Mutex<Writer>,
 }
 
 impl Packs {
     /// Packs under `dir` (which must exist).
     pub fn new(dir: PathBuf) -> Self {
-        Packs { dir, readers: Mutex::new(HashMap::new()), active: Mutex::new(None) }
+        Packs { dir, readers: Mutex::new(HashMap::new()), writer: Mutex::new(Writer::default()) }
+    }
+
+    /// Lock the writer.
+    pub fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The packs directory.

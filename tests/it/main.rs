@@ -1,0 +1,11 @@
+//! Integration tests: the `nixdag` binary driven as a user would, judged by real Nix (`nix-store --dump`,
+//! `nix path-info`) and by an independent IPFS implementation (tests/ipfs). One binary, many modules,
+//! as ripgrep does it. `scripts/test` installs what they need (Nix, the npm packages).
+
+mod bad_input;
+mod common;
+mod crash;
+mod dedup;
+mod gc;
+mod ipfs;
+mod roundtrip;
