@@ -8,5 +8,6 @@
 pub mod chunk;
 pub mod cli;
 pub mod dag;
+pub mod gateway;
 pub mod nix;
 pub mod store;

@@ -58,7 +58,7 @@ pub struct TreeStats {
 pub fn package_tree(root: &Path, total: usize, seed: u64) -> TreeStats {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut stats = TreeStats { bytes: 0, files: 0 };
-    let mut put = |path: &Path, bytes: &[u8], exec: bool, stats: &mut TreeStats| {
+    let put = |path: &Path, bytes: &[u8], exec: bool, stats: &mut TreeStats| {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, bytes).unwrap();
         if exec {

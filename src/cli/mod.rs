@@ -6,8 +6,10 @@ mod cat;
 mod export_car;
 mod forget;
 mod gc;
+mod key;
 mod nix_cli;
 mod restore;
+mod serve;
 mod stats;
 mod verify;
 
@@ -50,6 +52,10 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// What is stored, what is shared, and what it saves
     DedupStats(stats::StatsArgs),
+    /// Serve the store as a Nix binary cache over HTTP
+    Serve(serve::ServeArgs),
+    /// The gateway's signing key
+    Key(key::KeyArgs),
 }
 
 /// Run the parsed command line.
@@ -68,6 +74,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gc(a) => gc::run(&open()?, a),
         Command::Forget(a) => forget::run(&open()?, a),
         Command::DedupStats(a) => stats::run(&open()?, a),
+        Command::Serve(a) => serve::run(open()?, a),
+        Command::Key(a) => key::run(&store_dir, a),
     }
 }
 

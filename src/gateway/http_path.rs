@@ -1,0 +1,249 @@
+//! The binary cache URL grammar and `Range` headers, parsed without touching the store.
+//!
+//! Every hash is checked for shape here, so garbage becomes a 400 and unknown-but-well-formed names a
+//! 404, before any lookup (harmonia and snix do the same).
+
+use crate::nix::hash::{nix32, NarHash};
+use crate::nix::store_path::StorePathHash;
+
+/// How a NAR file is compressed, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NarCompression {
+    /// `.nar`
+    None,
+    /// `.nar.xz`
+    Xz,
+    /// `.nar.zst`
+    Zstd,
+    /// `.nar.bz2`
+    Bzip2,
+}
+
+impl NarCompression {
+    /// The narinfo `Compression:` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            NarCompression::None => "none",
+            NarCompression::Xz => "xz",
+            NarCompression::Zstd => "zstd",
+            NarCompression::Bzip2 => "bzip2",
+        }
+    }
+
+    /// The file extension after `.nar`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            NarCompression::None => ".nar",
+            NarCompression::Xz => ".nar.xz",
+            NarCompression::Zstd => ".nar.zst",
+            NarCompression::Bzip2 => ".nar.bz2",
+        }
+    }
+}
+
+/// A resource of the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// `/nix-cache-info`
+    CacheInfo,
+    /// `/<hash>.narinfo`
+    NarInfo(StorePathHash),
+    /// `/<hash>.ls`
+    Listing(StorePathHash),
+    /// `/nar/<nix32 sha256>.nar[.xz|.zst|.bz2]`: for downloads the hash is the NarHash; for uploads it
+    /// is the hash of the (compressed) file, as Nix names it.
+    Nar {
+        /// The 32-byte SHA-256 in the name.
+        hash: NarHash,
+        /// From the extension.
+        compression: NarCompression,
+    },
+    /// `/log/<drv>`
+    Log,
+    /// `/`
+    Root,
+}
+
+/// Why a path is not a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    /// Shaped like a resource, but its hash is malformed: a client error (400).
+    Malformed(String),
+    /// Not a resource this cache has (404).
+    Unknown,
+}
+
+/// Parse a request path (without query string).
+pub fn parse(path: &str) -> Result<Resource, PathError> {
+    let rest = path.strip_prefix('/').ok_or(PathError::Unknown)?;
+    if rest.is_empty() {
+        return Ok(Resource::Root);
+    }
+    if rest == "nix-cache-info" {
+        return Ok(Resource::CacheInfo);
+    }
+    if rest.starts_with("log/") {
+        return Ok(Resource::Log);
+    }
+    if let Some(name) = rest.strip_prefix("nar/") {
+        let (stem, compression) = [NarCompression::None, NarCompression::Xz, NarCompression::Zstd, NarCompression::Bzip2]
+            .into_iter()
+            .find_map(|c| name.strip_suffix(c.extension()).map(|s| (s, c)))
+            .ok_or(PathError::Unknown)?;
+        let digest = nix32::decode(stem)
+            .ok()
+            .filter(|d| d.len() == 32)
+            .ok_or_else(|| PathError::Malformed(format!("{stem:?} is not a nix32 SHA-256")))?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&digest);
+        return Ok(Resource::Nar { hash: NarHash(h), compression });
+    }
+    if rest.contains('/') {
+        return Err(PathError::Unknown);
+    }
+    let (stem, listing) = if let Some(s) = rest.strip_suffix(".narinfo") {
+        (s, false)
+    } else if let Some(s) = rest.strip_suffix(".ls") {
+        (s, true)
+    } else {
+        return Err(PathError::Unknown);
+    };
+    let hash: StorePathHash = stem
+        .parse()
+        .map_err(|_| PathError::Malformed(format!("{stem:?} is not a store path hash")))?;
+    Ok(if listing { Resource::Listing(hash) } else { Resource::NarInfo(hash) })
+}
+
+/// What a `Range:` header asks of a body of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No range (or one this server ignores, as RFC 9110 allows): the whole body, 200.
+    Full,
+    /// Bytes `[start, end)`, 206.
+    Partial {
+        /// First byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+    },
+    /// Nothing of the body is in the range: 416 with `Content-Range: bytes */size`.
+    Unsatisfiable,
+}
+
+/// Parse a `Range:` header value. Only single `bytes=` ranges are served partially; multiple ranges and
+/// malformed headers get the full body.
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return RangeRequest::Full };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeRequest::Full };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    };
+    match (a.is_empty(), b.is_empty()) {
+        // bytes=-N: the last N bytes
+        (true, false) => match num(b) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) if size == 0 => {
+                let _ = n;
+                RangeRequest::Unsatisfiable
+            }
+            Some(n) => RangeRequest::Partial { start: size.saturating_sub(n), end: size },
+            None => RangeRequest::Full,
+        },
+        // bytes=A-
+        (false, true) => match num(a) {
+            Some(start) if start >= size => RangeRequest::Unsatisfiable,
+            Some(start) => RangeRequest::Partial { start, end: size },
+            None => RangeRequest::Full,
+        },
+        // bytes=A-B
+        (false, false) => match (num(a), num(b)) {
+            (Some(start), Some(last)) if start <= last => {
+                if start >= size {
+                    RangeRequest::Unsatisfiable
+                } else {
+                    RangeRequest::Partial { start, end: last.saturating_add(1).min(size) }
+                }
+            }
+            _ => RangeRequest::Full,
+        },
+        (true, true) => RangeRequest::Full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73";
+
+    #[test]
+    fn resources() {
+        assert_eq!(parse("/nix-cache-info"), Ok(Resource::CacheInfo));
+        assert!(matches!(parse("/xkqag603938xw013sv3hgqh30laryip9.narinfo"), Ok(Resource::NarInfo(_))));
+        assert!(matches!(parse("/xkqag603938xw013sv3hgqh30laryip9.ls"), Ok(Resource::Listing(_))));
+        assert!(matches!(
+            parse(&format!("/nar/{H}.nar")),
+            Ok(Resource::Nar { compression: NarCompression::None, .. })
+        ));
+        assert!(matches!(
+            parse(&format!("/nar/{H}.nar.xz")),
+            Ok(Resource::Nar { compression: NarCompression::Xz, .. })
+        ));
+        assert!(matches!(
+            parse(&format!("/nar/{H}.nar.zst")),
+            Ok(Resource::Nar { compression: NarCompression::Zstd, .. })
+        ));
+        assert!(matches!(
+            parse(&format!("/nar/{H}.nar.bz2")),
+            Ok(Resource::Nar { compression: NarCompression::Bzip2, .. })
+        ));
+        assert_eq!(parse("/log/abc-foo.drv"), Ok(Resource::Log));
+    }
+
+    #[test]
+    fn reject_malformed_hashes_as_client_errors() {
+        assert!(matches!(parse("/xkqag603938xw013sv3hgqh30laryip.narinfo"), Err(PathError::Malformed(_))));
+        assert!(matches!(parse("/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.narinfo"), Err(PathError::Malformed(_))));
+        assert!(matches!(parse("/nar/zzzz.nar"), Err(PathError::Malformed(_))));
+        assert!(matches!(parse("/nar/../../etc/passwd.nar"), Err(PathError::Malformed(_))));
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found() {
+        for p in ["/favicon.ico", "/a/b/c", "/nar/x.tar", "relative", "/.narinfo.x"] {
+            assert_eq!(parse(p), Err(PathError::Unknown), "{p}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        let cases: &[(&str, u64, RangeRequest)] = &[
+            ("bytes=0-0", 10, Partial { start: 0, end: 1 }),
+            ("bytes=9-9", 10, Partial { start: 9, end: 10 }),
+            ("bytes=2-5", 10, Partial { start: 2, end: 6 }),
+            ("bytes=2-500", 10, Partial { start: 2, end: 10 }),
+            ("bytes=3-", 10, Partial { start: 3, end: 10 }),
+            ("bytes=-4", 10, Partial { start: 6, end: 10 }),
+            ("bytes=-500", 10, Partial { start: 0, end: 10 }),
+            ("bytes=10-", 10, Unsatisfiable),
+            ("bytes=10-20", 10, Unsatisfiable),
+            ("bytes=-0", 10, Unsatisfiable),
+            ("bytes=0-", 0, Unsatisfiable),
+            ("bytes=5-2", 10, Full),
+            ("bytes=0-1,4-5", 10, Full),
+            ("items=0-1", 10, Full),
+            ("bytes=a-b", 10, Full),
+            ("bytes=-", 10, Full),
+            ("bytes=+1-2", 10, Full),
+        ];
+        for (h, size, want) in cases {
+            assert_eq!(parse_range(Some(h), *size), *want, "{h} of {size}");
+        }
+        assert_eq!(parse_range(None, 10), Full);
+    }
+}
