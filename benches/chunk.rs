@@ -9,7 +9,9 @@
 
 mod common;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nixdag::chunk::{Chunker, ChunkerConfig};
 
 use common::{random_bytes, slow_group, MIB};

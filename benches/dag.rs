@@ -10,7 +10,9 @@
 
 mod common;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nixdag::dag::{DagBuilder, MemBlocks};
 
 use common::{random_bytes, slow_group, MIB};

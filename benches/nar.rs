@@ -14,10 +14,11 @@
 mod common;
 
 use std::fs;
+use std::hint::black_box;
 use std::io;
 use std::path::Path;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nixdag::nix::nar::{copy_validated, dump_path, WriteSink};
 use sha2::{Digest, Sha256};
 

@@ -141,7 +141,7 @@ pub fn read_64k(mut r: impl std::io::Read) -> u64 {
         match r.read(&mut buf).unwrap() {
             0 => return total,
             n => {
-                criterion::black_box(&buf[..n]);
+                std::hint::black_box(&buf[..n]);
                 total += n as u64;
             }
         }

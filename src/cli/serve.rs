@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Also check uploaded signatures by this key (`name:base64`); repeatable
     #[arg(long = "trusted-key", value_name = "KEY")]
     trusted_keys: Vec<String>,
+    /// Print one line per request to stderr
+    #[arg(long)]
+    access_log: bool,
 }
 
 pub fn run(store: Store, args: ServeArgs) -> Result<()> {
@@ -72,6 +75,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         uploads,
         key,
         trusted_keys,
+        access_log: args.access_log,
     };
     let gateway = Gateway::new(Arc::new(store), cfg);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;

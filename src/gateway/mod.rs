@@ -61,6 +61,8 @@ pub struct GatewayConfig {
     pub key: SecretKey,
     /// Keys whose signatures on uploaded narinfos are checked (besides our own).
     pub trusted_keys: Vec<PublicKey>,
+    /// Print one line per request (`METHOD PATH STATUS`) to stderr.
+    pub access_log: bool,
 }
 
 /// Shared state: cheap to clone into every request.
@@ -78,7 +80,13 @@ impl Gateway {
 
     /// The axum router; every path goes through one dispatcher over the parsed [`Resource`].
     pub fn router(self) -> Router {
-        Router::new().fallback(dispatch).with_state(self)
+        let log = self.cfg.access_log;
+        let router = Router::new().fallback(dispatch).with_state(self);
+        if log {
+            router.layer(axum::middleware::from_fn(access_log))
+        } else {
+            router
+        }
     }
 }
 
@@ -105,6 +113,17 @@ async fn dispatch(State(gw): State<Gateway>, method: Method, uri: Uri, headers: 
         _ => Ok((StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response()),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let range = req.headers().get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).map(String::from);
+    let res = next.run(req).await;
+    match range {
+        Some(r) => eprintln!("{method} {path} {} range={r}", res.status().as_u16()),
+        None => eprintln!("{method} {path} {}", res.status().as_u16()),
+    }
+    res
 }
 
 /// Run a store call on the blocking pool.

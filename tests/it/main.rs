@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod crash;
 mod dedup;
+mod gateway;
 mod gc;
 mod ipfs;
 mod roundtrip;
