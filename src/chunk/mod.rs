@@ -9,7 +9,7 @@
 //! framing are packed into ordinary CDC chunks, so tiny files never become tiny blocks.
 //!
 //! The chunker is push-based: bytes arrive through [`NarSink`] (or [`Chunker::write`] for flat files) and
-//! finished chunks leave through a callback. It buffers at most `max_size` plus one write.
+//! finished chunks leave through a callback. It buffers at most twice `max_size`.
 
 use std::io;
 

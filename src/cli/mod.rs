@@ -48,7 +48,7 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Remove blocks no root reaches and compact packs
     Gc(gc::GcArgs),
-    /// Drop a NAR, store path or file from the manifests (its blocks go at the next gc)
+    /// Drop a NAR (with the store paths recorded with it) or a file from the manifests; gc then frees its blocks
     Forget(forget::ForgetArgs),
     /// What is stored, what is shared, and what it saves
     DedupStats(stats::StatsArgs),

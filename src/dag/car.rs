@@ -8,7 +8,7 @@ use std::io::Write;
 
 use super::cid::Cid;
 use super::reader::{walk, DagReadError, WalkMode};
-use super::BlockSource;
+use super::{put_varint, BlockSource};
 
 /// What an export wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,14 +17,6 @@ pub struct CarSummary {
     pub blocks: u64,
     /// Block bytes written (excluding CAR framing).
     pub block_bytes: u64,
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// The CAR v1 header naming `root`, with its varint length prefix.

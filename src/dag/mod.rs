@@ -19,6 +19,15 @@ pub use self::cid::{BlockHash, Cid};
 pub use self::mem::MemBlocks;
 pub use self::reader::{walk, DagReadError, DagReader, WalkMode};
 
+/// Append `v` as an unsigned LEB128 varint (protobuf, multiformats and CAR all use it).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// Somewhere blocks can be written. Errors are `io::Error` because blocks are produced from inside
 /// `io::Write`-shaped pipelines (the NAR encoder, the chunker); stores wrap their typed errors with
 /// `io::Error::other` and unwrap them again at the top.

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ipld_dagpb::{PbLink, PbNode};
 
 use super::cid::{block_hash, BlockHash, Cid, CidError};
+use super::put_varint;
 
 const TYPE_RAW: u64 = 0;
 const TYPE_FILE: u64 = 2;
@@ -146,14 +147,6 @@ fn put_key(out: &mut Vec<u8>, field: u64, wire: u64) {
     put_varint(out, field << 3 | wire);
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 struct PbReader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -188,7 +181,7 @@ mod tests {
     use crate::dag::cid::RAW_CODEC;
 
     /// Golden bytes of a node over two raw leaves of 3 and 2 bytes:
-    /// each link: 12 24 <36-byte CID> (Hash) 12 00 (Name "") 18 NN (Tsize);
+    /// each link: 12 2a (PBLink, 42 bytes) 0a 24 <36-byte CID> (Hash) 12 00 (Name "") 18 NN (Tsize);
     /// then 0a 08 (Data, 8 bytes) = 08 02 (Type File) 18 05 (filesize 5) 20 03 20 02 (blocksizes 3, 2).
     #[test]
     fn file_node_golden_bytes() {

@@ -29,15 +29,20 @@ pub fn load_or_create(store_dir: &Path, file: Option<&Path>) -> Result<SecretKey
     let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
     let name = format!("{}-nixdag-1", if host.is_empty() { "localhost" } else { &host });
     let key = SecretKey::generate(&name).context("generating a signing key")?;
-    fs::create_dir_all(path.parent().expect("key path has a parent"))
-        .with_context(|| format!("creating {}", path.display()))?;
+    // Written whole to a temporary name, then renamed: a crash never leaves an empty or partial key.
+    let dir = path.parent().expect("key path has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".gateway.secret.{}", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{key}").and_then(|_| f.sync_all()).with_context(|| format!("writing {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    writeln!(f, "{key}").and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync of {}", dir.display()))?;
     eprintln!("nixdag: created signing key {}", path.display());
     Ok(key)
 }

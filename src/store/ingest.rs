@@ -54,7 +54,9 @@ pub struct Ingest<'s> {
     pending: HashMap<BlockHash, BlockLoc>,
     /// End of this ingest's last record in each pack it wrote to.
     ends: HashMap<u32, u64>,
-    first_write: Option<(u32, u64)>,
+    /// Start of this ingest's latest unbroken run of records (pack, offset): only that run can be cut
+    /// off again on rollback, since another ingest may have appended (and committed) before it.
+    run_start: Option<(u32, u64)>,
     protected: Vec<BlockHash>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     committed: bool,
@@ -69,7 +71,7 @@ impl<'s> Ingest<'s> {
             store,
             pending: HashMap::new(),
             ends: HashMap::new(),
-            first_write: None,
+            run_start: None,
             protected: Vec::new(),
             compressor: None,
             committed: false,
@@ -134,16 +136,16 @@ impl<'s> Ingest<'s> {
             Some(p) => p,
             None => writer.pack.insert(self.store.resume_pack(avoid)?),
         };
-        let mut offset = None;
-        for part in parts {
-            let at = pack.append(part)?;
-            offset.get_or_insert(at);
+        let offset = pack.len;
+        if self.ends.get(&pack.id) != Some(&offset) {
+            self.run_start = Some((pack.id, offset));
         }
-        let offset = offset.unwrap_or(pack.len);
+        for part in parts {
+            pack.append(part)?;
+        }
         if self.ends.insert(pack.id, pack.len).is_none() {
             *writer.in_flight.entry(pack.id).or_insert(0) += 1;
         }
-        self.first_write.get_or_insert((pack.id, offset));
         Ok((pack.id, offset))
     }
 
@@ -294,8 +296,9 @@ impl Drop for Ingest<'_> {
     fn drop(&mut self) {
         let mut writer = self.store.packs().lock_writer();
         if !self.committed {
-            if let (Some((pack, start)), Some(p)) = (self.first_write, writer.pack.as_mut()) {
-                // Only if nobody appended after us; otherwise the bytes stay as garbage for GC.
+            if let (Some((pack, start)), Some(p)) = (self.run_start, writer.pack.as_mut()) {
+                // Only our trailing run, and only if nobody appended after it; anything else stays as
+                // unindexed garbage for compaction.
                 if p.id == pack && self.ends.get(&pack) == Some(&p.len) {
                     let _ = p.truncate(start);
                 }

@@ -237,15 +237,17 @@ impl Store {
 
     /// Read and verify a block.
     pub fn read_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
-        // One retry: GC compaction may move the block and delete its old pack between lookup and read.
-        for attempt in 0..2 {
-            let Some(loc) = self.block_loc(hash)? else { return Ok(None) };
-            match self.packs.read_block(hash, &loc) {
-                Err(StoreError::Io { .. }) if attempt == 0 => continue,
-                other => return other.map(Some),
-            }
+        let Some(loc) = self.block_loc(hash)? else { return Ok(None) };
+        match self.packs.read_block(hash, &loc) {
+            Ok(b) => Ok(Some(b)),
+            // GC compaction may have moved the block (and deleted its old pack) between our lookup and
+            // our read: if the index now says elsewhere, read there; otherwise the error stands.
+            Err(e) => match self.block_loc(hash)? {
+                Some(now) if now != loc => self.packs.read_block(hash, &now).map(Some),
+                Some(_) => Err(e),
+                None => Ok(None),
+            },
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     /// The stored NAR with this NarHash.
@@ -426,5 +428,56 @@ impl BlockSource for Store {
     }
     fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
         Ok(self.block_loc(hash).map_err(io::Error::other)?.map(|l| u64::from(l.raw_len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::cid::RAW_CODEC;
+
+    fn block(n: u8) -> (BlockHash, Vec<u8>) {
+        let bytes = vec![n; 1000 + n as usize];
+        (BlockHash::of(&bytes), bytes)
+    }
+
+    /// Regression: a rolled-back ingest used to cut the pack back to its *first* record, taking with
+    /// it the records another ingest had appended in between and then committed.
+    #[test]
+    fn rollback_keeps_records_of_an_interleaved_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a1, b1, a2) = (block(1), block(2), block(3));
+        let mut a = store.begin_ingest();
+        let mut b = store.begin_ingest();
+        a.put(a1.0, &a1.1).unwrap();
+        b.put(b1.0, &b1.1).unwrap();
+        a.put(a2.0, &a2.1).unwrap();
+        drop(a);
+        let entry = NarEntry { root: b1.0.cid(RAW_CODEC), nar_size: b1.1.len() as u64 };
+        b.commit(&[Manifest::Nar { nar_hash: NarHash([7; 32]), entry }]).unwrap();
+        assert_eq!(store.read_block(&b1.0).unwrap().as_deref(), Some(&b1.1[..]));
+        assert!(store.verify().unwrap().ok());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.read_block(&b1.0).unwrap().as_deref(), Some(&b1.1[..]));
+        assert!(store.verify().unwrap().ok());
+    }
+
+    #[test]
+    fn rollback_of_a_lone_ingest_restores_the_pack_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (x, y) = (block(4), block(5));
+        let mut first = store.begin_ingest();
+        first.put(x.0, &x.1).unwrap();
+        let entry = NarEntry { root: x.0.cid(RAW_CODEC), nar_size: x.1.len() as u64 };
+        first.commit(&[Manifest::Nar { nar_hash: NarHash([1; 32]), entry }]).unwrap();
+        let len = store.packs().lock_writer().pack.as_ref().unwrap().len;
+        let mut doomed = store.begin_ingest();
+        doomed.put(y.0, &y.1).unwrap();
+        drop(doomed);
+        assert_eq!(store.packs().lock_writer().pack.as_ref().unwrap().len, len);
+        assert!(store.read_block(&y.0).unwrap().is_none());
     }
 }

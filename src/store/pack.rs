@@ -179,7 +179,16 @@ impl Packs {
             return Ok(f.clone());
         }
         let path = pack_path(&self.dir, id);
-        let f = Arc::new(File::open(&path).context(|| format!("opening {}", path.display()))?);
+        let f = File::open(&path).context(|| format!("opening {}", path.display()))?;
+        let mut h = [0u8; HEADER_LEN as usize];
+        f.read_exact_at(&mut h, 0).context(|| format!("reading the header of {}", path.display()))?;
+        if h[..8] != MAGIC[..] || h[8..12] != PACK_VERSION.to_le_bytes() {
+            return Err(StoreError::Io {
+                context: format!("{} is not a nixdag pack of version {PACK_VERSION}", path.display()),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+            });
+        }
+        let f = Arc::new(f);
         readers.insert(id, f.clone());
         Ok(f)
     }

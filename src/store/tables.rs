@@ -119,7 +119,7 @@ impl NarEntry {
     }
 }
 
-/// A stored flat file (a source tarball): what `fetch-src` and the hashed mirror serve.
+/// A stored flat file (a source tarball), kept byte-exact under its hashes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileEntry {
     /// DAG root, in text form.

@@ -140,8 +140,19 @@ fn nix_copy_to_and_from_with_only_the_gateway_key_trusted() {
         assert!(theirs.contains(&ours), "NarHash of {p} differs after the round trip");
     }
     // Uploaded paths kept the uploader's signature too.
-    let narinfo = curl_ok(&format!("{}/{}.narinfo", server.url, &top.file_name().unwrap().to_str().unwrap()[..32]));
+    let hash_part = &top.file_name().unwrap().to_str().unwrap()[..32];
+    let narinfo = curl_ok(&format!("{}/{hash_part}.narinfo", server.url));
     assert!(narinfo.contains("Sig: uploader-1:"), "{narinfo}");
+    // The listing's narOffset points at the file's bytes inside the NAR, as a range request shows.
+    let ls: serde_json::Value = serde_json::from_str(&curl_ok(&format!("{}/{hash_part}.ls", server.url))).unwrap();
+    let payload = &ls["root"]["entries"]["payload"];
+    assert_eq!(payload["type"], "regular");
+    assert_eq!(payload["size"], 300_000);
+    let off = payload["narOffset"].as_u64().unwrap();
+    let url = narinfo.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+    let (st, _, bytes) = curl_full(&["-r", &format!("{off}-{}", off + 999), &format!("{}/{url}", server.url)]);
+    assert_eq!(st, 206);
+    assert!(bytes == fs::read(top.join("payload")).unwrap()[..1000], "narOffset does not point at the contents");
 }
 
 #[test]
