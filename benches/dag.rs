@@ -43,9 +43,7 @@ fn build(c: &mut Criterion, name: &str, total: usize, leaf: usize) {
     });
 
     g.bench_function("baseline_blake3_per_leaf_and_copy", |b| {
-        b.iter_with_large_drop(|| {
-            leaves.iter().map(|l| (blake3::hash(l), l.to_vec())).collect::<Vec<_>>()
-        })
+        b.iter_with_large_drop(|| leaves.iter().map(|l| (blake3::hash(l), l.to_vec())).collect::<Vec<_>>())
     });
     g.finish();
 }

@@ -42,10 +42,8 @@ fn read_tree(path: &Path) -> u64 {
 
 fn nar(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let trees = [
-        ("package_32MiB", tmp.path().join("pkg"), true),
-        ("small_files_3000", tmp.path().join("small"), false),
-    ];
+    let trees =
+        [("package_32MiB", tmp.path().join("pkg"), true), ("small_files_3000", tmp.path().join("small"), false)];
     for (label, dir, big) in &trees {
         if *big {
             package_tree(dir, 32 * MIB, 3);
@@ -58,9 +56,7 @@ fn nar(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("nar_encode_{label}"));
         slow_group(&mut g, 3);
         g.throughput(Throughput::Bytes(nar.len() as u64));
-        g.bench_function("dump_path", |b| {
-            b.iter(|| dump_path(black_box(dir), &mut WriteSink(io::sink())).unwrap())
-        });
+        g.bench_function("dump_path", |b| b.iter(|| dump_path(black_box(dir), &mut WriteSink(io::sink())).unwrap()));
         g.bench_function("baseline_read_tree", |b| b.iter(|| read_tree(black_box(dir))));
         g.finish();
 

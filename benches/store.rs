@@ -102,9 +102,7 @@ fn store(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_read_64MiB");
     slow_group(&mut g, 3);
     g.throughput(Throughput::Bytes(nar.len() as u64));
-    g.bench_function("dag_reader_whole_nar", |b| {
-        b.iter(|| read_64k(DagReader::new(&full, added.root).unwrap()))
-    });
+    g.bench_function("dag_reader_whole_nar", |b| b.iter(|| read_64k(DagReader::new(&full, added.root).unwrap())));
     g.bench_function("baseline_read_pack_file", |b| {
         b.iter(|| packs.iter().map(|p| read_64k(fs::File::open(p).unwrap())).sum::<u64>())
     });
@@ -112,11 +110,8 @@ fn store(c: &mut Criterion) {
         b.iter(|| {
             let mut out = 0;
             for (hash, len, stored) in &chunks {
-                let raw = if stored.len() == *len {
-                    stored.clone()
-                } else {
-                    zstd::bulk::decompress(stored, *len).unwrap()
-                };
+                let raw =
+                    if stored.len() == *len { stored.clone() } else { zstd::bulk::decompress(stored, *len).unwrap() };
                 assert_eq!(blake3::hash(&raw), *hash);
                 out += raw.len();
             }

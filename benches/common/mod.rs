@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{BenchmarkGroup, SamplingMode};
 use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, SamplingMode};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -26,10 +26,57 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// this to roughly a third, about what it does to the text in real store paths.
 pub fn text_bytes(len: usize, rng: &mut StdRng) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "fn", "let", "mut", "self", "return", "struct", "impl", "the", "of", "and", "a", "to", "in", "is",
-        "for", "if", "else", "while", "match", "Some", "None", "Ok(", "Err(", "=>", "{", "}", "(", ")", ";",
-        "\n", "\n    ", "\n        ", "value", "index", "buffer", "length", "error", "config", "default",
-        "import", "from", "def", "class", "module", "export", "const", "require", "#", "//", "=", "==",
+        "fn",
+        "let",
+        "mut",
+        "self",
+        "return",
+        "struct",
+        "impl",
+        "the",
+        "of",
+        "and",
+        "a",
+        "to",
+        "in",
+        "is",
+        "for",
+        "if",
+        "else",
+        "while",
+        "match",
+        "Some",
+        "None",
+        "Ok(",
+        "Err(",
+        "=>",
+        "{",
+        "}",
+        "(",
+        ")",
+        ";",
+        "\n",
+        "\n    ",
+        "\n        ",
+        "value",
+        "index",
+        "buffer",
+        "length",
+        "error",
+        "config",
+        "default",
+        "import",
+        "from",
+        "def",
+        "class",
+        "module",
+        "export",
+        "const",
+        "require",
+        "#",
+        "//",
+        "=",
+        "==",
     ];
     let mut v = Vec::with_capacity(len + 32);
     while v.len() < len {

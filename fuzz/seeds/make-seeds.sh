@@ -82,8 +82,9 @@ printf '%s\n%s' "$built" "$added" > "$here/store_path_parse/pair.txt"
 basename "$built" | tr -d '\n' > "$here/store_path_parse/base-name.txt"
 
 # --- DAGs: nixdag add + export-car, and tiny deep DAGs from nixdag's DagBuilder ----------------------
-(cd "$root" && cargo build --release --quiet)
-nd="$CARGO_TARGET_DIR/release/nixdag"
+# NIXDAG_BIN: use an already built nixdag instead of building one.
+nd="${NIXDAG_BIN:-$CARGO_TARGET_DIR/release/nixdag}"
+[ -n "${NIXDAG_BIN:-}" ] || (cd "$root" && cargo build --release --quiet)
 store="$work/store"
 python3 -c 'import random; r=random.Random(7); print("".join(r.choice("abcdefghij \n") for _ in range(330000)), end="")' > "$work/big.txt"
 head -c 3000 "$work/big.txt" > "$work/small.txt"

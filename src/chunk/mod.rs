@@ -48,13 +48,11 @@ impl Default for ChunkerConfig {
 impl ChunkerConfig {
     /// FastCDC with the given minimum, average and maximum chunk sizes (bytes, even numbers).
     pub fn cdc(min: usize, avg: usize, max: usize) -> Result<Self, ChunkerConfigError> {
-        let even = min % 2 == 0 && avg % 2 == 0 && max % 2 == 0;
-        if !(v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min)
-            || !(v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg)
-            || !(v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max)
-            || !(min <= avg && avg <= max)
-            || !even
-        {
+        let even = min.is_multiple_of(2) && avg.is_multiple_of(2) && max.is_multiple_of(2);
+        let in_bounds = (v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min)
+            && (v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg)
+            && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max);
+        if !(in_bounds && min <= avg && avg <= max && even) {
             return Err(ChunkerConfigError(format!(
                 "cdc:{min}/{avg}/{max} (need even sizes, min {}..={}, avg {}..={}, max {}..={}, min <= avg <= max)",
                 v2020::MINIMUM_MIN,
@@ -142,15 +140,7 @@ impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
     /// A chunker that calls `emit` once per chunk, in stream order.
     pub fn new(cfg: ChunkerConfig, emit: F) -> Self {
         let (mask_s, mask_l) = v2020::select_masks(cfg.avg_size, Normalization::Level1);
-        Chunker {
-            cfg,
-            mask_s,
-            mask_l,
-            buf: Vec::with_capacity(cfg.max_size * 2),
-            start: 0,
-            in_large_file: false,
-            emit,
-        }
+        Chunker { cfg, mask_s, mask_l, buf: Vec::with_capacity(cfg.max_size * 2), start: 0, in_large_file: false, emit }
     }
 
     /// Feed bytes; emits every chunk whose end is already certain.
@@ -268,8 +258,7 @@ mod tests {
     #[test]
     fn cuts_match_fastcdc_reference_and_ignore_write_sizes() {
         let data = pseudo_random(3 * 1024 * 1024 + 123, 7);
-        let reference: Vec<usize> =
-            v2020::FastCDC::new(&data, 16384, 65536, 262144).map(|c| c.length).collect();
+        let reference: Vec<usize> = v2020::FastCDC::new(&data, 16384, 65536, 262144).map(|c| c.length).collect();
         for write_size in [1 << 20, 4096, 777] {
             assert_eq!(chunk_all(ChunkerConfig::default(), &data, write_size), reference);
         }

@@ -26,7 +26,10 @@ pub fn run(store: &Store, args: ExportCarArgs) -> Result<()> {
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let summary = write_car(store, &root, &mut w).with_context(|| format!("exporting {root}"))?;
-    w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", out.display()))?;
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("{root}: {} blocks, {} bytes -> {}", summary.blocks, summary.block_bytes, out.display());
     Ok(())
 }

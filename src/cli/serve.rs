@@ -87,10 +87,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         println!("nixdag gateway on http://{addr}");
         println!("trusted-public-keys = {public}");
         std::io::stdout().flush()?;
-        axum::serve(listener, gateway.router())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")
+        axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown_signal()).await.context("serving")
     })
 }
 

@@ -28,8 +28,7 @@ impl BlockHash {
 
     /// The CIDv1 naming this block read as `codec`.
     pub fn cid(&self, codec: u64) -> Cid {
-        let mh = cid::multihash::Multihash::<64>::wrap(BLAKE3_CODE, &self.0)
-            .expect("32 bytes fit a 64-byte multihash");
+        let mh = cid::multihash::Multihash::<64>::wrap(BLAKE3_CODE, &self.0).expect("32 bytes fit a 64-byte multihash");
         Cid::new_v1(codec, mh)
     }
 
@@ -87,11 +86,7 @@ pub enum CidError {
 pub fn block_hash(cid: &Cid) -> Result<BlockHash, CidError> {
     let mh = cid.hash();
     if mh.code() != BLAKE3_CODE || mh.digest().len() != 32 {
-        return Err(CidError::UnsupportedHash {
-            cid: cid.to_string(),
-            code: mh.code(),
-            len: mh.digest().len(),
-        });
+        return Err(CidError::UnsupportedHash { cid: cid.to_string(), code: mh.code(), len: mh.digest().len() });
     }
     if cid.codec() != RAW_CODEC && cid.codec() != DAG_PB_CODEC {
         return Err(CidError::UnsupportedCodec { cid: cid.to_string(), codec: cid.codec() });
@@ -103,18 +98,15 @@ pub fn block_hash(cid: &Cid) -> Result<BlockHash, CidError> {
 
 /// Parse a CID's text form and check it names a nixdag block.
 pub fn parse_cid(s: &str) -> Result<Cid, CidError> {
-    let cid = Cid::from_str(s)
-        .map_err(|e| CidError::Malformed { input: s.to_string(), reason: e.to_string() })?;
+    let cid = Cid::from_str(s).map_err(|e| CidError::Malformed { input: s.to_string(), reason: e.to_string() })?;
     block_hash(&cid)?;
     Ok(cid)
 }
 
 /// Parse a CID's binary form (as stored in manifests) and check it names a nixdag block.
 pub fn cid_from_bytes(bytes: &[u8]) -> Result<Cid, CidError> {
-    let cid = Cid::try_from(bytes).map_err(|e| CidError::Malformed {
-        input: data_encoding::HEXLOWER.encode(bytes),
-        reason: e.to_string(),
-    })?;
+    let cid = Cid::try_from(bytes)
+        .map_err(|e| CidError::Malformed { input: data_encoding::HEXLOWER.encode(bytes), reason: e.to_string() })?;
     block_hash(&cid)?;
     Ok(cid)
 }

@@ -47,10 +47,9 @@ impl BlockSource for MemBlocks {
         match self.blocks.get(hash) {
             None => Ok(None),
             Some(b) if BlockHash::of(b) == *hash => Ok(Some(b.clone())),
-            Some(b) => Err(io::Error::other(format!(
-                "block {hash} is corrupt: its bytes hash to {}",
-                BlockHash::of(b)
-            ))),
+            Some(b) => {
+                Err(io::Error::other(format!("block {hash} is corrupt: its bytes hash to {}", BlockHash::of(b))))
+            }
         }
     }
     fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {

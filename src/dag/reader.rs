@@ -206,12 +206,7 @@ impl<S: BlockSource> DagReader<S> {
         let node = decode_file_node(hash, &bytes).map_err(|source| DagReadError::Node { root, source })?;
         check(node.filesize)?;
         let inline_len = node.inline.len() as u64;
-        self.stack.push(Frame {
-            links: node.links,
-            sizes: node.blocksizes,
-            next: 0,
-            offset: start + inline_len,
-        });
+        self.stack.push(Frame { links: node.links, sizes: node.blocksizes, next: 0, offset: start + inline_len });
         if inline_len > 0 && start + inline_len > self.pos {
             self.leaf = node.inline.to_vec();
             self.leaf_start = start;
@@ -246,6 +241,9 @@ impl<S: BlockSource> Read for DagReader<S> {
     }
 }
 
+/// Called by [`walk`] for each block: its CID and, when loaded, its bytes.
+pub type Visit<'a> = dyn FnMut(&Cid, Option<&[u8]>) -> io::Result<()> + 'a;
+
 /// What [`walk`] loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkMode {
@@ -264,7 +262,7 @@ pub fn walk(
     expected_size: Option<u64>,
     seen: &mut HashSet<BlockHash>,
     mode: WalkMode,
-    visit: &mut dyn FnMut(&Cid, Option<&[u8]>) -> io::Result<()>,
+    visit: &mut Visit<'_>,
 ) -> Result<(), DagReadError> {
     let mut stack = vec![(*root, expected_size, 0usize)];
     while let Some((cid, expected, depth)) = stack.pop() {
@@ -279,10 +277,8 @@ pub fn walk(
         };
         match cid.codec() {
             RAW_CODEC if mode == WalkMode::NodesOnly => {
-                let len = source
-                    .block_len(&hash)
-                    .map_err(io_err)?
-                    .ok_or(DagReadError::MissingBlock { cid, root: *root })?;
+                let len =
+                    source.block_len(&hash).map_err(io_err)?.ok_or(DagReadError::MissingBlock { cid, root: *root })?;
                 size_check(len)?;
                 visit(&cid, None).map_err(io_err)?;
             }
@@ -296,8 +292,8 @@ pub fn walk(
                     return Err(DagReadError::TooDeep { root: *root });
                 }
                 let bytes = load(source, &cid, root)?;
-                let node = decode_file_node(hash, &bytes)
-                    .map_err(|source| DagReadError::Node { root: *root, source })?;
+                let node =
+                    decode_file_node(hash, &bytes).map_err(|source| DagReadError::Node { root: *root, source })?;
                 size_check(node.filesize)?;
                 visit(&cid, Some(&bytes)).map_err(io_err)?;
                 for (child, size) in node.links.iter().zip(&node.blocksizes).rev() {
@@ -369,10 +365,7 @@ mod tests {
     #[test]
     fn reject_range_past_end() {
         let (root, blocks) = build(&data(1000), 100, 3);
-        assert!(matches!(
-            DagReader::range(&blocks, root, 1000, None),
-            Err(DagReadError::RangeNotSatisfiable { .. })
-        ));
+        assert!(matches!(DagReader::range(&blocks, root, 1000, None), Err(DagReadError::RangeNotSatisfiable { .. })));
     }
 
     #[test]
@@ -384,8 +377,7 @@ mod tests {
         let err = DagReader::new(&blocks, root).unwrap().read_to_end(&mut out).unwrap_err();
         assert!(err.to_string().contains("missing block"), "{err}");
         let mut seen = HashSet::new();
-        let err = walk(&blocks, &root, Some(1000), &mut seen, WalkMode::NodesOnly, &mut |_, _| Ok(()))
-            .unwrap_err();
+        let err = walk(&blocks, &root, Some(1000), &mut seen, WalkMode::NodesOnly, &mut |_, _| Ok(())).unwrap_err();
         assert!(matches!(err, DagReadError::MissingBlock { .. }), "{err}");
     }
 

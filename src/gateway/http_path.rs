@@ -86,10 +86,11 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
         return Ok(Resource::Log);
     }
     if let Some(name) = rest.strip_prefix("nar/") {
-        let (stem, compression) = [NarCompression::None, NarCompression::Xz, NarCompression::Zstd, NarCompression::Bzip2]
-            .into_iter()
-            .find_map(|c| name.strip_suffix(c.extension()).map(|s| (s, c)))
-            .ok_or(PathError::Unknown)?;
+        let (stem, compression) =
+            [NarCompression::None, NarCompression::Xz, NarCompression::Zstd, NarCompression::Bzip2]
+                .into_iter()
+                .find_map(|c| name.strip_suffix(c.extension()).map(|s| (s, c)))
+                .ok_or(PathError::Unknown)?;
         let digest = nix32::decode(stem)
             .ok()
             .filter(|d| d.len() == 32)
@@ -108,9 +109,8 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
     } else {
         return Err(PathError::Unknown);
     };
-    let hash: StorePathHash = stem
-        .parse()
-        .map_err(|_| PathError::Malformed(format!("{stem:?} is not a store path hash")))?;
+    let hash: StorePathHash =
+        stem.parse().map_err(|_| PathError::Malformed(format!("{stem:?} is not a store path hash")))?;
     Ok(if listing { Resource::Listing(hash) } else { Resource::NarInfo(hash) })
 }
 
@@ -185,10 +185,7 @@ mod tests {
         assert_eq!(parse("/nix-cache-info"), Ok(Resource::CacheInfo));
         assert!(matches!(parse("/xkqag603938xw013sv3hgqh30laryip9.narinfo"), Ok(Resource::NarInfo(_))));
         assert!(matches!(parse("/xkqag603938xw013sv3hgqh30laryip9.ls"), Ok(Resource::Listing(_))));
-        assert!(matches!(
-            parse(&format!("/nar/{H}.nar")),
-            Ok(Resource::Nar { compression: NarCompression::None, .. })
-        ));
+        assert!(matches!(parse(&format!("/nar/{H}.nar")), Ok(Resource::Nar { compression: NarCompression::None, .. })));
         assert!(matches!(
             parse(&format!("/nar/{H}.nar.xz")),
             Ok(Resource::Nar { compression: NarCompression::Xz, .. })

@@ -143,12 +143,15 @@ pub(super) async fn put_nar(
     let store = gw.store.clone();
     let ingest = tokio::task::spawn_blocking(move || {
         let raw = Checked { inner: reader, sha: sha2::Sha256::new(), expected: file_hash };
-        let decoded = Decoded::new(compression, raw).map_err(|e| StoreError::Io { context: "starting decompression".into(), source: e })?;
+        let decoded = Decoded::new(compression, raw)
+            .map_err(|e| StoreError::Io { context: "starting decompression".into(), source: e })?;
         store::add_nar(&store, BufReader::with_capacity(1 << 20, decoded), ChunkerConfig::default(), None)
     });
     let ((), result) = tokio::join!(pump, ingest);
     match result? {
-        Ok(added) => Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size)).into_response()),
+        Ok(added) => {
+            Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size)).into_response())
+        }
         Err(e @ (StoreError::Nar(_) | StoreError::HashMismatch { .. })) => Err(AppError::BadRequest(e.to_string())),
         Err(e) => Err(AppError::internal(e)),
     }
@@ -180,7 +183,10 @@ pub(super) async fn put_narinfo(
     }
     blocking(gw, move |s| {
         let entry = s.nar(&info.nar_hash)?.ok_or_else(|| {
-            AppError::BadRequest(format!("NAR {} of {} is not in the cache: upload it first", info.nar_hash, info.store_path))
+            AppError::BadRequest(format!(
+                "NAR {} of {} is not in the cache: upload it first",
+                info.nar_hash, info.store_path
+            ))
         })?;
         if entry.nar_size != info.nar_size {
             return Err(AppError::BadRequest(format!(

@@ -74,9 +74,7 @@ pub mod nix32 {
             let (i, j) = (b / 8, b % 8);
             // Widen before shifting: for j == 0 the high byte is shifted by 8.
             let lo = u16::from(bytes[i]) >> j;
-            let hi = bytes
-                .get(i + 1)
-                .map_or(0, |&next| u16::from(next) << (8 - j));
+            let hi = bytes.get(i + 1).map_or(0, |&next| u16::from(next) << (8 - j));
             out.push(char::from(ALPHABET[usize::from((lo | hi) & 0x1f)]));
         }
         out
@@ -86,21 +84,15 @@ pub mod nix32 {
     /// string encodes to, and non-zero bits beyond the last byte (which Nix also rejects, so
     /// that every digest has exactly one spelling).
     pub fn decode(s: &str) -> Result<Vec<u8>, HashParseError> {
-        let n_bytes = decoded_len(s.len()).ok_or_else(|| HashParseError::InvalidNix32Length {
-            len: s.len(),
-            input: s.to_owned(),
-        })?;
+        let n_bytes = decoded_len(s.len())
+            .ok_or_else(|| HashParseError::InvalidNix32Length { len: s.len(), input: s.to_owned() })?;
         let mut out = vec![0u8; n_bytes];
         for (pos, ch) in s.char_indices() {
             let digit = u8::try_from(ch)
                 .ok()
                 .map(|c| REVERSE[usize::from(c)])
                 .filter(|&d| d != 0xff)
-                .ok_or_else(|| HashParseError::InvalidNix32Char {
-                    ch,
-                    pos,
-                    input: s.to_owned(),
-                })?;
+                .ok_or_else(|| HashParseError::InvalidNix32Char { ch, pos, input: s.to_owned() })?;
             // The character at `pos` is digit number `n` counted from the end.
             let n = s.len() - pos - 1;
             let b = n * 5;
@@ -111,9 +103,7 @@ pub mod nix32 {
             if i + 1 < n_bytes {
                 out[i + 1] |= carry;
             } else if carry != 0 {
-                return Err(HashParseError::Nix32Overflow {
-                    input: s.to_owned(),
-                });
+                return Err(HashParseError::Nix32Overflow { input: s.to_owned() });
             }
         }
         Ok(out)
@@ -135,12 +125,7 @@ pub enum HashAlgo {
 
 impl HashAlgo {
     /// All algorithms, in Nix's order.
-    pub const ALL: [HashAlgo; 4] = [
-        HashAlgo::Md5,
-        HashAlgo::Sha1,
-        HashAlgo::Sha256,
-        HashAlgo::Sha512,
-    ];
+    pub const ALL: [HashAlgo; 4] = [HashAlgo::Md5, HashAlgo::Sha1, HashAlgo::Sha256, HashAlgo::Sha512];
 
     /// The name Nix uses in `algo:` prefixes and SRI strings.
     pub fn name(self) -> &'static str {
@@ -192,9 +177,7 @@ pub enum HashParseError {
         name: String,
     },
     /// The string has no `algo:` or `algo-` prefix and no default algorithm applies.
-    #[error(
-        "hash \"{input}\" does not say its algorithm (expected e.g. \"sha256:…\" or \"sha256-…\")"
-    )]
+    #[error("hash \"{input}\" does not say its algorithm (expected e.g. \"sha256:…\" or \"sha256-…\")")]
     MissingAlgo {
         /// The whole input.
         input: String,
@@ -281,10 +264,7 @@ impl NixHash {
     /// Builds a hash from a raw digest, checking its length.
     pub fn new(algo: HashAlgo, digest: Vec<u8>) -> Result<NixHash, HashParseError> {
         if digest.len() != algo.digest_len() {
-            return Err(HashParseError::WrongDigestSize {
-                algo,
-                got: digest.len(),
-            });
+            return Err(HashParseError::WrongDigestSize { algo, got: digest.len() });
         }
         Ok(NixHash { algo, digest })
     }
@@ -300,21 +280,13 @@ impl NixHash {
     pub fn parse(s: &str) -> Result<NixHash, HashParseError> {
         if let Some((algo, rest)) = s.split_once(':') {
             let algo: HashAlgo = algo.parse()?;
-            return Ok(NixHash {
-                algo,
-                digest: decode_digest(rest, algo)?,
-            });
+            return Ok(NixHash { algo, digest: decode_digest(rest, algo)? });
         }
         if let Some((algo, rest)) = s.split_once('-') {
             let algo: HashAlgo = algo.parse()?;
-            return Ok(NixHash {
-                algo,
-                digest: decode_sri_digest(rest, algo)?,
-            });
+            return Ok(NixHash { algo, digest: decode_sri_digest(rest, algo)? });
         }
-        Err(HashParseError::MissingAlgo {
-            input: s.to_owned(),
-        })
+        Err(HashParseError::MissingAlgo { input: s.to_owned() })
     }
 
     /// Like [`NixHash::parse`], but a bare digest (nix32, hex or base64, told apart by length)
@@ -327,10 +299,7 @@ impl NixHash {
         if s.contains([':', '-']) {
             return NixHash::parse(s);
         }
-        Ok(NixHash {
-            algo: default,
-            digest: decode_digest(s, default)?,
-        })
+        Ok(NixHash { algo: default, digest: decode_digest(s, default)? })
     }
 
     /// The digest in nix32.
@@ -378,39 +347,21 @@ fn decode_digest(text: &str, algo: HashAlgo) -> Result<Vec<u8>, HashParseError> 
     if len == nix32::encoded_len(n) {
         nix32::decode(text)
     } else if len == 2 * n {
-        HEXLOWER_PERMISSIVE
-            .decode(text.as_bytes())
-            .map_err(|_| HashParseError::InvalidHex {
-                input: text.to_owned(),
-            })
+        HEXLOWER_PERMISSIVE.decode(text.as_bytes()).map_err(|_| HashParseError::InvalidHex { input: text.to_owned() })
     } else if len == BASE64.encode_len(n) || len == BASE64_NOPAD.encode_len(n) {
         decode_sri_digest(text, algo)
     } else {
-        Err(HashParseError::BadDigestLength {
-            algo,
-            len,
-            input: text.to_owned(),
-        })
+        Err(HashParseError::BadDigestLength { algo, len, input: text.to_owned() })
     }
 }
 
 /// Decodes base64 (padding optional, as Nix's own decoder is lenient about it) and checks the size.
 fn decode_sri_digest(text: &str, algo: HashAlgo) -> Result<Vec<u8>, HashParseError> {
-    let engine = if text.ends_with('=') {
-        &BASE64
-    } else {
-        &BASE64_NOPAD
-    };
-    let digest = engine
-        .decode(text.as_bytes())
-        .map_err(|_| HashParseError::InvalidBase64 {
-            input: text.to_owned(),
-        })?;
+    let engine = if text.ends_with('=') { &BASE64 } else { &BASE64_NOPAD };
+    let digest =
+        engine.decode(text.as_bytes()).map_err(|_| HashParseError::InvalidBase64 { input: text.to_owned() })?;
     if digest.len() != algo.digest_len() {
-        return Err(HashParseError::WrongDigestSize {
-            algo,
-            got: digest.len(),
-        });
+        return Err(HashParseError::WrongDigestSize { algo, got: digest.len() });
     }
     Ok(digest)
 }
@@ -480,10 +431,7 @@ impl FromStr for NarHash {
 
 impl From<NarHash> for NixHash {
     fn from(h: NarHash) -> NixHash {
-        NixHash {
-            algo: HashAlgo::Sha256,
-            digest: h.0.to_vec(),
-        }
+        NixHash { algo: HashAlgo::Sha256, digest: h.0.to_vec() }
     }
 }
 
@@ -492,19 +440,11 @@ impl TryFrom<NixHash> for NarHash {
 
     fn try_from(h: NixHash) -> Result<NarHash, HashParseError> {
         if h.algo != HashAlgo::Sha256 {
-            return Err(HashParseError::WrongAlgo {
-                expected: HashAlgo::Sha256,
-                got: h.algo,
-            });
+            return Err(HashParseError::WrongAlgo { expected: HashAlgo::Sha256, got: h.algo });
         }
         let got = h.digest.len();
         let digest: [u8; 32] =
-            h.digest
-                .try_into()
-                .map_err(|_| HashParseError::WrongDigestSize {
-                    algo: HashAlgo::Sha256,
-                    got,
-                })?;
+            h.digest.try_into().map_err(|_| HashParseError::WrongDigestSize { algo: HashAlgo::Sha256, got })?;
         Ok(NarHash(digest))
     }
 }
@@ -582,8 +522,7 @@ mod tests {
     use super::*;
 
     const EMPTY_SHA256_NIX32: &str = "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73";
-    const EMPTY_SHA256_HEX: &str =
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const EMPTY_SHA256_HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     const EMPTY_SHA256_B64: &str = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
 
     /// The NAR hash of `testdata/fixture.nar` as Nix 2.8 printed it: in the narinfo (nix32)
@@ -593,9 +532,7 @@ mod tests {
 
     #[test]
     fn nix32_known_pairs() {
-        let digest = data_encoding::HEXLOWER
-            .decode(EMPTY_SHA256_HEX.as_bytes())
-            .unwrap();
+        let digest = data_encoding::HEXLOWER.decode(EMPTY_SHA256_HEX.as_bytes()).unwrap();
         assert_eq!(nix32::encode(&digest), EMPTY_SHA256_NIX32);
         assert_eq!(nix32::decode(EMPTY_SHA256_NIX32).unwrap(), digest);
 
@@ -603,11 +540,7 @@ mod tests {
         let cases: &[(&[u8], HashAlgo, &str)] = &[
             (b"", HashAlgo::Md5, "3y8bwfr609h3lh9ch0izcqq7fl"),
             (b"", HashAlgo::Sha1, "143xibwh31h9bvxzalr0sjvbbvpa6ffs"),
-            (
-                b"abc",
-                HashAlgo::Sha256,
-                "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
-            ),
+            (b"abc", HashAlgo::Sha256, "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"),
         ];
         for &(data, algo, expected) in cases {
             let h = NixHash::digest_of(algo, data);
@@ -631,18 +564,8 @@ mod tests {
         let mut s = EMPTY_SHA256_NIX32.to_owned();
         s.replace_range(3..4, "e");
         let err = nix32::decode(&s).unwrap_err();
-        assert_eq!(
-            err,
-            HashParseError::InvalidNix32Char {
-                ch: 'e',
-                pos: 3,
-                input: s.clone()
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            format!("invalid nix32 character 'e' at position 3 in \"{s}\"")
-        );
+        assert_eq!(err, HashParseError::InvalidNix32Char { ch: 'e', pos: 3, input: s.clone() });
+        assert_eq!(err.to_string(), format!("invalid nix32 character 'e' at position 3 in \"{s}\""));
         // Non-ASCII is rejected without panicking on char boundaries.
         let mut s = EMPTY_SHA256_NIX32[..51].to_owned();
         s.push('é');
@@ -654,20 +577,14 @@ mod tests {
         // 52 digits carry 260 bits for 256; the first digit may only use its lowest bit.
         let mut s = EMPTY_SHA256_NIX32.to_owned();
         s.replace_range(0..1, "2");
-        assert!(matches!(
-            nix32::decode(&s),
-            Err(HashParseError::Nix32Overflow { .. })
-        ));
+        assert!(matches!(nix32::decode(&s), Err(HashParseError::Nix32Overflow { .. })));
         s.replace_range(0..1, "1");
         assert!(nix32::decode(&s).is_ok());
     }
 
     #[test]
     fn nix32_rejects_impossible_length() {
-        assert!(matches!(
-            nix32::decode("abc"),
-            Err(HashParseError::InvalidNix32Length { len: 3, .. })
-        ));
+        assert!(matches!(nix32::decode("abc"), Err(HashParseError::InvalidNix32Length { len: 3, .. })));
         assert_eq!(nix32::decode("").unwrap(), Vec::<u8>::new());
     }
 
@@ -684,21 +601,11 @@ mod tests {
             format!("sha256-{}", EMPTY_SHA256_B64.trim_end_matches('=')),
         ] {
             assert_eq!(NixHash::parse(&s).unwrap(), expected, "{s}");
-            assert_eq!(
-                NixHash::parse_with_default(&s, HashAlgo::Md5).unwrap(),
-                expected,
-                "{s}"
-            );
+            assert_eq!(NixHash::parse_with_default(&s, HashAlgo::Md5).unwrap(), expected, "{s}");
         }
         for s in [EMPTY_SHA256_NIX32, EMPTY_SHA256_HEX, EMPTY_SHA256_B64] {
-            assert_eq!(
-                NixHash::parse_with_default(s, HashAlgo::Sha256).unwrap(),
-                expected
-            );
-            assert!(matches!(
-                NixHash::parse(s),
-                Err(HashParseError::MissingAlgo { .. })
-            ));
+            assert_eq!(NixHash::parse_with_default(s, HashAlgo::Sha256).unwrap(), expected);
+            assert!(matches!(NixHash::parse(s), Err(HashParseError::MissingAlgo { .. })));
         }
     }
 
@@ -719,51 +626,31 @@ mod tests {
     fn reject_unknown_algo() {
         let err = NixHash::parse("sha3:abc").unwrap_err();
         assert_eq!(err.to_string(), "unknown hash algorithm \"sha3\"");
-        assert!(matches!(
-            NixHash::parse("blake3-abc"),
-            Err(HashParseError::UnknownAlgo { .. })
-        ));
+        assert!(matches!(NixHash::parse("blake3-abc"), Err(HashParseError::UnknownAlgo { .. })));
     }
 
     #[test]
     fn reject_wrong_digest_size() {
         // A SHA-1-sized digest in SRI form labelled sha256.
-        let sri = format!(
-            "sha256-{}",
-            NixHash::digest_of(HashAlgo::Sha1, b"").to_base64()
-        );
+        let sri = format!("sha256-{}", NixHash::digest_of(HashAlgo::Sha1, b"").to_base64());
         let err = NixHash::parse(&sri).unwrap_err();
         assert_eq!(err.to_string(), "sha256 digest must be 32 bytes, got 20");
-        assert!(matches!(
-            NixHash::new(HashAlgo::Md5, vec![0; 3]),
-            Err(HashParseError::WrongDigestSize { got: 3, .. })
-        ));
+        assert!(matches!(NixHash::new(HashAlgo::Md5, vec![0; 3]), Err(HashParseError::WrongDigestSize { got: 3, .. })));
     }
 
     #[test]
     fn reject_bad_digest_length() {
         let err = NixHash::parse("sha256:abcd").unwrap_err();
-        assert!(matches!(
-            err,
-            HashParseError::BadDigestLength { len: 4, .. }
-        ));
-        assert!(err
-            .to_string()
-            .contains("52 (nix32), 64 (hex) or 44 (base64)"));
+        assert!(matches!(err, HashParseError::BadDigestLength { len: 4, .. }));
+        assert!(err.to_string().contains("52 (nix32), 64 (hex) or 44 (base64)"));
     }
 
     #[test]
     fn reject_bad_hex_and_base64() {
         let hex = format!("sha256:{}g", &EMPTY_SHA256_HEX[..63]);
-        assert!(matches!(
-            NixHash::parse(&hex),
-            Err(HashParseError::InvalidHex { .. })
-        ));
+        assert!(matches!(NixHash::parse(&hex), Err(HashParseError::InvalidHex { .. })));
         let b64 = format!("sha256:{}!=", &EMPTY_SHA256_B64[..42]);
-        assert!(matches!(
-            NixHash::parse(&b64),
-            Err(HashParseError::InvalidBase64 { .. })
-        ));
+        assert!(matches!(NixHash::parse(&b64), Err(HashParseError::InvalidBase64 { .. })));
     }
 
     #[test]
@@ -773,12 +660,9 @@ mod tests {
         assert_eq!(h.to_string(), format!("sha256:{FIXTURE_NIX32}"));
         assert_eq!(format!("{h:?}"), format!("sha256:{FIXTURE_NIX32}"));
         assert_eq!(h.to_sri(), FIXTURE_SRI);
-        for s in [
-            FIXTURE_NIX32.to_owned(),
-            format!("sha256:{FIXTURE_NIX32}"),
-            h.to_hex(),
-            format!("sha256:{}", h.to_hex()),
-        ] {
+        for s in
+            [FIXTURE_NIX32.to_owned(), format!("sha256:{FIXTURE_NIX32}"), h.to_hex(), format!("sha256:{}", h.to_hex())]
+        {
             assert_eq!(s.parse::<NarHash>().unwrap(), h);
         }
         let nix: NixHash = h.into();
@@ -791,10 +675,7 @@ mod tests {
         let sha1 = NixHash::digest_of(HashAlgo::Sha1, b"").to_string();
         assert_eq!(
             sha1.parse::<NarHash>().unwrap_err(),
-            HashParseError::WrongAlgo {
-                expected: HashAlgo::Sha256,
-                got: HashAlgo::Sha1
-            }
+            HashParseError::WrongAlgo { expected: HashAlgo::Sha256, got: HashAlgo::Sha1 }
         );
     }
 }

@@ -103,10 +103,7 @@ impl NarInfo {
                 continue;
             }
             let Some((key, value)) = raw.split_once(':') else {
-                return Err(NarInfoError::BadLine {
-                    line,
-                    text: raw.to_owned(),
-                });
+                return Err(NarInfoError::BadLine { line, text: raw.to_owned() });
             };
             // Nix writes "Key: value"; tolerate missing or extra blanks.
             let value = value.trim();
@@ -118,38 +115,14 @@ impl NarInfo {
             };
             match key {
                 "StorePath" => {
-                    store_path = Some(
-                        StorePath::parse(value).map_err(|e| invalid("StorePath", e.to_string()))?,
-                    )
+                    store_path = Some(StorePath::parse(value).map_err(|e| invalid("StorePath", e.to_string()))?)
                 }
                 "URL" => url = Some(value.to_owned()),
                 "Compression" => compression = Some(value.to_owned()),
-                "FileHash" => {
-                    file_hash = Some(
-                        NixHash::parse(value).map_err(|e| invalid("FileHash", e.to_string()))?,
-                    )
-                }
-                "FileSize" => {
-                    file_size = Some(
-                        value
-                            .parse::<u64>()
-                            .map_err(|e| invalid("FileSize", e.to_string()))?,
-                    )
-                }
-                "NarHash" => {
-                    nar_hash = Some(
-                        value
-                            .parse::<NarHash>()
-                            .map_err(|e| invalid("NarHash", e.to_string()))?,
-                    )
-                }
-                "NarSize" => {
-                    nar_size = Some(
-                        value
-                            .parse::<u64>()
-                            .map_err(|e| invalid("NarSize", e.to_string()))?,
-                    )
-                }
+                "FileHash" => file_hash = Some(NixHash::parse(value).map_err(|e| invalid("FileHash", e.to_string()))?),
+                "FileSize" => file_size = Some(value.parse::<u64>().map_err(|e| invalid("FileSize", e.to_string()))?),
+                "NarHash" => nar_hash = Some(value.parse::<NarHash>().map_err(|e| invalid("NarHash", e.to_string()))?),
+                "NarSize" => nar_size = Some(value.parse::<u64>().map_err(|e| invalid("NarSize", e.to_string()))?),
                 "References" => {
                     references = value
                         .split_ascii_whitespace()
@@ -161,8 +134,7 @@ impl NarInfo {
                     deriver = if value == "unknown-deriver" {
                         None
                     } else {
-                        StorePath::from_base_name(value)
-                            .map_err(|e| invalid("Deriver", e.to_string()))?;
+                        StorePath::from_base_name(value).map_err(|e| invalid("Deriver", e.to_string()))?;
                         Some(value.to_owned())
                     }
                 }
@@ -225,22 +197,12 @@ impl NarInfo {
     /// `1;<store path>;sha256:<nix32 NarHash>;<NarSize>;<references>`, the references being
     /// absolute paths, sorted and deduplicated (Nix keeps them in a set), joined with commas.
     pub fn fingerprint(&self) -> String {
-        fingerprint(
-            &self.store_path,
-            &self.nar_hash,
-            self.nar_size,
-            &self.references,
-        )
+        fingerprint(&self.store_path, &self.nar_hash, self.nar_size, &self.references)
     }
 }
 
 /// [`NarInfo::fingerprint`] for callers that hold path metadata in another shape.
-pub fn fingerprint(
-    store_path: &StorePath,
-    nar_hash: &NarHash,
-    nar_size: u64,
-    references: &[StorePath],
-) -> String {
+pub fn fingerprint(store_path: &StorePath, nar_hash: &NarHash, nar_size: u64, references: &[StorePath]) -> String {
     let mut refs: Vec<String> = references.iter().map(StorePath::to_absolute).collect();
     refs.sort_unstable();
     refs.dedup();
@@ -285,34 +247,22 @@ CA: text:sha256:1mr25dj3si5q7mmqy8m94a8f10a8z4svf7ssnq4ji6vyxvhcfn2r
     fn parse_real_narinfo() {
         let info = NarInfo::parse(FIXTURE).unwrap();
         assert_eq!(info.store_path.name(), "nixdag-fixture");
-        assert_eq!(
-            info.url.as_deref(),
-            Some("nar/07p4bn1pmyp6b486sa7mz6il3rm3q2n479xyc4lbknj9fpfxp5rl.nar")
-        );
+        assert_eq!(info.url.as_deref(), Some("nar/07p4bn1pmyp6b486sa7mz6il3rm3q2n479xyc4lbknj9fpfxp5rl.nar"));
         assert_eq!(info.compression.as_deref(), Some("none"));
         assert_eq!(info.file_size, Some(1280));
         assert_eq!(info.nar_size, 1280);
-        assert_eq!(
-            info.nar_hash,
-            NarHash::of_bytes(include_bytes!("testdata/fixture.nar"))
-        );
+        assert_eq!(info.nar_hash, NarHash::of_bytes(include_bytes!("testdata/fixture.nar")));
         assert_eq!(info.file_hash, Some(info.nar_hash.into()));
         assert_eq!(info.references.len(), 1);
         assert_eq!(info.references[0].name(), "nixdag-dep");
-        assert_eq!(
-            info.deriver.as_deref(),
-            Some("49xsxwwk48x4q2dyzms3kc2s4pm7jzn8-nixdag-fixture.drv")
-        );
+        assert_eq!(info.deriver.as_deref(), Some("49xsxwwk48x4q2dyzms3kc2s4pm7jzn8-nixdag-fixture.drv"));
         assert_eq!(info.sigs.len(), 1);
         assert_eq!(info.ca, None);
 
         let dep = NarInfo::parse(FIXTURE_DEP).unwrap();
         assert!(dep.references.is_empty());
         assert_eq!(dep.deriver, None);
-        assert_eq!(
-            dep.ca.as_deref(),
-            Some("text:sha256:1mr25dj3si5q7mmqy8m94a8f10a8z4svf7ssnq4ji6vyxvhcfn2r")
-        );
+        assert_eq!(dep.ca.as_deref(), Some("text:sha256:1mr25dj3si5q7mmqy8m94a8f10a8z4svf7ssnq4ji6vyxvhcfn2r"));
     }
 
     #[test]
@@ -379,51 +329,20 @@ References:";
             ("NarHash", FIXTURE.replace("NarHash:", "XarHash:")),
             ("NarSize", FIXTURE.replace("NarSize:", "XarSize:")),
         ] {
-            assert_eq!(
-                NarInfo::parse(&text).unwrap_err(),
-                NarInfoError::MissingField { field }
-            );
+            assert_eq!(NarInfo::parse(&text).unwrap_err(), NarInfoError::MissingField { field });
         }
     }
 
     #[test]
     fn reject_invalid_fields() {
         let cases = [
-            (
-                "StorePath",
-                1,
-                FIXTURE.replace("/nix/store/sac", "/nix/stor/sac"),
-            ),
-            (
-                "FileHash",
-                4,
-                FIXTURE.replace("FileHash: sha256", "FileHash: sha3"),
-            ),
-            (
-                "FileSize",
-                5,
-                FIXTURE.replace("FileSize: 1280", "FileSize: -1"),
-            ),
-            (
-                "NarHash",
-                6,
-                FIXTURE.replace("NarHash: sha256:07", "NarHash: sha256:e7"),
-            ),
-            (
-                "NarSize",
-                7,
-                FIXTURE.replace("NarSize: 1280", "NarSize: 12k"),
-            ),
-            (
-                "References",
-                8,
-                FIXTURE.replace("References: 5x", "References: ../"),
-            ),
-            (
-                "Deriver",
-                9,
-                FIXTURE.replace("Deriver: 49", "Deriver: /nix/store/49"),
-            ),
+            ("StorePath", 1, FIXTURE.replace("/nix/store/sac", "/nix/stor/sac")),
+            ("FileHash", 4, FIXTURE.replace("FileHash: sha256", "FileHash: sha3")),
+            ("FileSize", 5, FIXTURE.replace("FileSize: 1280", "FileSize: -1")),
+            ("NarHash", 6, FIXTURE.replace("NarHash: sha256:07", "NarHash: sha256:e7")),
+            ("NarSize", 7, FIXTURE.replace("NarSize: 1280", "NarSize: 12k")),
+            ("References", 8, FIXTURE.replace("References: 5x", "References: ../")),
+            ("Deriver", 9, FIXTURE.replace("Deriver: 49", "Deriver: /nix/store/49")),
         ];
         for (want_field, want_line, text) in cases {
             match NarInfo::parse(&text).unwrap_err() {
@@ -434,18 +353,12 @@ References:";
             }
         }
         let err = NarInfo::parse(&FIXTURE.replace("NarSize: 1280", "NarSize: 12k")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "narinfo line 7: invalid NarSize \"12k\": invalid digit found in string"
-        );
+        assert_eq!(err.to_string(), "narinfo line 7: invalid NarSize \"12k\": invalid digit found in string");
     }
 
     #[test]
     fn reject_line_without_colon() {
         let text = format!("{FIXTURE}garbage\n");
-        assert!(matches!(
-            NarInfo::parse(&text),
-            Err(NarInfoError::BadLine { line: 11, .. })
-        ));
+        assert!(matches!(NarInfo::parse(&text), Err(NarInfoError::BadLine { line: 11, .. })));
     }
 }

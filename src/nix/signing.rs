@@ -78,18 +78,10 @@ pub struct PublicKey {
 }
 
 fn split_key<'a>(s: &'a str, what: &'static str) -> Result<(&'a str, Vec<u8>), KeyError> {
-    let (name, b64) = s
-        .trim()
-        .split_once(':')
-        .filter(|(name, _)| !name.is_empty())
-        .ok_or(KeyError::MissingName { what })?;
+    let (name, b64) =
+        s.trim().split_once(':').filter(|(name, _)| !name.is_empty()).ok_or(KeyError::MissingName { what })?;
     check_name(name)?;
-    let bytes = BASE64
-        .decode(b64.as_bytes())
-        .map_err(|_| KeyError::BadBase64 {
-            what,
-            name: name.to_owned(),
-        })?;
+    let bytes = BASE64.decode(b64.as_bytes()).map_err(|_| KeyError::BadBase64 { what, name: name.to_owned() })?;
     Ok((name, bytes))
 }
 
@@ -98,9 +90,7 @@ fn check_name(name: &str) -> Result<(), KeyError> {
         return Err(KeyError::MissingName { what: "key" });
     }
     if name.contains(':') || name.contains(char::is_whitespace) {
-        return Err(KeyError::InvalidName {
-            name: name.to_owned(),
-        });
+        return Err(KeyError::InvalidName { name: name.to_owned() });
     }
     Ok(())
 }
@@ -112,23 +102,15 @@ impl SecretKey {
     pub fn parse(s: &str) -> Result<SecretKey, KeyError> {
         const WHAT: &str = "secret key";
         let (name, bytes) = split_key(s, WHAT)?;
-        let bytes: [u8; 64] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::WrongLength {
-                what: WHAT,
-                name: name.to_owned(),
-                expected: 64,
-                got: bytes.len(),
-            })?;
-        let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| KeyError::Corrupt {
+        let bytes: [u8; 64] = bytes.as_slice().try_into().map_err(|_| KeyError::WrongLength {
             what: WHAT,
             name: name.to_owned(),
+            expected: 64,
+            got: bytes.len(),
         })?;
-        Ok(SecretKey {
-            name: name.to_owned(),
-            key,
-        })
+        let key = SigningKey::from_keypair_bytes(&bytes)
+            .map_err(|_| KeyError::Corrupt { what: WHAT, name: name.to_owned() })?;
+        Ok(SecretKey { name: name.to_owned(), key })
     }
 
     /// A new random key named `name` (e.g. `cache.example.org-1`, Nix's convention).
@@ -138,10 +120,7 @@ impl SecretKey {
         getrandom::getrandom(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
         let key = SigningKey::from_bytes(&seed);
         seed.fill(0);
-        Ok(SecretKey {
-            name: name.to_owned(),
-            key,
-        })
+        Ok(SecretKey { name: name.to_owned(), key })
     }
 
     /// The key name.
@@ -151,10 +130,7 @@ impl SecretKey {
 
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
     }
 
     /// Signs `fingerprint`, returning `name:base64(signature)` for a narinfo `Sig:` line.
@@ -167,12 +143,7 @@ impl SecretKey {
 /// `name:base64(seed ‖ public)`: the key file format. Handle with care.
 impl fmt::Display for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}",
-            self.name,
-            BASE64.encode(&self.key.to_keypair_bytes())
-        )
+        write!(f, "{}:{}", self.name, BASE64.encode(&self.key.to_keypair_bytes()))
     }
 }
 
@@ -192,23 +163,15 @@ impl PublicKey {
     pub fn parse(s: &str) -> Result<PublicKey, KeyError> {
         const WHAT: &str = "public key";
         let (name, bytes) = split_key(s, WHAT)?;
-        let bytes: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::WrongLength {
-                what: WHAT,
-                name: name.to_owned(),
-                expected: 32,
-                got: bytes.len(),
-            })?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Corrupt {
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::WrongLength {
             what: WHAT,
             name: name.to_owned(),
+            expected: 32,
+            got: bytes.len(),
         })?;
-        Ok(PublicKey {
-            name: name.to_owned(),
-            key,
-        })
+        let key =
+            VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Corrupt { what: WHAT, name: name.to_owned() })?;
+        Ok(PublicKey { name: name.to_owned(), key })
     }
 
     /// The key name.
@@ -250,8 +213,7 @@ impl fmt::Display for PublicKey {
 /// Whether any of `sigs` is a valid signature of `fingerprint` by any of `keys`, which is how
 /// Nix decides that a path from a binary cache is trusted.
 pub fn verify_any(keys: &[PublicKey], fingerprint: &str, sigs: &[String]) -> bool {
-    sigs.iter()
-        .any(|sig| keys.iter().any(|key| key.verify(fingerprint, sig)))
+    sigs.iter().any(|sig| keys.iter().any(|key| key.verify(fingerprint, sig)))
 }
 
 #[cfg(test)]
@@ -265,14 +227,12 @@ mod tests {
 
     /// The throwaway key pair the narinfo fixtures were signed with, made by Nix 2.8's
     /// `nix-store --generate-binary-cache-key fixturekey-1 sk pk`.
-    const FIXTURE_SK: &str = "fixturekey-1:hRdrzVm2TNrgN1BKGywPvmreaHQa3ZheYX5tdKwPYJZiNSDI3bx4POrHnBRRRBnT6ONQaodP/tdY0Rnf6xKJLg==";
+    const FIXTURE_SK: &str =
+        "fixturekey-1:hRdrzVm2TNrgN1BKGywPvmreaHQa3ZheYX5tdKwPYJZiNSDI3bx4POrHnBRRRBnT6ONQaodP/tdY0Rnf6xKJLg==";
     const FIXTURE_PK: &str = "fixturekey-1:YjUgyN28eDzqx5wUUUQZ0+jjUGqHT/7XWNEZ3+sSiS4=";
 
     fn nix_available() -> bool {
-        let found = Command::new("nix-store")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let found = Command::new("nix-store").arg("--version").output().is_ok_and(|o| o.status.success());
         if !found {
             eprintln!("note: nix-store not found on PATH; skipping the live Nix interop part");
         }
@@ -281,11 +241,7 @@ mod tests {
 
     fn run(cmd: &mut Command) -> String {
         let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -355,31 +311,18 @@ mod tests {
 
     #[test]
     fn reject_malformed_keys() {
-        assert!(matches!(
-            SecretKey::parse("no-colon"),
-            Err(KeyError::MissingName { .. })
-        ));
+        assert!(matches!(SecretKey::parse("no-colon"), Err(KeyError::MissingName { .. })));
         assert!(matches!(
             PublicKey::parse(":YjUgyN28eDzqx5wUUUQZ0+jjUGqHT/7XWNEZ3+sSiS4="),
             Err(KeyError::MissingName { .. })
         ));
-        assert!(matches!(
-            PublicKey::parse("k:***"),
-            Err(KeyError::BadBase64 { .. })
-        ));
+        assert!(matches!(PublicKey::parse("k:***"), Err(KeyError::BadBase64 { .. })));
         // A public key where a secret key belongs, and the other way round.
         assert_eq!(
             SecretKey::parse(FIXTURE_PK).unwrap_err().to_string(),
             "secret key \"fixturekey-1\" must be 64 bytes, got 32"
         );
-        assert!(matches!(
-            PublicKey::parse(FIXTURE_SK),
-            Err(KeyError::WrongLength {
-                expected: 32,
-                got: 64,
-                ..
-            })
-        ));
+        assert!(matches!(PublicKey::parse(FIXTURE_SK), Err(KeyError::WrongLength { expected: 32, got: 64, .. })));
         // Seed and public half from different keys.
         let sk = SecretKey::parse(FIXTURE_SK).unwrap();
         let other = SecretKey::generate("fixturekey-1").unwrap();
@@ -389,10 +332,7 @@ mod tests {
             SecretKey::parse(&format!("fixturekey-1:{}", BASE64.encode(&mixed))),
             Err(KeyError::Corrupt { .. })
         ));
-        assert!(matches!(
-            SecretKey::generate("bad name"),
-            Err(KeyError::InvalidName { .. })
-        ));
+        assert!(matches!(SecretKey::generate("bad name"), Err(KeyError::InvalidName { .. })));
     }
 
     /// Keys made by real Nix parse and work; a narinfo signed by real Nix verifies with our
@@ -423,35 +363,19 @@ mod tests {
         let store_path = run(Command::new("nix-store").arg("--add").arg(&file));
         let store_path = store_path.trim();
         let cache = dir.path().join("cache");
-        let url = format!(
-            "file://{}?secret-key={}&compression=none",
-            cache.display(),
-            sk_path.display()
-        );
+        let url = format!("file://{}?secret-key={}&compression=none", cache.display(), sk_path.display());
         run(Command::new("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command",
-                "copy",
-                "--to",
-            ])
+            .args(["--extra-experimental-features", "nix-command", "copy", "--to"])
             .arg(&url)
             .arg(store_path));
-        let hash_part = Path::new(store_path)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.get(..32))
-            .unwrap();
+        let hash_part = Path::new(store_path).file_name().and_then(|n| n.to_str()).and_then(|n| n.get(..32)).unwrap();
         let text = std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
         let info = NarInfo::parse(&text).unwrap();
         assert_eq!(info.store_path.to_string(), store_path);
         assert_eq!(info.render(), text, "render differs from Nix's narinfo");
         assert_eq!(info.sigs.len(), 1, "nix copy did not sign:\n{text}");
         let fp = info.fingerprint();
-        assert!(
-            pk.verify(&fp, &info.sigs[0]),
-            "Nix's Sig does not verify:\n{text}"
-        );
+        assert!(pk.verify(&fp, &info.sigs[0]), "Nix's Sig does not verify:\n{text}");
         assert_eq!(sk.sign(&fp), info.sigs[0]);
         assert!(verify_any(&[pk], &fp, &info.sigs));
     }

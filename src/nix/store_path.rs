@@ -123,10 +123,7 @@ impl StorePath {
     /// Builds a store path from its parts, validating the name.
     pub fn new(hash: StorePathHash, name: &str) -> Result<StorePath, StorePathError> {
         check_name(name)?;
-        Ok(StorePath {
-            hash,
-            name: name.to_owned(),
-        })
+        Ok(StorePath { hash, name: name.to_owned() })
     }
 
     /// Parses an absolute path `/nix/store/<hash>-<name>`.
@@ -135,28 +132,19 @@ impl StorePath {
             .strip_prefix(STORE_DIR)
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|base| !base.is_empty() && !base.contains('/'))
-            .ok_or_else(|| StorePathError::NotInStore {
-                path: abs.to_owned(),
-            })?;
+            .ok_or_else(|| StorePathError::NotInStore { path: abs.to_owned() })?;
         StorePath::from_base_name(base)
     }
 
     /// Parses a base name `<hash>-<name>`, as narinfo `References:` and `Deriver:` hold them.
     pub fn from_base_name(s: &str) -> Result<StorePath, StorePathError> {
-        let bad_shape = || StorePathError::BadShape {
-            base_name: s.to_owned(),
-        };
+        let bad_shape = || StorePathError::BadShape { base_name: s.to_owned() };
         // `get` rather than slicing: the input may have a multi-byte char at the boundary.
         let hash = s.get(..HASH_CHARS).ok_or_else(bad_shape)?;
-        let name = s
-            .get(HASH_CHARS..)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .ok_or_else(bad_shape)?;
+        let name = s.get(HASH_CHARS..).and_then(|rest| rest.strip_prefix('-')).ok_or_else(bad_shape)?;
         let hash: StorePathHash = hash.parse()?;
         if name.is_empty() {
-            return Err(StorePathError::EmptyName {
-                base_name: s.to_owned(),
-            });
+            return Err(StorePathError::EmptyName { base_name: s.to_owned() });
         }
         StorePath::new(hash, name)
     }
@@ -201,30 +189,16 @@ impl FromStr for StorePath {
 /// Nix's `checkName`.
 fn check_name(name: &str) -> Result<(), StorePathError> {
     if name.is_empty() {
-        return Err(StorePathError::EmptyName {
-            base_name: name.to_owned(),
-        });
+        return Err(StorePathError::EmptyName { base_name: name.to_owned() });
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(StorePathError::NameTooLong {
-            name: name.to_owned(),
-            len: name.len(),
-        });
+        return Err(StorePathError::NameTooLong { name: name.to_owned(), len: name.len() });
     }
     if name.starts_with('.') {
-        return Err(StorePathError::NameStartsWithDot {
-            name: name.to_owned(),
-        });
+        return Err(StorePathError::NameStartsWithDot { name: name.to_owned() });
     }
-    if let Some((pos, ch)) = name
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c)))
-    {
-        return Err(StorePathError::InvalidNameChar {
-            ch,
-            pos,
-            name: name.to_owned(),
-        });
+    if let Some((pos, ch)) = name.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c))) {
+        return Err(StorePathError::InvalidNameChar { ch, pos, name: name.to_owned() });
     }
     Ok(())
 }
@@ -240,10 +214,7 @@ mod tests {
         let p = StorePath::parse(FIXTURE).unwrap();
         assert_eq!(p.name(), "nixdag-fixture");
         assert_eq!(p.hash().to_string(), "saclvf5w5pnp7y8jbydrp47b935jqs5m");
-        assert_eq!(
-            p.base_name(),
-            "saclvf5w5pnp7y8jbydrp47b935jqs5m-nixdag-fixture"
-        );
+        assert_eq!(p.base_name(), "saclvf5w5pnp7y8jbydrp47b935jqs5m-nixdag-fixture");
         assert_eq!(p.to_absolute(), FIXTURE);
         assert_eq!(p.to_string(), FIXTURE);
         assert_eq!(StorePath::from_base_name(&p.base_name()).unwrap(), p);
@@ -288,10 +259,7 @@ mod tests {
             "nix/store/saclvf5w5pnp7y8jbydrp47b935jqs5m-x",
             "/nix/store/saclvf5w5pnp7y8jbydrp47b935jqs5m-x/bin",
         ] {
-            assert!(
-                matches!(StorePath::parse(p), Err(StorePathError::NotInStore { .. })),
-                "{p}"
-            );
+            assert!(matches!(StorePath::parse(p), Err(StorePathError::NotInStore { .. })), "{p}");
         }
     }
 
@@ -301,53 +269,24 @@ mod tests {
             "saclvf5w5pnp7y8jbydrp47b935jqs5e-x", // 'e' is not nix32
             "SACLVF5W5PNP7Y8JBYDRP47B935JQS5M-x",
         ] {
-            assert!(
-                matches!(
-                    StorePath::from_base_name(b),
-                    Err(StorePathError::InvalidHash { .. })
-                ),
-                "{b}"
-            );
+            assert!(matches!(StorePath::from_base_name(b), Err(StorePathError::InvalidHash { .. })), "{b}");
         }
-        for b in [
-            "short-x",
-            "saclvf5w5pnp7y8jbydrp47b935jqs5m_x",
-            "saclvf5w5pnp7y8jbydrp47b935jqs5é",
-        ] {
-            assert!(
-                matches!(
-                    StorePath::from_base_name(b),
-                    Err(StorePathError::BadShape { .. })
-                ),
-                "{b}"
-            );
+        for b in ["short-x", "saclvf5w5pnp7y8jbydrp47b935jqs5m_x", "saclvf5w5pnp7y8jbydrp47b935jqs5é"] {
+            assert!(matches!(StorePath::from_base_name(b), Err(StorePathError::BadShape { .. })), "{b}");
         }
     }
 
     #[test]
     fn reject_bad_names() {
         let h = "saclvf5w5pnp7y8jbydrp47b935jqs5m";
-        assert!(matches!(
-            StorePath::from_base_name(&format!("{h}-")),
-            Err(StorePathError::EmptyName { .. })
-        ));
+        assert!(matches!(StorePath::from_base_name(&format!("{h}-")), Err(StorePathError::EmptyName { .. })));
         assert!(matches!(
             StorePath::from_base_name(&format!("{h}-.hidden")),
             Err(StorePathError::NameStartsWithDot { .. })
         ));
-        assert!(matches!(
-            StorePath::from_base_name(&format!("{h}-..")),
-            Err(StorePathError::NameStartsWithDot { .. })
-        ));
+        assert!(matches!(StorePath::from_base_name(&format!("{h}-..")), Err(StorePathError::NameStartsWithDot { .. })));
         let err = StorePath::from_base_name(&format!("{h}-a b")).unwrap_err();
-        assert_eq!(
-            err,
-            StorePathError::InvalidNameChar {
-                ch: ' ',
-                pos: 1,
-                name: "a b".into()
-            }
-        );
+        assert_eq!(err, StorePathError::InvalidNameChar { ch: ' ', pos: 1, name: "a b".into() });
         assert!(matches!(
             StorePath::from_base_name(&format!("{h}-ü")),
             Err(StorePathError::InvalidNameChar { ch: 'ü', .. })

@@ -11,7 +11,7 @@ use std::fs;
 use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
-use super::pack::{pack_path, sync_dir, RECORD_HEADER_LEN, HEADER_LEN};
+use super::pack::{pack_path, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
 use super::tables::{BlockLoc, BLOCKS, PACKS};
 use super::{roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
@@ -54,11 +54,12 @@ impl Store {
         report.roots = roots.len() as u64;
         let mut live: HashSet<BlockHash> = HashSet::new();
         for (label, root, size) in &roots {
-            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(()))
-                .map_err(|e| StoreError::Io {
+            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(|e| {
+                StoreError::Io {
                     context: format!("refusing to collect garbage: {label} is damaged"),
                     source: std::io::Error::other(e),
-                })?;
+                }
+            })?;
         }
         report.live_blocks = live.len() as u64;
         let protected = self.protected().lock();

@@ -100,9 +100,9 @@ impl<'s> Ingest<'s> {
         })?;
         let compressor = match &mut self.compressor {
             Some(c) => c,
-            None => self.compressor.insert(
-                zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(StoreError::io("starting zstd"))?,
-            ),
+            None => self
+                .compressor
+                .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(StoreError::io("starting zstd"))?),
         };
         let compressed = compressor.compress(bytes).map_err(StoreError::io("zstd compression"))?;
         let (payload, compression) = if compressed.len() < bytes.len() {
@@ -457,7 +457,11 @@ pub fn add_file(
             aliases.iter().find(|a| a.algo == want.algo).cloned().unwrap_or_else(|| want.clone())
         };
         if &got != want {
-            return Err(StoreError::HashMismatch { what: name.to_string(), expected: want.to_string(), got: got.to_string() });
+            return Err(StoreError::HashMismatch {
+                what: name.to_string(),
+                expected: want.to_string(),
+                got: got.to_string(),
+            });
         }
     }
     let entry = FileEntry { root: dag.root.to_string(), size: dag.size, name: name.to_string(), urls };

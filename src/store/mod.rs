@@ -27,8 +27,8 @@ use std::sync::Mutex;
 use fs2::FileExt;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use self::error::StoreError;
 use self::error::IoContext;
+pub use self::error::StoreError;
 pub use self::gc::GcReport;
 pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};
 use self::pack::Packs;
@@ -115,8 +115,7 @@ impl Store {
             let version = meta.get("format").map_err(StoreError::db("read"))?.map(|v| v.value().to_vec());
             match version {
                 None => {
-                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
-                        .map_err(StoreError::db("write"))?;
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice()).map_err(StoreError::db("write"))?;
                 }
                 Some(v) => {
                     let got = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX);
@@ -176,7 +175,8 @@ impl Store {
                     removed = true;
                 }
                 Some(&c) if len > c => {
-                    let f = OpenOptions::new().write(true).open(&path).context(|| format!("opening {}", path.display()))?;
+                    let f =
+                        OpenOptions::new().write(true).open(&path).context(|| format!("opening {}", path.display()))?;
                     f.set_len(c).context(|| format!("truncating {}", path.display()))?;
                     f.sync_all().context(|| format!("fsync of {}", path.display()))?;
                 }
@@ -264,8 +264,7 @@ impl Store {
         let t = txn.open_table(PATHS).map_err(StoreError::db("open table"))?;
         let v = t.get(hash_part).map_err(StoreError::db("read"))?;
         v.map(|v| {
-            NarInfo::parse(v.value())
-                .map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })
+            NarInfo::parse(v.value()).map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })
         })
         .transpose()
     }
@@ -351,64 +350,46 @@ impl Store {
 }
 
 /// Roots as seen by one transaction (read or write).
-pub(crate) fn roots_in(
-    txn: &impl TableSource,
-) -> Result<Vec<(String, crate::dag::Cid, u64)>, StoreError> {
+pub(crate) fn roots_in(txn: &impl TableSource) -> Result<Vec<(String, crate::dag::Cid, u64)>, StoreError> {
     let mut out = Vec::new();
     txn.each(NARS, &mut |k, v| {
         let e = NarEntry::decode(v)?;
-        let h = NarHash(k.try_into().map_err(|_| StoreError::CorruptIndex {
-            table: "nars-0",
-            reason: "key is not 32 bytes".into(),
-        })?);
+        let h = NarHash(
+            k.try_into()
+                .map_err(|_| StoreError::CorruptIndex { table: "nars-0", reason: "key is not 32 bytes".into() })?,
+        );
         out.push((format!("nar {h}"), e.root, e.nar_size));
         Ok(())
     })?;
     txn.each(FILES, &mut |k, v| {
         let e = FileEntry::decode(v)?;
-        out.push((
-            format!("file sha256:{}", crate::nix::hash::nix32::encode(k)),
-            e.root_cid()?,
-            e.size,
-        ));
+        out.push((format!("file sha256:{}", crate::nix::hash::nix32::encode(k)), e.root_cid()?, e.size));
         Ok(())
     })?;
     Ok(out)
 }
 
+/// Called with each row's key and value.
+pub(crate) type RowFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// Iterate a byte-keyed table in either kind of transaction.
 pub(crate) trait TableSource {
-    fn each(
-        &self,
-        def: redb::TableDefinition<&[u8], &[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn each(&self, def: redb::TableDefinition<&[u8], &[u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError>;
 }
 
 impl TableSource for redb::ReadTransaction {
-    fn each(
-        &self,
-        def: redb::TableDefinition<&[u8], &[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn each(&self, def: redb::TableDefinition<&[u8], &[u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError> {
         each_row(&self.open_table(def).map_err(StoreError::db("open table"))?, f)
     }
 }
 
 impl TableSource for redb::WriteTransaction {
-    fn each(
-        &self,
-        def: redb::TableDefinition<&[u8], &[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn each(&self, def: redb::TableDefinition<&[u8], &[u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError> {
         each_row(&self.open_table(def).map_err(StoreError::db("open table"))?, f)
     }
 }
 
-fn each_row(
-    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+fn each_row(t: &impl ReadableTable<&'static [u8], &'static [u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError> {
     for row in t.iter().map_err(StoreError::db("read"))? {
         let (k, v) = row.map_err(StoreError::db("read"))?;
         f(k.value(), v.value())?;

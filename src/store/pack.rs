@@ -165,11 +165,8 @@ impl Packs {
     /// Reopen pack `id` for appends at `len` (its committed length).
     pub fn reopen(&self, id: u32, len: u64) -> Result<ActivePack, StoreError> {
         let path = pack_path(&self.dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .context(|| format!("opening {}", path.display()))?;
+        let file =
+            OpenOptions::new().read(true).write(true).open(&path).context(|| format!("opening {}", path.display()))?;
         Ok(ActivePack { id, file, len, buf: Vec::new(), buf_start: len })
     }
 
@@ -225,16 +222,13 @@ impl Packs {
     pub fn read_block(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
         let record = self.read_record(hash, loc)?;
         let payload = &record[RECORD_HEADER_LEN as usize..];
-        let corrupt = |reason: String| StoreError::CorruptBlock {
-            hash: *hash,
-            pack: loc.pack,
-            offset: loc.offset,
-            reason,
-        };
+        let corrupt =
+            |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
         let bytes = match loc.compression {
             Compression::None => payload.to_vec(),
-            Compression::Zstd => zstd::bulk::decompress(payload, loc.raw_len as usize)
-                .map_err(|e| corrupt(format!("zstd: {e}")))?,
+            Compression::Zstd => {
+                zstd::bulk::decompress(payload, loc.raw_len as usize).map_err(|e| corrupt(format!("zstd: {e}")))?
+            }
         };
         if bytes.len() != loc.raw_len as usize {
             return Err(corrupt(format!("{} bytes after decompression, expected {}", bytes.len(), loc.raw_len)));
@@ -253,8 +247,7 @@ impl Packs {
         for e in entries {
             let e = e.context(|| format!("listing {}", self.dir.display()))?;
             let name = e.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pack")).and_then(|n| n.parse().ok())
-            else {
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pack")).and_then(|n| n.parse().ok()) else {
                 continue;
             };
             let len = e.metadata().context(|| format!("stat of {}", e.path().display()))?.len();
@@ -267,7 +260,5 @@ impl Packs {
 
 /// fsync a directory so entries created or removed in it survive a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(|| format!("fsync of directory {}", dir.display()))
+    File::open(dir).and_then(|d| d.sync_all()).context(|| format!("fsync of directory {}", dir.display()))
 }

@@ -141,8 +141,7 @@ impl FileEntry {
 
     /// Decode a [`FILES`] value.
     pub fn decode(b: &[u8]) -> Result<Self, StoreError> {
-        serde_json::from_slice(b)
-            .map_err(|e| StoreError::CorruptIndex { table: "files-0", reason: e.to_string() })
+        serde_json::from_slice(b).map_err(|e| StoreError::CorruptIndex { table: "files-0", reason: e.to_string() })
     }
 
     /// The root CID.
@@ -169,8 +168,8 @@ mod tests {
 
     #[test]
     fn reject_unknown_compression() {
-        let mut b = BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, compression: Compression::None }
-            .encode();
+        let mut b =
+            BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, compression: Compression::None }.encode();
         b[20] = 9;
         assert!(BlockLoc::decode(&b).is_err());
     }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::error::StoreError;
-use super::tables::{BlockLoc, NARS, PACKS, PATHS, BLOCKS};
+use super::tables::{BlockLoc, BLOCKS, NARS, PACKS, PATHS};
 use super::{pack::pack_path, roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
 use crate::nix::narinfo::NarInfo;
@@ -98,7 +98,8 @@ impl Store {
             match NarInfo::parse(v.value()) {
                 Ok(info) => {
                     if nars.get(info.nar_hash.0.as_slice()).map_err(db("read"))?.is_none() {
-                        r.problems.push(format!("path {}: its NAR {} is not in the store", info.store_path, info.nar_hash));
+                        r.problems
+                            .push(format!("path {}: its NAR {} is not in the store", info.store_path, info.nar_hash));
                     }
                 }
                 Err(e) => r.problems.push(format!("path {}: unreadable metadata: {e}", k.value())),

@@ -148,8 +148,24 @@ fn bad_hashes_and_unknown_cids_are_clear_errors() {
         (&["cat", "bafynotacid"], "invalid CID"),
         (&["cat", "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"], "blake3"),
         (&["cat", "bafkr4ifpcne3t5pzugtkaqcn5i3nzskjtpfslsnnyejlpte2spfoihzsmi"], "unknown CID"),
-        (&["restore", "--nar-hash", "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73", "/tmp/nixdag-never"], "no NAR"),
-        (&["export-car", "bafkr4ifpcne3t5pzugtkaqcn5i3nzskjtpfslsnnyejlpte2spfoihzsmi", "-o", "/tmp/nixdag-never.car"], "unknown CID"),
+        (
+            &[
+                "restore",
+                "--nar-hash",
+                "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73",
+                "/tmp/nixdag-never",
+            ],
+            "no NAR",
+        ),
+        (
+            &[
+                "export-car",
+                "bafkr4ifpcne3t5pzugtkaqcn5i3nzskjtpfslsnnyejlpte2spfoihzsmi",
+                "-o",
+                "/tmp/nixdag-never.car",
+            ],
+            "unknown CID",
+        ),
     ];
     for (args, want) in cases {
         let err = store.fails(args);

@@ -229,7 +229,11 @@ pub fn node(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String
         c.arg(a);
     }
     let o = c.output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Download a package from PyPI and unpack it: a real package tree (one of the registries the suite

@@ -17,10 +17,9 @@ fn variant(dir: &Path, base: &[u8], trial: u64) {
 }
 
 fn seed() -> u64 {
-    let s = std::env::var("NIXDAG_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let s = std::env::var("NIXDAG_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     eprintln!("crash test seed: {s} (rerun with NIXDAG_CRASH_SEED={s})");
     s
 }

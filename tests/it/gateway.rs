@@ -73,8 +73,7 @@ fn unsafe_kill_term(pid: u32) {
 /// Nix with a fresh narinfo cache (Nix caches narinfo answers per cache URL).
 fn nix(work: &Path, tag: &str) -> Command {
     let mut c = Command::new("nix");
-    c.env("XDG_CACHE_HOME", work.join(format!("xdg-{tag}")))
-        .args(["--extra-experimental-features", "nix-command"]);
+    c.env("XDG_CACHE_HOME", work.join(format!("xdg-{tag}"))).args(["--extra-experimental-features", "nix-command"]);
     c
 }
 
@@ -116,7 +115,10 @@ fn nix_copy_to_and_from_with_only_the_gateway_key_trusted() {
     let top = build_closure(w, 300_000);
     let store = TestStore::new();
     let server = Server::start(&store, &["--allow-upload"]);
-    run(Command::new("nix-store").args(["--generate-binary-cache-key", "uploader-1"]).arg(w.join("sk")).arg(w.join("pk")));
+    run(Command::new("nix-store")
+        .args(["--generate-binary-cache-key", "uploader-1"])
+        .arg(w.join("sk"))
+        .arg(w.join("pk")));
     for compression in ["xz", "zstd", "bzip2", "none"] {
         // Each round uploads into an empty cache from Nix's point of view (fresh narinfo cache, new store).
         let dest = format!("{}?secret-key={}&compression={compression}", server.url, w.join("sk").display());
@@ -165,7 +167,10 @@ fn nix_refuses_an_untrusted_key_and_never_asks_for_the_nar() {
         store.add(&[&p]);
     }
     let server = Server::start(&store, &[]);
-    run(Command::new("nix-store").args(["--generate-binary-cache-key", "stranger-1"]).arg(w.join("sk")).arg(w.join("pk")));
+    run(Command::new("nix-store")
+        .args(["--generate-binary-cache-key", "stranger-1"])
+        .arg(w.join("sk"))
+        .arg(w.join("pk")));
     let stranger = fs::read_to_string(w.join("pk")).unwrap();
     let o = nix(w, "untrusted")
         .args(["copy", "--store"])
@@ -193,12 +198,14 @@ fn nix_store_realise_substitutes_a_100_mib_closure() {
     let server = Server::start(&store, &[]);
     let fresh = w.join("fresh-store");
     let mut c = Command::new("nix-store");
-    c.env("XDG_CACHE_HOME", w.join("xdg-r"))
-        .arg("--store")
-        .arg(&fresh)
-        .arg("-r")
-        .arg(&top)
-        .args(["--option", "substituters", &server.url, "--option", "trusted-public-keys", &server.public_key]);
+    c.env("XDG_CACHE_HOME", w.join("xdg-r")).arg("--store").arg(&fresh).arg("-r").arg(&top).args([
+        "--option",
+        "substituters",
+        &server.url,
+        "--option",
+        "trusted-public-keys",
+        &server.public_key,
+    ]);
     run(&mut c);
     let payload = |root: &Path| {
         let mut f = fs::File::open(root.join("payload")).unwrap();
@@ -333,7 +340,10 @@ fn malformed_and_unknown_paths() {
 fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    run(Command::new("nix-store").args(["--generate-binary-cache-key", "trusted-up-1"]).arg(w.join("sk")).arg(w.join("pk")));
+    run(Command::new("nix-store")
+        .args(["--generate-binary-cache-key", "trusted-up-1"])
+        .arg(w.join("sk"))
+        .arg(w.join("pk")));
     let trusted = fs::read_to_string(w.join("pk")).unwrap().trim().to_string();
     let secret = nixdag::nix::signing::SecretKey::parse(fs::read_to_string(w.join("sk")).unwrap().trim()).unwrap();
     let store = TestStore::new();
@@ -356,7 +366,9 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     let truncated = &nar[..nar.len() / 2];
     let sp = "/nix/store/xkqag603938xw013sv3hgqh30laryip9-upload-test";
     let narinfo = |nar_hash: &str, size: u64, sig: Option<&str>| {
-        let mut t = format!("StorePath: {sp}\nURL: nar/x.nar\nCompression: none\nNarHash: {nar_hash}\nNarSize: {size}\nReferences: \n");
+        let mut t = format!(
+            "StorePath: {sp}\nURL: nar/x.nar\nCompression: none\nNarHash: {nar_hash}\nNarSize: {size}\nReferences: \n"
+        );
         if let Some(s) = sig {
             t.push_str(&format!("Sig: {s}\n"));
         }
@@ -385,7 +397,12 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
             narinfo(&present_hash, present_size + 1, None).into_bytes(),
             "NarSize",
         ),
-        ("narinfo that is not one", "/xkqag603938xw013sv3hgqh30laryip9.narinfo".into(), b"garbage\n".to_vec(), "narinfo"),
+        (
+            "narinfo that is not one",
+            "/xkqag603938xw013sv3hgqh30laryip9.narinfo".into(),
+            b"garbage\n".to_vec(),
+            "narinfo",
+        ),
     ];
     for (name, path, body, want) in &cases {
         let (st, _, reply) = put(path, body);

@@ -84,7 +84,10 @@ fn add_and_gc_loop_concurrently() {
             continue;
         }
         let out = store.bytes(&["cat", "--nar-hash", h]);
-        assert_eq!(format!("sha256:{}", nixdag::nix::hash::nix32::encode(&<sha2::Sha256 as sha2::Digest>::digest(&out))), *h);
+        assert_eq!(
+            format!("sha256:{}", nixdag::nix::hash::nix32::encode(&<sha2::Sha256 as sha2::Digest>::digest(&out))),
+            *h
+        );
     }
 }
 

@@ -23,9 +23,7 @@ fn verify_car(car: &Path, expected: &Path) -> (bool, String, String) {
 fn leaf_sizes(car: &Path) -> Vec<u64> {
     let (ok, out, err) = node("layout.mjs", &[&car]);
     assert!(ok, "layout.mjs: {err}");
-    out.lines()
-        .filter_map(|l| l.split_once(" raw len=").map(|(_, n)| n.trim().parse().unwrap()))
-        .collect()
+    out.lines().filter_map(|l| l.split_once(" raw len=").map(|(_, n)| n.trim().parse().unwrap())).collect()
 }
 
 #[test]

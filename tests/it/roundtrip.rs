@@ -154,14 +154,22 @@ fn nar_stream_and_flat_file_roundtrip() {
     let tarball = work.path().join("src-1.0.tar.gz");
     write_random(&tarball, 700_000, 3);
     let (sha, root, size) = store.add(&["--file", tarball.to_str().unwrap()]);
-    let o = std::process::Command::new("nix-hash").args(["--type", "sha256", "--flat", "--base32"]).arg(&tarball).output().unwrap();
+    let o = std::process::Command::new("nix-hash")
+        .args(["--type", "sha256", "--flat", "--base32"])
+        .arg(&tarball)
+        .output()
+        .unwrap();
     assert_eq!(sha, format!("sha256:{}", String::from_utf8(o.stdout).unwrap().trim()));
     assert_eq!(size, 700_000);
     let want = fs::read(&tarball).unwrap();
     assert!(store.bytes(&["cat", "--file-hash", &sha]) == want);
     assert!(store.bytes(&["cat", &root]) == want, "cat by CID");
     // Any hash form, and the aliases.
-    let sri = std::process::Command::new("nix").args(["--extra-experimental-features", "nix-command", "hash", "file", "--sri"]).arg(&tarball).output().unwrap();
+    let sri = std::process::Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "hash", "file", "--sri"])
+        .arg(&tarball)
+        .output()
+        .unwrap();
     let sri = String::from_utf8(sri.stdout).unwrap();
     assert!(store.bytes(&["cat", "--file-hash", sri.trim()]) == want, "SRI form");
     let sha1 = std::process::Command::new("sha1sum").arg(&tarball).output().unwrap();

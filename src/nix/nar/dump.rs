@@ -34,19 +34,12 @@ fn sink_err(error: io::Error) -> NarWriteError {
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> NarWriteError + '_ {
-    move |error| NarWriteError::Read {
-        path: path.to_owned(),
-        error,
-    }
+    move |error| NarWriteError::Read { path: path.to_owned(), error }
 }
 
 /// Recursion depth equals directory depth, which the file system bounds (full paths are used,
 /// so `PATH_MAX` applies).
-fn dump_node<S: NarSink>(
-    path: &Path,
-    enc: &mut NarEncoder<S>,
-    buf: &mut [u8],
-) -> Result<(), NarWriteError> {
+fn dump_node<S: NarSink>(path: &Path, enc: &mut NarEncoder<S>, buf: &mut [u8]) -> Result<(), NarWriteError> {
     let meta = fs::symlink_metadata(path).map_err(read_err(path))?;
     let ft = meta.file_type();
     if ft.is_file() {
@@ -56,11 +49,7 @@ fn dump_node<S: NarSink>(
         enc.symlink(target.as_os_str().as_bytes()).map_err(sink_err)
     } else if ft.is_dir() {
         let mut names = fs::read_dir(path)
-            .and_then(|entries| {
-                entries
-                    .map(|e| e.map(|e| e.file_name()))
-                    .collect::<io::Result<Vec<OsString>>>()
-            })
+            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<OsString>>>())
             .map_err(read_err(path))?;
         names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         enc.directory_begin().map_err(sink_err)?;
@@ -82,10 +71,7 @@ fn dump_node<S: NarSink>(
         } else {
             "unknown"
         };
-        Err(NarWriteError::UnsupportedFileType {
-            path: path.to_owned(),
-            kind,
-        })
+        Err(NarWriteError::UnsupportedFileType { path: path.to_owned(), kind })
     }
 }
 
@@ -114,21 +100,13 @@ fn dump_file<S: NarSink>(
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = read_some(&mut file, &mut buf[..want]).map_err(read_err(path))?;
         if n == 0 {
-            return Err(NarWriteError::FileChanged {
-                path: path.to_owned(),
-                expected: len,
-                detail: "it ended early",
-            });
+            return Err(NarWriteError::FileChanged { path: path.to_owned(), expected: len, detail: "it ended early" });
         }
         enc.regular_data(&buf[..n]).map_err(sink_err)?;
         left -= n as u64;
     }
     if read_some(&mut file, &mut buf[..1]).map_err(read_err(path))? != 0 {
-        return Err(NarWriteError::FileChanged {
-            path: path.to_owned(),
-            expected: len,
-            detail: "it grew",
-        });
+        return Err(NarWriteError::FileChanged { path: path.to_owned(), expected: len, detail: "it grew" });
     }
     enc.regular_end().map_err(sink_err)
 }

@@ -38,13 +38,7 @@ impl<S: NarSink> NarEncoder<S> {
     pub fn new(sink: S) -> Self {
         let mut pending = Vec::with_capacity(FLUSH_AT + 1024);
         put_str(&mut pending, wire::MAGIC);
-        NarEncoder {
-            sink,
-            pending,
-            hasher: Sha256::new(),
-            size: 0,
-            contents: None,
-        }
+        NarEncoder { sink, pending, hasher: Sha256::new(), size: 0, contents: None }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -96,10 +90,7 @@ impl<S: NarSink> NarEncoder<S> {
     /// Writes contents bytes of the current regular file.
     pub fn regular_data(&mut self, data: &[u8]) -> io::Result<()> {
         let Some((len, left)) = self.contents.as_mut() else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "NarEncoder: regular_data outside a regular file",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "NarEncoder: regular_data outside a regular file"));
         };
         if data.len() as u64 > *left {
             return Err(io::Error::new(
@@ -120,8 +111,7 @@ impl<S: NarSink> NarEncoder<S> {
             Some((len, 0)) => {
                 self.sink.file_contents_end()?;
                 self.contents = None;
-                self.pending
-                    .extend_from_slice(&[0u8; 8][..wire::padding_len(len)]);
+                self.pending.extend_from_slice(&[0u8; 8][..wire::padding_len(len)]);
                 put_str(&mut self.pending, wire::CLOSE);
                 self.maybe_flush()
             }
@@ -129,10 +119,7 @@ impl<S: NarSink> NarEncoder<S> {
                 io::ErrorKind::InvalidInput,
                 format!("NarEncoder: file ended {left} bytes short of its declared {len} bytes"),
             )),
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "NarEncoder: regular_end outside a regular file",
-            )),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "NarEncoder: regular_end outside a regular file")),
         }
     }
 
@@ -186,9 +173,6 @@ impl<S: NarSink> NarEncoder<S> {
     pub fn finish(mut self) -> io::Result<NarSummary> {
         self.not_in_contents("finish")?;
         self.flush()?;
-        Ok(NarSummary {
-            nar_size: self.size,
-            nar_hash: NarHash(self.hasher.finalize().into()),
-        })
+        Ok(NarSummary { nar_size: self.size, nar_hash: NarHash(self.hasher.finalize().into()) })
     }
 }

@@ -166,11 +166,7 @@ impl fmt::Display for NarError {
             NarErrorKind::Output(_) => "cannot write NAR contents",
             _ => "malformed NAR",
         };
-        write!(
-            f,
-            "{what} at byte {} (entry {:?}): {}",
-            self.offset, self.path, self.kind
-        )
+        write!(f, "{what} at byte {} (entry {:?}): {}", self.offset, self.path, self.kind)
     }
 }
 

@@ -69,11 +69,7 @@ impl NarListing {
 /// Recursion depth is bounded by the parser's `MAX_DEPTH`.
 fn write_entry(out: &mut String, entry: &NarEntry) {
     match entry {
-        NarEntry::Regular {
-            size,
-            executable,
-            nar_offset,
-        } => {
+        NarEntry::Regular { size, executable, nar_offset } => {
             let _ = write!(out, "{{\"type\":\"regular\",\"size\":{size}");
             if *executable {
                 out.push_str(",\"executable\":true");
@@ -134,11 +130,7 @@ pub fn list<R: Read>(r: R) -> Result<NarListing, NarError> {
     match lister.root {
         Some(root) => Ok(NarListing { root }),
         // `parse` succeeded, so a root node was seen; this cannot happen.
-        None => Err(NarError::new(
-            super::NarErrorKind::Truncated,
-            0,
-            "/".to_owned(),
-        )),
+        None => Err(NarError::new(super::NarErrorKind::Truncated, 0, "/".to_owned())),
     }
 }
 
@@ -161,24 +153,13 @@ impl Lister {
 }
 
 impl NarVisitor for Lister {
-    fn regular_begin(
-        &mut self,
-        executable: bool,
-        len: u64,
-        contents_offset: u64,
-    ) -> io::Result<()> {
-        self.complete(NarEntry::Regular {
-            size: len,
-            executable,
-            nar_offset: contents_offset,
-        });
+    fn regular_begin(&mut self, executable: bool, len: u64, contents_offset: u64) -> io::Result<()> {
+        self.complete(NarEntry::Regular { size: len, executable, nar_offset: contents_offset });
         Ok(())
     }
 
     fn symlink(&mut self, target: &[u8]) -> io::Result<()> {
-        self.complete(NarEntry::Symlink {
-            target: String::from_utf8_lossy(target).into_owned(),
-        });
+        self.complete(NarEntry::Symlink { target: String::from_utf8_lossy(target).into_owned() });
         Ok(())
     }
 

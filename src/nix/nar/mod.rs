@@ -177,13 +177,7 @@ pub fn copy_validated<R: io::Read>(r: R, sink: &mut impl NarSink) -> Result<NarS
 
     let mut copy = Copy(NarEncoder::new(sink));
     let read = parse(r, &mut copy)?;
-    let written = copy
-        .0
-        .finish()
-        .map_err(|e| NarError::new(NarErrorKind::Output(e), read.nar_size, "/".to_owned()))?;
-    debug_assert_eq!(
-        read, written,
-        "re-encoded NAR differs from the validated input"
-    );
+    let written = copy.0.finish().map_err(|e| NarError::new(NarErrorKind::Output(e), read.nar_size, "/".to_owned()))?;
+    debug_assert_eq!(read, written, "re-encoded NAR differs from the validated input");
     Ok(read)
 }

@@ -11,10 +11,7 @@ use std::io::{self, Read};
 use sha2::{Digest, Sha256};
 
 use super::error::{NarError, NarErrorKind};
-use super::wire::{
-    self, padding_len, quote_bytes, MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TAG_LEN,
-    MAX_TARGET_LEN,
-};
+use super::wire::{self, padding_len, quote_bytes, MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TAG_LEN, MAX_TARGET_LEN};
 use super::NarSummary;
 use crate::nix::hash::NarHash;
 
@@ -30,12 +27,7 @@ const BUF_LEN: usize = 64 * 1024;
 /// a method stops parsing and is reported as [`NarErrorKind::Output`].
 pub trait NarVisitor {
     /// A regular file of `len` bytes starts; its contents begin at byte `contents_offset`.
-    fn regular_begin(
-        &mut self,
-        executable: bool,
-        len: u64,
-        contents_offset: u64,
-    ) -> io::Result<()> {
+    fn regular_begin(&mut self, executable: bool, len: u64, contents_offset: u64) -> io::Result<()> {
         let _ = (executable, len, contents_offset);
         Ok(())
     }
@@ -76,12 +68,7 @@ pub trait NarVisitor {
 impl NarVisitor for () {}
 
 impl<V: NarVisitor + ?Sized> NarVisitor for &mut V {
-    fn regular_begin(
-        &mut self,
-        executable: bool,
-        len: u64,
-        contents_offset: u64,
-    ) -> io::Result<()> {
+    fn regular_begin(&mut self, executable: bool, len: u64, contents_offset: u64) -> io::Result<()> {
         (**self).regular_begin(executable, len, contents_offset)
     }
     fn regular_data(&mut self, data: &[u8]) -> io::Result<()> {
@@ -112,10 +99,7 @@ impl<V: NarVisitor + ?Sized> NarVisitor for &mut V {
 ///
 /// Reads `r` to its end: anything after the root node is [`NarErrorKind::TrailingData`]. The
 /// reader is buffered internally, so there is no need to wrap it in a `BufReader`.
-pub fn parse<R: Read, V: NarVisitor + ?Sized>(
-    r: R,
-    visitor: &mut V,
-) -> Result<NarSummary, NarError> {
+pub fn parse<R: Read, V: NarVisitor + ?Sized>(r: R, visitor: &mut V) -> Result<NarSummary, NarError> {
     Parser {
         input: Input {
             inner: r,
@@ -218,11 +202,7 @@ struct Parser<'v, R, V: ?Sized> {
 
 impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
     fn err_at(&self, kind: NarErrorKind, offset: u64) -> NarError {
-        let path = if self.path.is_empty() {
-            "/".to_owned()
-        } else {
-            String::from_utf8_lossy(&self.path).into_owned()
-        };
+        let path = if self.path.is_empty() { "/".to_owned() } else { String::from_utf8_lossy(&self.path).into_owned() };
         NarError::new(kind, offset, path)
     }
 
@@ -273,27 +253,17 @@ impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
         let start = self.input.offset;
         let len = self.u64()?;
         if len > MAX_TAG_LEN {
-            let kind = NarErrorKind::StringTooLong {
-                what: "tag",
-                len,
-                max: MAX_TAG_LEN,
-            };
+            let kind = NarErrorKind::StringTooLong { what: "tag", len, max: MAX_TAG_LEN };
             return Err(self.err_at(kind, start));
         }
-        let mut tag = TagBuf {
-            buf: [0u8; MAX_TAG_LEN as usize],
-            len: len as usize,
-        };
+        let mut tag = TagBuf { buf: [0u8; MAX_TAG_LEN as usize], len: len as usize };
         self.read(&mut tag.buf[..tag.len])?;
         self.padding(len)?;
         Ok((tag, start))
     }
 
     fn unexpected(&self, expected: &'static str, got: &TagBuf, start: u64) -> NarError {
-        let kind = NarErrorKind::UnexpectedTag {
-            expected,
-            got: quote_bytes(got.as_bytes()),
-        };
+        let kind = NarErrorKind::UnexpectedTag { expected, got: quote_bytes(got.as_bytes()) };
         self.err_at(kind, start)
     }
 
@@ -320,10 +290,7 @@ impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
 
         let mut stack: Vec<Frame> = Vec::new();
         if let Node::Directory = self.node()? {
-            stack.push(Frame {
-                prev: None,
-                path_len: 0,
-            });
+            stack.push(Frame { prev: None, path_len: 0 });
         }
         while let Some(frame) = stack.last_mut() {
             let (tag, start) = self.tag()?;
@@ -365,10 +332,7 @@ impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
                                 let kind = NarErrorKind::TooDeep { max: MAX_DEPTH };
                                 return Err(self.here(kind));
                             }
-                            stack.push(Frame {
-                                prev: None,
-                                path_len: 0,
-                            });
+                            stack.push(Frame { prev: None, path_len: 0 });
                         }
                     }
                 }
@@ -379,10 +343,7 @@ impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
         if self.input.fill().map_err(|k| self.here(k))? {
             return Err(self.here(NarErrorKind::TrailingData));
         }
-        Ok(NarSummary {
-            nar_size: self.input.offset,
-            nar_hash: NarHash(self.input.hasher.finalize().into()),
-        })
+        Ok(NarSummary { nar_size: self.input.offset, nar_hash: NarHash(self.input.hasher.finalize().into()) })
     }
 
     /// Reads the `)` that closes an entry and leaves it.
@@ -409,14 +370,10 @@ impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
                         true
                     }
                     wire::CONTENTS => false,
-                    _ => {
-                        return Err(self.unexpected("\"executable\" or \"contents\"", &tag, start))
-                    }
+                    _ => return Err(self.unexpected("\"executable\" or \"contents\"", &tag, start)),
                 };
                 let len = self.u64()?;
-                let r = self
-                    .visitor
-                    .regular_begin(executable, len, self.input.offset);
+                let r = self.visitor.regular_begin(executable, len, self.input.offset);
                 self.output(r)?;
                 let mut left = len;
                 while left > 0 {
@@ -441,9 +398,7 @@ impl<R: Read, V: NarVisitor + ?Sized> Parser<'_, R, V> {
                 let bad = if target.is_empty() {
                     Some(NarErrorKind::EmptySymlinkTarget)
                 } else if target.contains(&0) {
-                    Some(NarErrorKind::SymlinkTargetContainsNul {
-                        target: quote_bytes(&target),
-                    })
+                    Some(NarErrorKind::SymlinkTargetContainsNul { target: quote_bytes(&target) })
                 } else {
                     None
                 };
@@ -471,28 +426,19 @@ fn check_name(name: &[u8], prev: Option<&[u8]>) -> Option<NarErrorKind> {
         return Some(NarErrorKind::EmptyName);
     }
     if name == b"." || name == b".." {
-        return Some(NarErrorKind::DotName {
-            name: quote_bytes(name),
-        });
+        return Some(NarErrorKind::DotName { name: quote_bytes(name) });
     }
     if name.contains(&b'/') {
-        return Some(NarErrorKind::NameContainsSlash {
-            name: quote_bytes(name),
-        });
+        return Some(NarErrorKind::NameContainsSlash { name: quote_bytes(name) });
     }
     if name.contains(&0) {
-        return Some(NarErrorKind::NameContainsNul {
-            name: quote_bytes(name),
-        });
+        return Some(NarErrorKind::NameContainsNul { name: quote_bytes(name) });
     }
     match prev {
-        Some(prev) if name == prev => Some(NarErrorKind::DuplicateEntry {
-            name: quote_bytes(name),
-        }),
-        Some(prev) if name < prev => Some(NarErrorKind::UnsortedEntries {
-            prev: quote_bytes(prev),
-            name: quote_bytes(name),
-        }),
+        Some(prev) if name == prev => Some(NarErrorKind::DuplicateEntry { name: quote_bytes(name) }),
+        Some(prev) if name < prev => {
+            Some(NarErrorKind::UnsortedEntries { prev: quote_bytes(prev), name: quote_bytes(name) })
+        }
         _ => None,
     }
 }

@@ -22,10 +22,7 @@ use super::NarSummary;
 /// On error the partly restored tree is left in place for the caller to remove; the error's
 /// entry path says where it stopped.
 pub fn restore<R: Read>(r: R, dest: &Path) -> Result<NarSummary, NarError> {
-    let mut restorer = Restorer {
-        path: dest.to_owned(),
-        file: None,
-    };
+    let mut restorer = Restorer { path: dest.to_owned(), file: None };
     parse(r, &mut restorer)
 }
 
@@ -39,22 +36,13 @@ struct Restorer {
 impl Restorer {
     /// Adds the file system path to an error, which otherwise would only name the NAR entry.
     fn ctx<T>(&self, what: &str, r: io::Result<T>) -> io::Result<T> {
-        r.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot {what} {}: {e}", self.path.display()),
-            )
-        })
+        r.map_err(|e| io::Error::new(e.kind(), format!("cannot {what} {}: {e}", self.path.display())))
     }
 }
 
 impl NarVisitor for Restorer {
     fn regular_begin(&mut self, executable: bool, _len: u64, _offset: u64) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .open(&self.path);
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o666).open(&self.path);
         let file = self.ctx("create", file)?;
         self.file = Some((file, executable));
         Ok(())

@@ -17,10 +17,7 @@ const FIXTURE_NAR: &[u8] = include_bytes!("../testdata/fixture.nar");
 const FIXTURE_LS: &str = include_str!("../testdata/fixture.ls");
 
 fn nix_store_available() -> bool {
-    let found = Command::new("nix-store")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found = Command::new("nix-store").arg("--version").output().is_ok_and(|o| o.status.success());
     if !found {
         eprintln!("note: nix-store not found on PATH; skipping comparison with real Nix");
     }
@@ -28,11 +25,7 @@ fn nix_store_available() -> bool {
 }
 
 fn nix_store_dump(path: &Path) -> Vec<u8> {
-    let out = Command::new("nix-store")
-        .arg("--dump")
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = Command::new("nix-store").arg("--dump").arg(path).output().unwrap();
     assert!(
         out.status.success(),
         "nix-store --dump {} failed: {}",
@@ -52,9 +45,7 @@ fn dump(path: &Path) -> Vec<u8> {
 
 /// Deterministic filler, so files are not all zeros and chunk boundaries matter.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
-        .collect()
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed).collect()
 }
 
 fn write_mode(path: &Path, data: &[u8], mode: u32) {
@@ -81,11 +72,7 @@ fn synthetic_tree() -> (tempfile::TempDir, PathBuf) {
     for name in ["B", "a", "a-b", "a.b", "a0", "ä"] {
         write_mode(&root.join(name), name.as_bytes(), 0o644);
     }
-    write_mode(
-        &root.join("ünïcødé 名前"),
-        "non-ASCII ✓\n".as_bytes(),
-        0o644,
-    );
+    write_mode(&root.join("ünïcødé 名前"), "non-ASCII ✓\n".as_bytes(), 0o644);
     write_mode(&root.join("new\nline"), b"odd but legal", 0o644);
     let deep = root.join("nested/a/b/c");
     fs::create_dir_all(&deep).unwrap();
@@ -101,10 +88,7 @@ fn dump_matches_nix_store_dump() {
     if !nix_store_available() {
         return;
     }
-    assert!(
-        ours == nix_store_dump(&root),
-        "NAR of the synthetic tree differs"
-    );
+    assert!(ours == nix_store_dump(&root), "NAR of the synthetic tree differs");
     for single in ["exec", "empty", "big", "dangling", "emptydir", "nested"] {
         let p = root.join(single);
         assert!(dump(&p) == nix_store_dump(&p), "NAR of {single} differs");
@@ -119,10 +103,7 @@ fn dump_matches_fixture() {
     let out = tmp.path().join("out");
     let summary = restore(FIXTURE_NAR, &out).unwrap();
     assert_eq!(summary.nar_size, FIXTURE_NAR.len() as u64);
-    assert_eq!(
-        summary.nar_hash.to_string(),
-        "sha256:07p4bn1pmyp6b486sa7mz6il3rm3q2n479xyc4lbknj9fpfxp5rl"
-    );
+    assert_eq!(summary.nar_hash.to_string(), "sha256:07p4bn1pmyp6b486sa7mz6il3rm3q2n479xyc4lbknj9fpfxp5rl");
     assert!(dump(&out) == FIXTURE_NAR);
 }
 
@@ -156,10 +137,7 @@ impl NarSink for HookRecorder {
         Ok(())
     }
     fn file_contents_begin(&mut self, len: u64) -> io::Result<()> {
-        assert!(
-            self.files.last().is_none_or(|f| f.2.is_some()),
-            "begin twice"
-        );
+        assert!(self.files.last().is_none_or(|f| f.2.is_some()), "begin twice");
         self.files.push((self.bytes.len() as u64, len, None));
         Ok(())
     }
@@ -174,9 +152,7 @@ impl NarSink for HookRecorder {
 /// Collects the regular files of a listing with their paths.
 fn regular_files(entry: &NarEntry, path: String, out: &mut Vec<(String, u64, u64)>) {
     match entry {
-        NarEntry::Regular {
-            size, nar_offset, ..
-        } => out.push((path, *size, *nar_offset)),
+        NarEntry::Regular { size, nar_offset, .. } => out.push((path, *size, *nar_offset)),
         NarEntry::Directory { entries } => {
             for (name, child) in entries {
                 regular_files(child, format!("{path}/{name}"), out);
@@ -246,14 +222,7 @@ impl Read for Trickle<'_> {
 #[test]
 fn copy_validated_from_trickling_reader() {
     let mut out = Vec::new();
-    let summary = copy_validated(
-        Trickle {
-            data: FIXTURE_NAR,
-            interrupt: false,
-        },
-        &mut out,
-    )
-    .unwrap();
+    let summary = copy_validated(Trickle { data: FIXTURE_NAR, interrupt: false }, &mut out).unwrap();
     assert!(out == FIXTURE_NAR);
     assert_eq!(summary.nar_size, 1280);
 }
@@ -269,10 +238,7 @@ fn restore_then_dump_round_trips() {
     let mode = |p: &str| fs::metadata(out.join(p)).unwrap().permissions().mode();
     assert_eq!(mode("exec") & 0o111, 0o111);
     assert_eq!(mode("group-exec-only") & 0o111, 0);
-    assert_eq!(
-        fs::read_link(out.join("dirlink")).unwrap(),
-        Path::new("nested")
-    );
+    assert_eq!(fs::read_link(out.join("dirlink")).unwrap(), Path::new("nested"));
     assert_eq!(fs::read(out.join("big")).unwrap(), pattern(200_003, 7));
     if nix_store_available() {
         // And Nix agrees about what we restored.
@@ -292,10 +258,7 @@ fn restore_single_file_and_symlink() {
     let file = tmp.path().join("f");
     restore(&nar[..], &file).unwrap();
     assert_eq!(fs::read(&file).unwrap(), b"abc");
-    assert_eq!(
-        fs::metadata(&file).unwrap().permissions().mode() & 0o111,
-        0o111
-    );
+    assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o111, 0o111);
 
     let mut nar = Vec::new();
     let mut enc = NarEncoder::new(&mut nar);
@@ -333,17 +296,9 @@ fn list_offsets_point_at_contents() {
     for (path, size, offset) in files {
         let on_disk = fs::read(root.join(path.trim_start_matches('/'))).unwrap();
         assert_eq!(on_disk.len() as u64, size, "{path}");
-        assert!(
-            nar[offset as usize..(offset + size) as usize] == on_disk[..],
-            "{path}"
-        );
+        assert!(nar[offset as usize..(offset + size) as usize] == on_disk[..], "{path}");
     }
-    assert_eq!(
-        listing.get("/dangling"),
-        Some(&NarEntry::Symlink {
-            target: "target/does/not/exist".into()
-        })
-    );
+    assert_eq!(listing.get("/dangling"), Some(&NarEntry::Symlink { target: "target/does/not/exist".into() }));
     assert_eq!(listing.get(""), Some(&listing.root));
     assert_eq!(listing.get("nested/a/b/c/missing"), None);
     // Nix's escaping: \n as "\n", non-ASCII raw, control characters as \u00xx.
@@ -361,17 +316,8 @@ fn dump_rejects_unsupported_file_type() {
     let sock = tmp.path().join("sock");
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let err = dump_path(tmp.path(), &mut Vec::new()).unwrap_err();
-    assert!(
-        matches!(&err, NarWriteError::UnsupportedFileType { path, kind: "socket" } if *path == sock),
-        "{err}"
-    );
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "cannot archive {}: unsupported file type (socket)",
-            sock.display()
-        )
-    );
+    assert!(matches!(&err, NarWriteError::UnsupportedFileType { path, kind: "socket" } if *path == sock), "{err}");
+    assert_eq!(err.to_string(), format!("cannot archive {}: unsupported file type (socket)", sock.display()));
 }
 
 #[test]
@@ -380,13 +326,8 @@ fn dump_reports_missing_path() {
     let missing = tmp.path().join("missing");
     let err = dump_path(&missing, &mut Vec::new()).unwrap_err();
     assert_eq!(err.path(), Some(missing.as_path()));
-    assert_eq!(
-        err.io_error().map(io::Error::kind),
-        Some(io::ErrorKind::NotFound)
-    );
-    assert!(err
-        .to_string()
-        .starts_with(&format!("cannot read {}: ", missing.display())));
+    assert_eq!(err.io_error().map(io::Error::kind), Some(io::ErrorKind::NotFound));
+    assert!(err.to_string().starts_with(&format!("cannot read {}: ", missing.display())));
 }
 
 #[test]
@@ -404,10 +345,7 @@ fn encoder_rejects_wrong_contents_length() {
 fn every_truncation_is_reported_where_input_ends() {
     for cut in 0..FIXTURE_NAR.len() {
         let err = list(&FIXTURE_NAR[..cut]).unwrap_err();
-        assert!(
-            matches!(err.kind(), NarErrorKind::Truncated),
-            "cut at {cut}: {err}"
-        );
+        assert!(matches!(err.kind(), NarErrorKind::Truncated), "cut at {cut}: {err}");
         assert_eq!(err.offset(), cut as u64, "cut at {cut}: {err}");
     }
 }
@@ -457,56 +395,20 @@ impl B {
 }
 
 /// `(case name, input, expected kind, expected offset, expected entry path)`
-type Case = (
-    &'static str,
-    Vec<u8>,
-    fn(&NarErrorKind) -> bool,
-    u64,
-    &'static str,
-);
+type Case = (&'static str, Vec<u8>, fn(&NarErrorKind) -> bool, u64, &'static str);
 
 fn hostile_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = Vec::new();
 
-    cases.push((
-        "reject_empty_input",
-        vec![],
-        |k| matches!(k, NarErrorKind::Truncated),
-        0,
-        "/",
-    ));
+    cases.push(("reject_empty_input", vec![], |k| matches!(k, NarErrorKind::Truncated), 0, "/"));
     let b = B::default().s(b"nix-archive-2");
-    cases.push((
-        "reject_bad_magic",
-        b.0,
-        |k| matches!(k, NarErrorKind::BadMagic),
-        0,
-        "/",
-    ));
+    cases.push(("reject_bad_magic", b.0, |k| matches!(k, NarErrorKind::BadMagic), 0, "/"));
     let b = B::default().s(b"nix-archive-1!");
-    cases.push((
-        "reject_bad_magic_length",
-        b.0,
-        |k| matches!(k, NarErrorKind::BadMagic),
-        0,
-        "/",
-    ));
+    cases.push(("reject_bad_magic_length", b.0, |k| matches!(k, NarErrorKind::BadMagic), 0, "/"));
     let b = B::default().u64(u64::MAX);
-    cases.push((
-        "reject_absurd_magic_length",
-        b.0,
-        |k| matches!(k, NarErrorKind::BadMagic),
-        0,
-        "/",
-    ));
+    cases.push(("reject_absurd_magic_length", b.0, |k| matches!(k, NarErrorKind::BadMagic), 0, "/"));
     let b = B::default().u64(13).raw(b"nix-archive-1\0\0\x01");
-    cases.push((
-        "reject_bad_padding_in_magic",
-        b.0,
-        |k| matches!(k, NarErrorKind::NonZeroPadding),
-        21,
-        "/",
-    ));
+    cases.push(("reject_bad_padding_in_magic", b.0, |k| matches!(k, NarErrorKind::NonZeroPadding), 21, "/"));
 
     let b = B::nar();
     let at = b.at();
@@ -538,9 +440,7 @@ fn hostile_cases() -> Vec<Case> {
         at,
         "/",
     ));
-    let b = B::nar()
-        .toks(&[b"(", b"type", b"regular", b"contents"])
-        .u64(0);
+    let b = B::nar().toks(&[b"(", b"type", b"regular", b"contents"]).u64(0);
     let at = b.at();
     let b = b.toks(&[b"entry"]);
     cases.push((
@@ -566,16 +466,7 @@ fn hostile_cases() -> Vec<Case> {
     cases.push((
         "reject_absurd_tag_length",
         b.0,
-        |k| {
-            matches!(
-                k,
-                NarErrorKind::StringTooLong {
-                    what: "tag",
-                    len: u64::MAX,
-                    ..
-                }
-            )
-        },
+        |k| matches!(k, NarErrorKind::StringTooLong { what: "tag", len: u64::MAX, .. }),
         at,
         "/",
     ));
@@ -600,11 +491,7 @@ fn hostile_cases() -> Vec<Case> {
         at,
         "/",
     ));
-    let b = B::nar()
-        .dir()
-        .toks(&[b"entry", b"(", b"name", b"sub", b"node"])
-        .dir()
-        .file_entry(b"z");
+    let b = B::nar().dir().toks(&[b"entry", b"(", b"name", b"sub", b"node"]).dir().file_entry(b"z");
     let at = b.at() + 3 * 16;
     let b = b.file_entry(b"y");
     cases.push((
@@ -617,13 +504,7 @@ fn hostile_cases() -> Vec<Case> {
 
     let name_at = B::nar().dir().at() + 3 * 16;
     let named = |name: &[u8]| B::nar().dir().file_entry(name).toks(&[b")"]).0;
-    cases.push((
-        "reject_empty_name",
-        named(b""),
-        |k| matches!(k, NarErrorKind::EmptyName),
-        name_at,
-        "/",
-    ));
+    cases.push(("reject_empty_name", named(b""), |k| matches!(k, NarErrorKind::EmptyName), name_at, "/"));
     cases.push((
         "reject_dot_name",
         named(b"."),
@@ -656,91 +537,32 @@ fn hostile_cases() -> Vec<Case> {
     cases.push((
         "reject_absurd_name_length",
         b.0,
-        |k| {
-            matches!(
-                k,
-                NarErrorKind::StringTooLong {
-                    what: "entry name",
-                    len: 1_099_511_627_776,
-                    ..
-                }
-            )
-        },
+        |k| matches!(k, NarErrorKind::StringTooLong { what: "entry name", len: 1_099_511_627_776, .. }),
         name_at,
         "/",
     ));
-    let b = B::nar()
-        .dir()
-        .toks(&[b"entry", b"(", b"name"])
-        .u64(1)
-        .raw(b"a\0\0\0\0\0\x01\0");
-    cases.push((
-        "reject_bad_padding",
-        b.0,
-        |k| matches!(k, NarErrorKind::NonZeroPadding),
-        name_at + 9,
-        "/",
-    ));
+    let b = B::nar().dir().toks(&[b"entry", b"(", b"name"]).u64(1).raw(b"a\0\0\0\0\0\x01\0");
+    cases.push(("reject_bad_padding", b.0, |k| matches!(k, NarErrorKind::NonZeroPadding), name_at + 9, "/"));
 
-    let b = B::nar()
-        .toks(&[b"(", b"type", b"regular", b"contents"])
-        .u64(3)
-        .raw(b"abc");
+    let b = B::nar().toks(&[b"(", b"type", b"regular", b"contents"]).u64(3).raw(b"abc");
     let at = b.at();
     let b = b.raw(b"\0\0\0\0\x01").toks(&[b")"]);
-    cases.push((
-        "reject_bad_padding_after_contents",
-        b.0,
-        |k| matches!(k, NarErrorKind::NonZeroPadding),
-        at,
-        "/",
-    ));
+    cases.push(("reject_bad_padding_after_contents", b.0, |k| matches!(k, NarErrorKind::NonZeroPadding), at, "/"));
     let b = B::nar()
         .dir()
-        .toks(&[
-            b"entry",
-            b"(",
-            b"name",
-            b"f",
-            b"node",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-        ])
+        .toks(&[b"entry", b"(", b"name", b"f", b"node", b"(", b"type", b"regular", b"contents"])
         .u64(100)
         .raw(b"only ten b");
     let at = b.at();
-    cases.push((
-        "reject_contents_longer_than_data",
-        b.0,
-        |k| matches!(k, NarErrorKind::Truncated),
-        at,
-        "/f",
-    ));
-    let b = B::nar()
-        .toks(&[b"(", b"type", b"regular", b"contents"])
-        .u64(u64::MAX)
-        .raw(b"x");
+    cases.push(("reject_contents_longer_than_data", b.0, |k| matches!(k, NarErrorKind::Truncated), at, "/f"));
+    let b = B::nar().toks(&[b"(", b"type", b"regular", b"contents"]).u64(u64::MAX).raw(b"x");
     let at = b.at();
-    cases.push((
-        "reject_absurd_contents_length",
-        b.0,
-        |k| matches!(k, NarErrorKind::Truncated),
-        at,
-        "/",
-    ));
+    cases.push(("reject_absurd_contents_length", b.0, |k| matches!(k, NarErrorKind::Truncated), at, "/"));
 
     let b = B::nar().toks(&[b"(", b"type", b"symlink", b"target"]);
     let at = b.at();
     let empty = b.clone().toks(&[b"", b")"]);
-    cases.push((
-        "reject_empty_symlink_target",
-        empty.0,
-        |k| matches!(k, NarErrorKind::EmptySymlinkTarget),
-        at,
-        "/",
-    ));
+    cases.push(("reject_empty_symlink_target", empty.0, |k| matches!(k, NarErrorKind::EmptySymlinkTarget), at, "/"));
     let nul = b.clone().toks(&[b"a\0", b")"]);
     cases.push((
         "reject_symlink_target_with_nul",
@@ -753,15 +575,7 @@ fn hostile_cases() -> Vec<Case> {
     cases.push((
         "reject_absurd_symlink_target_length",
         long.0,
-        |k| {
-            matches!(
-                k,
-                NarErrorKind::StringTooLong {
-                    what: "symlink target",
-                    ..
-                }
-            )
-        },
+        |k| matches!(k, NarErrorKind::StringTooLong { what: "symlink target", .. }),
         at,
         "/",
     ));
@@ -769,13 +583,7 @@ fn hostile_cases() -> Vec<Case> {
     let b = B::nar().dir().file_entry(b"a").toks(&[b")"]);
     let at = b.at();
     let b = b.raw(&[0; 8]);
-    cases.push((
-        "reject_trailing_data",
-        b.0,
-        |k| matches!(k, NarErrorKind::TrailingData),
-        at,
-        "/",
-    ));
+    cases.push(("reject_trailing_data", b.0, |k| matches!(k, NarErrorKind::TrailingData), at, "/"));
 
     cases
 }
@@ -791,10 +599,7 @@ fn reject_hostile_inputs() {
         assert_eq!(err.offset(), offset, "{name}: wrong offset: {err}");
         assert_eq!(err.path(), path, "{name}: wrong path: {err}");
         assert!(err.is_malformed(), "{name}");
-        assert!(
-            !err.to_string().contains('\n'),
-            "{name}: multi-line message"
-        );
+        assert!(!err.to_string().contains('\n'), "{name}: multi-line message");
         // The validating copy fails the same way, whatever it wrote before.
         let copy_err = copy_validated(&input[..], &mut Vec::new()).unwrap_err();
         assert_eq!(copy_err.offset(), offset, "{name}");
@@ -849,29 +654,18 @@ fn reject_too_long_path() {
     let at = b.at() + 3 * 16;
     b = b.toks(&[b"entry", b"(", b"name", &name, b"node"]).dir();
     let err = list(&b.0[..]).unwrap_err();
-    assert!(
-        matches!(err.kind(), NarErrorKind::PathTooLong { .. }),
-        "{}",
-        err.kind()
-    );
+    assert!(matches!(err.kind(), NarErrorKind::PathTooLong { .. }), "{}", err.kind());
     assert_eq!(err.offset(), at);
 }
 
 #[test]
 fn error_message_is_one_line_with_offset_and_entry() {
-    let b = B::nar()
-        .dir()
-        .toks(&[b"entry", b"(", b"name", b"lib", b"node"])
-        .dir()
-        .file_entry(b"foo");
+    let b = B::nar().dir().toks(&[b"entry", b"(", b"name", b"lib", b"node"]).dir().file_entry(b"foo");
     let input = b.file_entry(b"bar").0;
     let err = list(&input[..]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!(
-            "malformed NAR at byte {} (entry \"/lib\"): entries not sorted: \"bar\" follows \"foo\"",
-            err.offset()
-        )
+        format!("malformed NAR at byte {} (entry \"/lib\"): entries not sorted: \"bar\" follows \"foo\"", err.offset())
     );
     let io_err: io::Error = err.into();
     assert_eq!(io_err.kind(), io::ErrorKind::InvalidData);
@@ -883,10 +677,7 @@ fn read_errors_keep_offset() {
     impl Read for Failing<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.0.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    "peer went away",
-                ));
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "peer went away"));
             }
             let n = self.0.len().min(buf.len());
             buf[..n].copy_from_slice(&self.0[..n]);
@@ -895,14 +686,10 @@ fn read_errors_keep_offset() {
         }
     }
     let err = list(Failing(&FIXTURE_NAR[..100])).unwrap_err();
-    assert!(
-        matches!(err.kind(), NarErrorKind::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
-    );
+    assert!(matches!(err.kind(), NarErrorKind::Io(e) if e.kind() == io::ErrorKind::ConnectionReset));
     assert_eq!(err.offset(), 100);
     assert!(!err.is_malformed());
-    assert!(err
-        .to_string()
-        .starts_with("cannot read NAR at byte 100 (entry \"/\"): peer went away"));
+    assert!(err.to_string().starts_with("cannot read NAR at byte 100 (entry \"/\"): peer went away"));
 }
 
 /// Compares with `nix-store --dump` on real trees:
@@ -936,11 +723,7 @@ fn nar_corpus_matches_nix_store_dump() {
             list(&ours[..]).unwrap();
             let out = tmp.path().join(checked.to_string());
             restore(&ours[..], &out).unwrap();
-            assert!(
-                dump(&out) == ours,
-                "{} restores differently",
-                path.display()
-            );
+            assert!(dump(&out) == ours, "{} restores differently", path.display());
             checked += 1;
         }
     }

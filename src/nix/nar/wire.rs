@@ -87,14 +87,11 @@ mod tests {
     fn tokens_match_grammar() {
         let doc = include_str!("mod.rs");
         for tok in [
-            MAGIC, OPEN, CLOSE, TYPE, REGULAR, EXECUTABLE, EMPTY, CONTENTS, SYMLINK, TARGET,
-            DIRECTORY, ENTRY, NAME, NODE,
+            MAGIC, OPEN, CLOSE, TYPE, REGULAR, EXECUTABLE, EMPTY, CONTENTS, SYMLINK, TARGET, DIRECTORY, ENTRY, NAME,
+            NODE,
         ] {
             let quoted = format!("\"{}\"", std::str::from_utf8(tok).unwrap());
-            assert!(
-                doc.contains(&quoted),
-                "grammar in nar/mod.rs lacks {quoted}"
-            );
+            assert!(doc.contains(&quoted), "grammar in nar/mod.rs lacks {quoted}");
             assert!(tok.len() as u64 <= MAX_TAG_LEN);
         }
     }
