@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::io::{self, Read};
 
+use bytes::Bytes;
+
 use super::cid::{block_hash, BlockHash, Cid, CidError, DAG_PB_CODEC, RAW_CODEC};
 use super::unixfs::{decode_file_node, NodeError};
 use super::BlockSource;
@@ -116,7 +118,7 @@ pub struct DagReader<S> {
     stack: Vec<Frame>,
     pos: u64,
     end: u64,
-    leaf: Vec<u8>,
+    leaf: Bytes,
     /// File offset of `leaf[0]`.
     leaf_start: u64,
     pending_root: bool,
@@ -142,7 +144,7 @@ impl<S: BlockSource> DagReader<S> {
             stack: Vec::new(),
             pos: start,
             end,
-            leaf: Vec::new(),
+            leaf: Bytes::new(),
             leaf_start: 0,
             pending_root: true,
         })
@@ -195,7 +197,7 @@ impl<S: BlockSource> DagReader<S> {
         };
         if cid.codec() == RAW_CODEC {
             check(bytes.len() as u64)?;
-            self.leaf = bytes;
+            self.leaf = Bytes::from(bytes);
             self.leaf_start = start;
             return Ok(true);
         }
@@ -208,7 +210,7 @@ impl<S: BlockSource> DagReader<S> {
         let inline_len = node.inline.len() as u64;
         self.stack.push(Frame { links: node.links, sizes: node.blocksizes, next: 0, offset: start + inline_len });
         if inline_len > 0 && start + inline_len > self.pos {
-            self.leaf = node.inline.to_vec();
+            self.leaf = node.inline;
             self.leaf_start = start;
             return Ok(true);
         }
@@ -216,27 +218,43 @@ impl<S: BlockSource> DagReader<S> {
     }
 }
 
-impl<S: BlockSource> Read for DagReader<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl<S: BlockSource> DagReader<S> {
+    /// The next piece of the range, at most `max` bytes: a slice of a leaf, shared rather than copied,
+    /// so a server can hand it to the socket as is. `None` at the end of the range.
+    pub fn next_bytes(&mut self, max: usize) -> Result<Option<Bytes>, DagReadError> {
         loop {
-            if self.pos >= self.end || buf.is_empty() {
-                return Ok(0);
+            if self.pos >= self.end || max == 0 {
+                return Ok(None);
             }
             let leaf_end = self.leaf_start + self.leaf.len() as u64;
             if self.pos >= self.leaf_start && self.pos < leaf_end {
                 let from = (self.pos - self.leaf_start) as usize;
                 let upto = (leaf_end.min(self.end) - self.leaf_start) as usize;
-                let n = (upto - from).min(buf.len());
-                buf[..n].copy_from_slice(&self.leaf[from..from + n]);
+                let n = (upto - from).min(max);
                 self.pos += n as u64;
-                return Ok(n);
+                return Ok(Some(self.leaf.slice(from..from + n)));
             }
-            if !self.next_leaf().map_err(io::Error::other)? {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("DAG under {} ended at byte {} before {}", self.root, self.pos, self.end),
-                ));
+            if !self.next_leaf()? {
+                return Err(DagReadError::Io {
+                    cid: self.root,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("DAG ended at byte {} before {}", self.pos, self.end),
+                    ),
+                });
             }
+        }
+    }
+}
+
+impl<S: BlockSource> Read for DagReader<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.next_bytes(buf.len()).map_err(io::Error::other)? {
+            Some(b) => {
+                buf[..b.len()].copy_from_slice(&b);
+                Ok(b.len())
+            }
+            None => Ok(0),
         }
     }
 }

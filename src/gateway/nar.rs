@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::AppError;
 use super::http_path::{parse_range, NarCompression, RangeRequest};
-use super::stream::{body_from_blocking, CHUNK};
+use super::stream::{body_from_blocking, body_from_chunks, CHUNK};
 use super::{blocking, Gateway};
 use crate::dag::{Cid, DagReader};
 use crate::nix::hash::NarHash;
@@ -71,7 +71,13 @@ pub(super) async fn get(
     if head {
         return Ok((status, h).into_response());
     }
-    let body = body_from_blocking(move |w| copy_dag(&store, entry.root, start, end, w));
+    let body = body_from_chunks(move |send| {
+        let mut r = DagReader::range(&*store, entry.root, start, Some(end)).map_err(io::Error::other)?;
+        while let Some(b) = r.next_bytes(CHUNK).map_err(io::Error::other)? {
+            send(b)?;
+        }
+        Ok(())
+    });
     Ok((status, h, body).into_response())
 }
 

@@ -30,6 +30,19 @@ pub fn body_from_blocking(produce: impl FnOnce(&mut ChannelWriter) -> io::Result
     Body::from_stream(stream)
 }
 
+/// A response body fed by a blocking producer that hands over ready-made chunks through `send`
+/// (no copying: leaf slices go to the socket as they are).
+pub fn body_from_chunks(
+    produce: impl FnOnce(&mut dyn FnMut(Bytes) -> io::Result<()>) -> io::Result<()> + Send + 'static,
+) -> Body {
+    body_from_blocking(move |w| {
+        let tx = w.tx.clone();
+        produce(&mut |b: Bytes| {
+            tx.blocking_send(Ok(b)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+        })
+    })
+}
+
 /// The producer's end of a response body.
 pub struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,

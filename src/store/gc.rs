@@ -11,7 +11,7 @@ use std::fs;
 use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
-use super::pack::{pack_path, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
+use super::pack::{record_header, pack_path, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
 use super::tables::{BlockLoc, BLOCKS, PACKS};
 use super::{roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
@@ -146,8 +146,9 @@ impl Store {
             }
             let mut moved = Vec::with_capacity(here.len());
             for (hash, loc) in here {
-                let record = self.packs().read_record(&hash, &loc)?;
-                let (pack, offset) = ingest.append_record(&record, id)?;
+                let payload = self.packs().read_payload(&hash, &loc)?;
+                let header = record_header(&hash, loc.raw_len, loc.stored_len, loc.compression);
+                let (pack, offset) = ingest.append_record(&[&header, &payload], id)?;
                 moved.push((hash, BlockLoc { pack, offset, ..loc }));
             }
             moved

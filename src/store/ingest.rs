@@ -1,13 +1,14 @@
 //! Writing into the store: the [`Ingest`] guard and the ingest pipelines built on it
 //! (NAR or file bytes → chunker → DAG builder → blocks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
 
 use redb::ReadableTable;
 use sha2::Digest;
 
+use super::compress::CompressPool;
 use super::error::StoreError;
 use super::pack::{record_header, PACK_TARGET};
 use super::tables::*;
@@ -19,8 +20,6 @@ use crate::nix::hash::{HashAlgo, NarHash, NixHash};
 use crate::nix::nar::{self, NarSink, NarSummary};
 use crate::nix::narinfo::NarInfo;
 
-/// zstd level for blocks (DESIGN §5): fast enough to keep ingest I/O-bound.
-const ZSTD_LEVEL: i32 = 3;
 
 /// A manifest entry made visible by [`Ingest::commit`].
 #[derive(Debug, Clone)]
@@ -58,7 +57,10 @@ pub struct Ingest<'s> {
     /// off again on rollback, since another ingest may have appended (and committed) before it.
     run_start: Option<(u32, u64)>,
     protected: Vec<BlockHash>,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Compression threads, started with the first new block.
+    pool: Option<CompressPool>,
+    /// New blocks handed to the pool and not yet appended.
+    queued: HashSet<BlockHash>,
     committed: bool,
     /// Bytes of new blocks (before compression) and their count.
     new_bytes: u64,
@@ -73,7 +75,8 @@ impl<'s> Ingest<'s> {
             ends: HashMap::new(),
             run_start: None,
             protected: Vec::new(),
-            compressor: None,
+            pool: None,
+            queued: HashSet::new(),
             committed: false,
             new_bytes: 0,
             new_blocks: 0,
@@ -82,7 +85,7 @@ impl<'s> Ingest<'s> {
 
     /// Store a block unless the store (or this ingest) has it already.
     pub fn put(&mut self, hash: BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
-        if self.pending.contains_key(&hash) {
+        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
             return Ok(());
         }
         // Protect before looking: a GC that has not swept yet will now keep the block; one that already
@@ -98,24 +101,30 @@ impl<'s> Ingest<'s> {
             offset: 0,
             reason: format!("{} bytes is too large for one block", bytes.len()),
         })?;
-        let compressor = match &mut self.compressor {
-            Some(c) => c,
-            None => self
-                .compressor
-                .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(StoreError::io("starting zstd"))?),
+        let pool = match &mut self.pool {
+            Some(p) => p,
+            None => self.pool.insert(CompressPool::new()?),
         };
-        let compressed = compressor.compress(bytes).map_err(StoreError::io("zstd compression"))?;
-        let (payload, compression) = if compressed.len() < bytes.len() {
-            (compressed.as_slice(), Compression::Zstd)
-        } else {
-            (bytes, Compression::None)
-        };
-        let stored_len = payload.len() as u32;
-        let header = record_header(&hash, raw_len, stored_len, compression);
-        let (pack, offset) = self.append(&[&header, payload], None)?;
-        self.pending.insert(hash, BlockLoc { pack, offset, stored_len, raw_len, compression });
+        pool.submit(hash, bytes.to_vec())?;
+        self.queued.insert(hash);
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
+        self.write_compressed(false)
+    }
+
+    /// Append the blocks the compression threads have finished; with `all`, wait for every one.
+    fn write_compressed(&mut self, all: bool) -> Result<(), StoreError> {
+        while let Some(c) = match &mut self.pool {
+            Some(p) => p.next(all)?,
+            None => None,
+        } {
+            let stored_len = c.payload.len() as u32;
+            let header = record_header(&c.hash, c.raw_len, stored_len, c.compression);
+            let (pack, offset) = self.append(&[&header, &c.payload], None)?;
+            self.queued.remove(&c.hash);
+            let loc = BlockLoc { pack, offset, stored_len, raw_len: c.raw_len, compression: c.compression };
+            self.pending.insert(c.hash, loc);
+        }
         Ok(())
     }
 
@@ -150,8 +159,8 @@ impl<'s> Ingest<'s> {
     }
 
     /// Copy a whole record (header and payload, as read from another pack) into the active pack.
-    pub(super) fn append_record(&mut self, record: &[u8], avoid: u32) -> Result<(u32, u64), StoreError> {
-        self.append(&[record], Some(avoid))
+    pub(super) fn append_record(&mut self, parts: &[&[u8]], avoid: u32) -> Result<(u32, u64), StoreError> {
+        self.append(parts, Some(avoid))
     }
 
     /// Make every record this ingest appended durable.
@@ -182,6 +191,7 @@ impl<'s> Ingest<'s> {
     /// Make the ingest durable and visible: fsync the pack, then in one transaction index its blocks and
     /// record `manifests`. This is the only place a manifest becomes visible.
     pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
+        self.write_compressed(true)?;
         if self.pending.is_empty() && self.already_recorded(manifests)? {
             // Nothing new: leave the index file alone (re-adding is a no-op, byte for byte).
             self.committed = true;

@@ -10,6 +10,7 @@
 //! *protects* every existing block it decides to reuse before it looks it up, and GC sweeps only
 //! unprotected blocks while holding the protection registry, so reuse and deletion cannot cross.
 
+mod compress;
 mod error;
 mod gc;
 mod ingest;

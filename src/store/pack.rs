@@ -33,6 +33,12 @@ pub const RECORD_HEADER_LEN: u64 = 32 + 4 + 4 + 1;
 pub const PACK_TARGET: u64 = 1 << 30;
 const WRITE_BUFFER: usize = 4 << 20;
 
+thread_local! {
+    /// One zstd context per thread: creating one per block costs more than decompressing a small block.
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+}
+
 /// The pack header bytes.
 pub fn header() -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
@@ -195,40 +201,33 @@ impl Packs {
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
-    /// Read a record's header and payload as stored (still compressed).
-    pub fn read_record(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
+    /// Read a record's payload as stored (still compressed), after checking its header against the index.
+    /// Header and payload are read separately so the payload lands in its own buffer, uncopied.
+    pub fn read_payload(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
         let f = self.reader(loc.pack)?;
-        let total = RECORD_HEADER_LEN as usize + loc.stored_len as usize;
-        let mut buf = vec![0u8; total];
-        f.read_exact_at(&mut buf, loc.offset).map_err(|e| StoreError::CorruptBlock {
-            hash: *hash,
-            pack: loc.pack,
-            offset: loc.offset,
-            reason: format!("cannot read {total} bytes: {e}"),
-        })?;
-        let want = record_header(hash, loc.raw_len, loc.stored_len, loc.compression);
-        if buf[..RECORD_HEADER_LEN as usize] != want {
-            return Err(StoreError::CorruptBlock {
-                hash: *hash,
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: "record header does not match the index".into(),
-            });
+        let corrupt = |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
+        let mut header = [0u8; RECORD_HEADER_LEN as usize];
+        f.read_exact_at(&mut header, loc.offset)
+            .map_err(|e| corrupt(format!("cannot read the record header: {e}")))?;
+        if header != record_header(hash, loc.raw_len, loc.stored_len, loc.compression) {
+            return Err(corrupt("record header does not match the index".into()));
         }
-        Ok(buf)
+        let mut payload = vec![0u8; loc.stored_len as usize];
+        f.read_exact_at(&mut payload, loc.offset + RECORD_HEADER_LEN)
+            .map_err(|e| corrupt(format!("cannot read {} payload bytes: {e}", loc.stored_len)))?;
+        Ok(payload)
     }
 
     /// Read, decompress and verify a block.
     pub fn read_block(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
-        let record = self.read_record(hash, loc)?;
-        let payload = &record[RECORD_HEADER_LEN as usize..];
+        let payload = self.read_payload(hash, loc)?;
         let corrupt =
             |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
         let bytes = match loc.compression {
-            Compression::None => payload.to_vec(),
-            Compression::Zstd => {
-                zstd::bulk::decompress(payload, loc.raw_len as usize).map_err(|e| corrupt(format!("zstd: {e}")))?
-            }
+            Compression::None => payload,
+            Compression::Zstd => DECOMPRESSOR
+                .with_borrow_mut(|d| d.decompress(&payload, loc.raw_len as usize))
+                .map_err(|e| corrupt(format!("zstd: {e}")))?,
         };
         if bytes.len() != loc.raw_len as usize {
             return Err(corrupt(format!("{} bytes after decompression, expected {}", bytes.len(), loc.raw_len)));
