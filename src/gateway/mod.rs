@@ -70,12 +70,13 @@ pub struct GatewayConfig {
 pub struct Gateway {
     store: Arc<Store>,
     cfg: Arc<GatewayConfig>,
+    narinfos: Arc<narinfo::Cache>,
 }
 
 impl Gateway {
     /// A gateway over `store`.
     pub fn new(store: Arc<Store>, cfg: GatewayConfig) -> Self {
-        Gateway { store, cfg: Arc::new(cfg) }
+        Gateway { store, cfg: Arc::new(cfg), narinfos: Arc::default() }
     }
 
     /// The axum router; every path goes through one dispatcher over the parsed [`Resource`].

@@ -1,6 +1,9 @@
 //! `GET|HEAD /<hash>.narinfo` (signed by the gateway) and `GET /<hash>.ls` (the NAR listing).
 
+use std::collections::HashMap;
+
 use axum::http::header;
+use bytes::Bytes;
 use axum::response::{IntoResponse, Response};
 
 use super::error::AppError;
@@ -35,9 +38,54 @@ pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
     info
 }
 
+/// Signed narinfos as served, by store-path hash. Narinfo lookups are most of a binary cache's traffic
+/// (Nix asks for every path of a closure, and again for each client), and each costs a database read and
+/// an ed25519 signature; the answer only changes when this process records the path, since one process
+/// owns the store. Misses are not cached: the path may be uploaded a second later.
+#[derive(Default)]
+pub(super) struct Cache(std::sync::RwLock<(HashMap<StorePathHash, Bytes>, u64)>);
+
+/// Entries kept before the cache starts over (a few hundred bytes each).
+const CACHE_ENTRIES: usize = 100_000;
+
+impl Cache {
+    /// The cached answer, or the generation to pass to [`Cache::put`] after reading the store.
+    fn get(&self, h: &StorePathHash) -> Result<Bytes, u64> {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        g.0.get(h).cloned().ok_or(g.1)
+    }
+
+    /// Cache an answer read at generation `generation`, unless an invalidation came since (the answer
+    /// may predate it).
+    fn put(&self, h: StorePathHash, text: Bytes, generation: u64) {
+        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if g.1 != generation {
+            return;
+        }
+        if g.0.len() >= CACHE_ENTRIES {
+            g.0.clear();
+        }
+        g.0.insert(h, text);
+    }
+
+    /// Forget a path whose narinfo changed.
+    pub(super) fn invalidate(&self, h: &StorePathHash) {
+        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
+        g.0.remove(h);
+        g.1 += 1;
+    }
+}
+
 pub(super) async fn get(gw: &Gateway, hash: StorePathHash) -> Result<Response, AppError> {
-    let info = blocking(gw, move |s| Ok(s.path_info(&hash.to_string())?)).await?.ok_or(AppError::NotFound)?;
-    let text = served(gw, info).render();
+    let text = match gw.narinfos.get(&hash) {
+        Ok(t) => t,
+        Err(generation) => {
+            let info = blocking(gw, move |s| Ok(s.path_info(&hash.to_string())?)).await?.ok_or(AppError::NotFound)?;
+            let text = Bytes::from(served(gw, info).render());
+            gw.narinfos.put(hash, text.clone(), generation);
+            text
+        }
+    };
     Ok(([(header::CONTENT_TYPE, "text/x-nix-narinfo")], text).into_response())
 }
 

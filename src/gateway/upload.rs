@@ -198,5 +198,7 @@ pub(super) async fn put_narinfo(
         Ok(())
     })
     .await?;
+    // After the commit: bumps the generation, so a GET that read before the commit cannot cache its answer.
+    gw.narinfos.invalidate(&hash);
     Ok(StatusCode::OK.into_response())
 }
