@@ -36,14 +36,34 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     if args.closure {
         paths = nix_cli::closure(&paths)?;
     }
-    for path in &paths {
+    // One fsync for the whole batch; lines are printed once what they report is durable.
+    store.set_batch(paths.len() > 1)?;
+    let mut lines = Vec::new();
+    let result = add_all(store, &args, &paths, cfg, &mut lines);
+    let synced = store.set_batch(false);
+    for l in &lines {
+        println!("{l}");
+    }
+    result?;
+    synced?;
+    Ok(())
+}
+
+fn add_all(
+    store: &Store,
+    args: &AddArgs,
+    paths: &[PathBuf],
+    cfg: crate::chunk::ChunkerConfig,
+    lines: &mut Vec<String>,
+) -> Result<()> {
+    for path in paths {
         let shown = path.display();
         if args.file {
             let f = File::open(path).with_context(|| format!("opening {shown}"))?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let added = store::add_file(store, BufReader::new(f), &name, Vec::new(), cfg, None)
                 .with_context(|| format!("adding {shown}"))?;
-            println!("{shown} sha256:{} {} {}", nix32::encode(&added.sha256), added.root, added.size);
+            lines.push(format!("{shown} sha256:{} {} {}", nix32::encode(&added.sha256), added.root, added.size));
             continue;
         }
         let added = if args.nar {
@@ -61,7 +81,7 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
             store::add_path(store, path, cfg, info)
         }
         .with_context(|| format!("adding {shown}"))?;
-        println!("{shown} {} {} {}", added.nar_hash, added.root, added.nar_size);
+        lines.push(format!("{shown} {} {} {}", added.nar_hash, added.root, added.nar_size));
     }
     Ok(())
 }

@@ -190,16 +190,40 @@ impl<'s> Ingest<'s> {
 
     /// Make the ingest durable and visible: fsync the pack, then in one transaction index its blocks and
     /// record `manifests`. This is the only place a manifest becomes visible.
-    pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
+    ///
+    /// When the store is in batch mode ([`Store::set_batch`]), the commit is deferred.
+    pub fn commit(self, manifests: &[Manifest]) -> Result<(), StoreError> {
+        let durable = !self.store.batch();
+        self.commit_with(manifests, durable)
+    }
+
+    /// Like [`commit`](Ingest::commit), but neither the pack nor the index is synced: the manifests are
+    /// visible at once and become durable with the next [`Store::sync`] (or durable commit). A crash
+    /// before that reverts the index to its last durable commit, which only names blocks that were
+    /// fsynced before it, so the store stays consistent; the deferred work is lost. For adding many
+    /// paths at once, where an fsync per path would cost more than the work.
+    pub fn commit_deferred(self, manifests: &[Manifest]) -> Result<(), StoreError> {
+        self.commit_with(manifests, false)
+    }
+
+    fn commit_with(mut self, manifests: &[Manifest], durable: bool) -> Result<(), StoreError> {
         self.write_compressed(true)?;
         if self.pending.is_empty() && self.already_recorded(manifests)? {
             // Nothing new: leave the index file alone (re-adding is a no-op, byte for byte).
             self.committed = true;
             return Ok(());
         }
-        self.sync_packs()?;
         let db = StoreError::db::<redb::StorageError>;
-        let txn = self.store.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let mut txn = self.store.db().begin_write().map_err(StoreError::db("begin write"))?;
+        if durable {
+            self.sync_packs()?;
+        } else {
+            txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Io {
+                context: "deferring durability".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            self.store.note_deferred();
+        }
         {
             let open = || StoreError::db::<redb::TableError>("open table");
             let mut blocks = txn.open_table(BLOCKS).map_err(open())?;

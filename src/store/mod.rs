@@ -57,6 +57,10 @@ pub struct Store {
     db: Database,
     packs: Packs,
     protected: Protected,
+    /// Whether commits since the last durable one were deferred (see [`Ingest::commit_deferred`]).
+    deferred: std::sync::atomic::AtomicBool,
+    /// Batch mode: [`Ingest::commit`] defers durability until [`Store::sync`].
+    batch: std::sync::atomic::AtomicBool,
     _lock: File,
 }
 
@@ -91,6 +95,8 @@ impl Store {
             db,
             packs: Packs::new(dir.join("packs")),
             protected: Protected::default(),
+            deferred: std::sync::atomic::AtomicBool::new(false),
+            batch: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
         store.init_tables()?;
@@ -199,6 +205,38 @@ impl Store {
             out.insert(k.value(), v.value());
         }
         Ok(out)
+    }
+
+    /// Batch mode for adding many things in a row: every commit is deferred (one fsync for the batch
+    /// instead of one per item) until [`Store::sync`], which leaving batch mode also does.
+    pub fn set_batch(&self, on: bool) -> Result<(), StoreError> {
+        self.batch.store(on, std::sync::atomic::Ordering::SeqCst);
+        if on {
+            Ok(())
+        } else {
+            self.sync()
+        }
+    }
+
+    pub(crate) fn batch(&self) -> bool {
+        self.batch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn note_deferred(&self) {
+        self.deferred.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Make every deferred commit durable: fsync the active pack (closed packs were synced when they
+    /// closed), then commit an empty transaction durably, which persists the deferred ones before it.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        if !self.deferred.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some(p) = self.packs.lock_writer().pack.as_mut() {
+            p.sync()?;
+        }
+        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        txn.commit().map_err(StoreError::db("commit"))
     }
 
     /// A new, empty pack numbered after every pack committed or on disk.
@@ -347,6 +385,16 @@ impl Store {
 
     pub(crate) fn protected(&self) -> &Protected {
         &self.protected
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Deferred commits are made durable on a clean close too; a caller that needs to know whether
+        // that worked calls `sync` itself.
+        if let Err(e) = self.sync() {
+            eprintln!("nixdag: syncing the store on close failed: {e}");
+        }
     }
 }
 
