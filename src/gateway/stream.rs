@@ -12,11 +12,17 @@ const DEPTH: usize = 8;
 /// Bytes per chunk sent to the client.
 pub const CHUNK: usize = 256 * 1024;
 
+/// Bytes gathered before a batch crosses to the async side: one wake-up per batch rather than per
+/// leaf (thread hand-offs showed up as a fifth of the serving CPU when every 64 KiB leaf crossed alone).
+const BATCH: usize = 1 << 20;
+
+type Batch = io::Result<Vec<Bytes>>;
+
 /// A response body fed by a blocking producer that writes into the returned [`ChannelWriter`].
 pub fn body_from_blocking(produce: impl FnOnce(&mut ChannelWriter) -> io::Result<()> + Send + 'static) -> Body {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
+    let (tx, rx) = mpsc::channel::<Batch>(DEPTH);
     tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) };
+        let mut w = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK), batch: Vec::new(), batched: 0 };
         let r = produce(&mut w).and_then(|()| w.flush());
         if let Err(e) = r {
             // The client sees a cut-off body; Nix then checks the hash and retries elsewhere.
@@ -26,7 +32,18 @@ pub fn body_from_blocking(produce: impl FnOnce(&mut ChannelWriter) -> io::Result
             let _ = w.tx.blocking_send(Err(e));
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    // Unpack batches into the body's chunks.
+    let stream = futures_util::stream::unfold((rx, std::collections::VecDeque::new()), |(mut rx, mut q)| async move {
+        loop {
+            if let Some(b) = q.pop_front() {
+                return Some((Ok(b), (rx, q)));
+            }
+            match rx.recv().await? {
+                Ok(batch) => q.extend(batch),
+                Err(e) => return Some((Err(e), (rx, q))),
+            }
+        }
+    });
     Body::from_stream(stream)
 }
 
@@ -35,18 +52,37 @@ pub fn body_from_blocking(produce: impl FnOnce(&mut ChannelWriter) -> io::Result
 pub fn body_from_chunks(
     produce: impl FnOnce(&mut dyn FnMut(Bytes) -> io::Result<()>) -> io::Result<()> + Send + 'static,
 ) -> Body {
-    body_from_blocking(move |w| {
-        let tx = w.tx.clone();
-        produce(&mut |b: Bytes| {
-            tx.blocking_send(Ok(b)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-        })
-    })
+    body_from_blocking(move |w| produce(&mut |b: Bytes| w.push(b)))
 }
 
 /// The producer's end of a response body.
 pub struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    tx: mpsc::Sender<Batch>,
     buf: Vec<u8>,
+    batch: Vec<Bytes>,
+    batched: usize,
+}
+
+impl ChannelWriter {
+    /// Queue a ready chunk; a full batch is sent.
+    fn push(&mut self, b: Bytes) -> io::Result<()> {
+        self.batched += b.len();
+        self.batch.push(b);
+        if self.batched >= BATCH {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batched = 0;
+        self.tx
+            .blocking_send(Ok(std::mem::take(&mut self.batch)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
 }
 
 impl Write for ChannelWriter {
@@ -54,17 +90,18 @@ impl Write for ChannelWriter {
         let n = data.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == CHUNK {
-            self.flush()?;
+            let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+            self.push(chunk)?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+        if !self.buf.is_empty() {
+            let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+            self.batch.push(chunk);
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+        self.send_batch()
     }
 }
 
