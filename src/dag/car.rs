@@ -3,7 +3,6 @@
 //! The header is the dag-cbor map `{"roots": [root], "version": 1}`, small and fixed enough to write by
 //! hand (DESIGN §2): keys in dag-cbor's length-first order, the CID as tag 42 over `0x00 ‖ CID bytes`.
 
-use std::collections::HashSet;
 use std::io::Write;
 
 use super::cid::Cid;
@@ -49,7 +48,7 @@ pub fn write_car(source: &impl BlockSource, root: &Cid, out: &mut impl Write) ->
     let io_err = |source| DagReadError::Io { cid: *root, source };
     out.write_all(&header(root)).map_err(io_err)?;
     let mut summary = CarSummary { blocks: 0, block_bytes: 0 };
-    let mut seen = HashSet::new();
+    let mut seen = super::reader::Seen::new();
     walk(source, root, None, &mut seen, WalkMode::Everything, &mut |cid, bytes| {
         let bytes = bytes.unwrap_or_default();
         let cid_bytes = cid.to_bytes();

@@ -5,7 +5,6 @@
 //! `dag-pb` for UnixFS interior nodes.
 
 use std::fmt;
-use std::str::FromStr;
 
 pub use cid::Cid;
 
@@ -96,17 +95,25 @@ pub fn block_hash(cid: &Cid) -> Result<BlockHash, CidError> {
     Ok(BlockHash(out))
 }
 
-/// Parse a CID's text form and check it names a nixdag block.
+/// Parse a CID's text form (CIDv1 in any multibase) and check it names a nixdag block. The whole string
+/// must be the CID: the `cid` crate alone would also accept a `/ipfs/` prefix and ignore trailing bytes.
 pub fn parse_cid(s: &str) -> Result<Cid, CidError> {
-    let cid = Cid::from_str(s).map_err(|e| CidError::Malformed { input: s.to_string(), reason: e.to_string() })?;
-    block_hash(&cid)?;
-    Ok(cid)
+    let malformed = |reason: String| CidError::Malformed { input: s.to_string(), reason };
+    let (_, bytes) = cid::multibase::decode(s).map_err(|e| malformed(e.to_string()))?;
+    cid_from_bytes(&bytes).map_err(|e| match e {
+        CidError::Malformed { reason, .. } => malformed(reason),
+        other => other,
+    })
 }
 
-/// Parse a CID's binary form (as stored in manifests) and check it names a nixdag block.
+/// Parse a CID's binary form (as stored in manifests) and check it names a nixdag block; bytes after
+/// the CID are an error, not ignored.
 pub fn cid_from_bytes(bytes: &[u8]) -> Result<Cid, CidError> {
-    let cid = Cid::try_from(bytes)
-        .map_err(|e| CidError::Malformed { input: data_encoding::HEXLOWER.encode(bytes), reason: e.to_string() })?;
+    let malformed = |reason: String| CidError::Malformed { input: data_encoding::HEXLOWER.encode(bytes), reason };
+    let cid = Cid::try_from(bytes).map_err(|e| malformed(e.to_string()))?;
+    if cid.encoded_len() != bytes.len() {
+        return Err(malformed(format!("{} bytes after the CID", bytes.len() - cid.encoded_len())));
+    }
     block_hash(&cid)?;
     Ok(cid)
 }
@@ -139,6 +146,16 @@ mod tests {
         // bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku: raw, sha2-256 of ""
         let err = parse_cid("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku").unwrap_err();
         assert!(matches!(err, CidError::UnsupportedHash { code: 0x12, .. }), "{err}");
+    }
+
+    #[test]
+    fn reject_trailing_bytes_and_path_prefixes() {
+        let cid = BlockHash::of(b"x").cid(RAW_CODEC);
+        let mut bytes = cid.to_bytes();
+        bytes.push(0);
+        assert!(matches!(cid_from_bytes(&bytes), Err(CidError::Malformed { .. })));
+        assert!(parse_cid(&format!("/ipfs/{cid}")).is_err());
+        assert!(parse_cid(&format!("{cid}a")).is_err());
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Reading a file DAG: byte ranges that touch only the leaves they need, and whole-DAG walks.
 
-use std::collections::HashSet;
 use std::io::{self, Read};
 
 use bytes::Bytes;
@@ -49,6 +48,16 @@ pub enum DagReadError {
         expected: u64,
         /// Found.
         got: u64,
+        /// The root being read.
+        root: Cid,
+    },
+    /// One block is linked with two different codecs.
+    #[error("block {cid} is linked as codec 0x{:x} here but as 0x{seen_as:x} elsewhere (under root {root})", cid.codec())]
+    CodecMismatch {
+        /// The link.
+        cid: Cid,
+        /// The codec it was first reached with.
+        seen_as: u64,
         /// The root being read.
         root: Cid,
     },
@@ -262,6 +271,10 @@ impl<S: BlockSource> Read for DagReader<S> {
 /// Called by [`walk`] for each block: its CID and, when loaded, its bytes.
 pub type Visit<'a> = dyn FnMut(&Cid, Option<&[u8]>) -> io::Result<()> + 'a;
 
+/// Blocks a walk has visited: codec and file bytes under each, so a later link to one is checked, not
+/// re-read.
+pub type Seen = std::collections::HashMap<BlockHash, (u64, u64)>;
+
 /// What [`walk`] loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkMode {
@@ -278,31 +291,40 @@ pub fn walk(
     source: &impl BlockSource,
     root: &Cid,
     expected_size: Option<u64>,
-    seen: &mut HashSet<BlockHash>,
+    seen: &mut Seen,
     mode: WalkMode,
     visit: &mut Visit<'_>,
 ) -> Result<(), DagReadError> {
     let mut stack = vec![(*root, expected_size, 0usize)];
     while let Some((cid, expected, depth)) = stack.pop() {
         let hash = block_hash(&cid).map_err(|source| DagReadError::Cid { root: *root, source })?;
-        if !seen.insert(hash) {
-            continue;
-        }
-        let io_err = |source| DagReadError::Io { cid, source };
         let size_check = |got: u64| match expected {
             Some(e) if e != got => Err(DagReadError::SizeMismatch { cid, expected: e, got, root: *root }),
             _ => Ok(()),
         };
+        // A block seen before is not read again, but this link's claims about it must agree with what
+        // was found then: a DAG that links one block as two different things is not one `DagReader`
+        // could read, whatever `walk` (and so `verify`) says.
+        if let Some(&(codec, size)) = seen.get(&hash) {
+            if codec != cid.codec() {
+                return Err(DagReadError::CodecMismatch { cid, seen_as: codec, root: *root });
+            }
+            size_check(size)?;
+            continue;
+        }
+        let io_err = |source| DagReadError::Io { cid, source };
         match cid.codec() {
             RAW_CODEC if mode == WalkMode::NodesOnly => {
                 let len =
                     source.block_len(&hash).map_err(io_err)?.ok_or(DagReadError::MissingBlock { cid, root: *root })?;
                 size_check(len)?;
+                seen.insert(hash, (RAW_CODEC, len));
                 visit(&cid, None).map_err(io_err)?;
             }
             RAW_CODEC => {
                 let bytes = load(source, &cid, root)?;
                 size_check(bytes.len() as u64)?;
+                seen.insert(hash, (RAW_CODEC, bytes.len() as u64));
                 visit(&cid, Some(&bytes)).map_err(io_err)?;
             }
             DAG_PB_CODEC => {
@@ -313,6 +335,7 @@ pub fn walk(
                 let node =
                     decode_file_node(hash, &bytes).map_err(|source| DagReadError::Node { root: *root, source })?;
                 size_check(node.filesize)?;
+                seen.insert(hash, (DAG_PB_CODEC, node.filesize));
                 visit(&cid, Some(&bytes)).map_err(io_err)?;
                 for (child, size) in node.links.iter().zip(&node.blocksizes).rev() {
                     stack.push((*child, Some(*size), depth + 1));
@@ -394,7 +417,7 @@ mod tests {
         let mut out = Vec::new();
         let err = DagReader::new(&blocks, root).unwrap().read_to_end(&mut out).unwrap_err();
         assert!(err.to_string().contains("missing block"), "{err}");
-        let mut seen = HashSet::new();
+        let mut seen = Seen::new();
         let err = walk(&blocks, &root, Some(1000), &mut seen, WalkMode::NodesOnly, &mut |_, _| Ok(())).unwrap_err();
         assert!(matches!(err, DagReadError::MissingBlock { .. }), "{err}");
     }
@@ -404,7 +427,7 @@ mod tests {
         let bytes = vec![0u8; 1000]; // ten identical leaves
         let (root, blocks) = build(&bytes, 100, 3);
         let mut n = 0;
-        let mut seen = HashSet::new();
+        let mut seen = Seen::new();
         walk(&blocks, &root, Some(1000), &mut seen, WalkMode::Everything, &mut |_, _| {
             n += 1;
             Ok(())
@@ -420,5 +443,28 @@ mod tests {
         blocks.tamper(BlockHash::of(&bytes[0..100]), vec![1; 100]);
         let mut out = Vec::new();
         assert!(DagReader::new(&blocks, root).unwrap().read_to_end(&mut out).is_err());
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/dag_read/strict-walk-dedup-size.dag`): a node linking one
+    /// leaf twice with different sizes passed `walk` (and so `verify`) but could not be read.
+    #[test]
+    fn walk_checks_every_link_to_a_block_seen_before() {
+        use crate::dag::unixfs::encode_file_node;
+        use crate::dag::BlockSink;
+        let mut blocks = MemBlocks::default();
+        let leaf = b"abc";
+        let lh = BlockHash::of(leaf);
+        blocks.put_block(lh, RAW_CODEC, leaf).unwrap();
+        let leaf_cid = lh.cid(RAW_CODEC);
+        let node = encode_file_node(&[(leaf_cid, 3, 3), (leaf_cid, 5, 5)]);
+        let nh = BlockHash::of(&node);
+        blocks.put_block(nh, DAG_PB_CODEC, &node).unwrap();
+        let root = nh.cid(DAG_PB_CODEC);
+        let mut out = Vec::new();
+        assert!(DagReader::new(&blocks, root).unwrap().read_to_end(&mut out).is_err());
+        for mode in [WalkMode::NodesOnly, WalkMode::Everything] {
+            let err = walk(&blocks, &root, None, &mut Seen::new(), mode, &mut |_, _| Ok(())).unwrap_err();
+            assert!(matches!(err, DagReadError::SizeMismatch { .. }), "{err}");
+        }
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use axum::http::header;
-use bytes::Bytes;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::error::AppError;
 use super::http_path::NarCompression;

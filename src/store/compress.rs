@@ -98,11 +98,8 @@ impl CompressPool {
         if self.in_flight == 0 {
             return Ok(None);
         }
-        let r = if wait {
-            self.results.recv().map_err(|_| TryRecvError::Disconnected)
-        } else {
-            self.results.try_recv()
-        };
+        let r =
+            if wait { self.results.recv().map_err(|_| TryRecvError::Disconnected) } else { self.results.try_recv() };
         match r {
             Ok(c) => {
                 self.in_flight -= 1;

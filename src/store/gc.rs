@@ -5,13 +5,13 @@
 //! (see the module doc of `store`). Marking refuses to go on past a damaged root: sweeping with an
 //! incomplete mark would delete blocks a root still needs, the worst thing this cache can do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 
 use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
-use super::pack::{record_header, pack_path, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
+use super::pack::{pack_path, record_header, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
 use super::tables::{BlockLoc, BLOCKS, PACKS};
 use super::{roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
@@ -52,7 +52,7 @@ impl Store {
         let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
         let roots = roots_in(&txn)?;
         report.roots = roots.len() as u64;
-        let mut live: HashSet<BlockHash> = HashSet::new();
+        let mut live = crate::dag::reader::Seen::new();
         for (label, root, size) in &roots {
             walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(|e| {
                 StoreError::Io {
@@ -72,7 +72,7 @@ impl Store {
                     table: "blocks-0",
                     reason: "key is not 32 bytes".into(),
                 })?);
-                if !live.contains(&hash) && !protected.contains_key(&hash) {
+                if !live.contains_key(&hash) && !protected.contains_key(&hash) {
                     dead.push((hash, BlockLoc::decode(v.value())?));
                 }
             }

@@ -20,7 +20,6 @@ use crate::nix::hash::{HashAlgo, NarHash, NixHash};
 use crate::nix::nar::{self, NarSink, NarSummary};
 use crate::nix::narinfo::NarInfo;
 
-
 /// A manifest entry made visible by [`Ingest::commit`].
 #[derive(Debug, Clone)]
 pub enum Manifest {

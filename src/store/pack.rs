@@ -205,10 +205,10 @@ impl Packs {
     /// Header and payload are read separately so the payload lands in its own buffer, uncopied.
     pub fn read_payload(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
         let f = self.reader(loc.pack)?;
-        let corrupt = |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
+        let corrupt =
+            |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
         let mut header = [0u8; RECORD_HEADER_LEN as usize];
-        f.read_exact_at(&mut header, loc.offset)
-            .map_err(|e| corrupt(format!("cannot read the record header: {e}")))?;
+        f.read_exact_at(&mut header, loc.offset).map_err(|e| corrupt(format!("cannot read the record header: {e}")))?;
         if header != record_header(hash, loc.raw_len, loc.stored_len, loc.compression) {
             return Err(corrupt("record header does not match the index".into()));
         }

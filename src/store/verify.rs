@@ -1,7 +1,5 @@
 //! `verify`: re-hash every block, check every pack against its committed length, walk every root.
 
-use std::collections::HashSet;
-
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::error::StoreError;
@@ -82,7 +80,7 @@ impl Store {
             }
         }
 
-        let mut seen = HashSet::new();
+        let mut seen = crate::dag::reader::Seen::new();
         for (label, root, size) in roots_in(&txn)? {
             r.roots += 1;
             if let Err(e) = walk(self, &root, Some(size), &mut seen, WalkMode::NodesOnly, &mut |_, _| Ok(())) {

@@ -26,7 +26,8 @@ pub fn dump_path(path: &Path, sink: &mut impl NarSink) -> Result<NarSummary, Nar
     let mut enc = NarEncoder::new(sink);
     let mut buf = vec![0u8; BUF_LEN];
     dump_node(path, &mut enc, &mut buf)?;
-    enc.finish().map_err(sink_err)
+    let (nar_size, hash) = enc.finish().map_err(sink_err)?;
+    Ok(NarSummary { nar_size, nar_hash: hash.expect("a hashing encoder returns its hash") })
 }
 
 fn sink_err(error: io::Error) -> NarWriteError {

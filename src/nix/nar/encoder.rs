@@ -6,7 +6,7 @@ use std::io;
 use sha2::{Digest, Sha256};
 
 use super::wire::{self, put_str};
-use super::{NarSink, NarSummary};
+use super::NarSink;
 use crate::nix::hash::NarHash;
 
 /// Tokens are gathered in a small buffer and handed to the sink in one call, so a sink that is
@@ -27,7 +27,8 @@ const FLUSH_AT: usize = 32 * 1024;
 pub struct NarEncoder<S: NarSink> {
     sink: S,
     pending: Vec<u8>,
-    hasher: Sha256,
+    /// `None` when the caller hashes the same bytes elsewhere (see [`NarEncoder::unhashed`]).
+    hasher: Option<Sha256>,
     size: u64,
     /// `(declared length, bytes still to come)` while inside a file's contents.
     contents: Option<(u64, u64)>,
@@ -38,12 +39,21 @@ impl<S: NarSink> NarEncoder<S> {
     pub fn new(sink: S) -> Self {
         let mut pending = Vec::with_capacity(FLUSH_AT + 1024);
         put_str(&mut pending, wire::MAGIC);
-        NarEncoder { sink, pending, hasher: Sha256::new(), size: 0, contents: None }
+        NarEncoder { sink, pending, hasher: Some(Sha256::new()), size: 0, contents: None }
+    }
+
+    /// An encoder that does not hash what it writes: for re-encoding a NAR whose parser already hashes
+    /// the identical input (SHA-256 twice was two fifths of an ingest's main thread). Its
+    /// [`finish`](Self::finish) returns no hash.
+    pub fn unhashed(sink: S) -> Self {
+        NarEncoder { hasher: None, ..Self::new(sink) }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
-            self.hasher.update(&self.pending);
+            if let Some(h) = &mut self.hasher {
+                h.update(&self.pending);
+            }
             self.size += self.pending.len() as u64;
             self.sink.write_bytes(&self.pending)?;
             self.pending.clear();
@@ -99,7 +109,9 @@ impl<S: NarSink> NarEncoder<S> {
             ));
         }
         *left -= data.len() as u64;
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         self.size += data.len() as u64;
         self.sink.write_bytes(data)
     }
@@ -169,10 +181,11 @@ impl<S: NarSink> NarEncoder<S> {
         self.maybe_flush()
     }
 
-    /// Flushes what is queued and returns the size and SHA-256 of everything written.
-    pub fn finish(mut self) -> io::Result<NarSummary> {
+    /// Flushes what is queued and returns the size and SHA-256 of everything written (the hash is
+    /// `None` for an [`unhashed`](Self::unhashed) encoder).
+    pub fn finish(mut self) -> io::Result<(u64, Option<NarHash>)> {
         self.not_in_contents("finish")?;
         self.flush()?;
-        Ok(NarSummary { nar_size: self.size, nar_hash: NarHash(self.hasher.finalize().into()) })
+        Ok((self.size, self.hasher.take().map(|h| NarHash(h.finalize().into()))))
     }
 }

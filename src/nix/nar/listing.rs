@@ -27,9 +27,10 @@ pub enum NarEntry {
     },
     /// A directory.
     Directory {
-        /// Entries by name (lossy UTF-8 if a name was not UTF-8; such names are rare in store
-        /// paths and JSON cannot hold raw bytes anyway). Sorted like the NAR.
-        entries: BTreeMap<String, NarEntry>,
+        /// Entries by the bytes of their names, sorted like the NAR. Keyed by bytes, not lossy
+        /// UTF-8: two names that are not UTF-8 must not collapse into one entry (fuzzing found that);
+        /// only the JSON rendering is lossy, because JSON cannot hold raw bytes.
+        entries: BTreeMap<Vec<u8>, NarEntry>,
     },
 }
 
@@ -58,7 +59,7 @@ impl NarListing {
         let mut node = &self.root;
         for name in path.split('/').filter(|s| !s.is_empty()) {
             match node {
-                NarEntry::Directory { entries } => node = entries.get(name)?,
+                NarEntry::Directory { entries } => node = entries.get(name.as_bytes())?,
                 _ => return None,
             }
         }
@@ -91,7 +92,7 @@ fn write_entry(out: &mut String, entry: &NarEntry) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_json_string(out, name);
+                write_json_string(out, &String::from_utf8_lossy(name));
                 out.push(':');
                 write_entry(out, child);
             }
@@ -137,7 +138,7 @@ pub fn list<R: Read>(r: R) -> Result<NarListing, NarError> {
 #[derive(Default)]
 struct Lister {
     /// Open directories: their entries so far and the name of the entry being read.
-    stack: Vec<(BTreeMap<String, NarEntry>, String)>,
+    stack: Vec<(BTreeMap<Vec<u8>, NarEntry>, Vec<u8>)>,
     root: Option<NarEntry>,
 }
 
@@ -164,13 +165,13 @@ impl NarVisitor for Lister {
     }
 
     fn directory_begin(&mut self) -> io::Result<()> {
-        self.stack.push((BTreeMap::new(), String::new()));
+        self.stack.push((BTreeMap::new(), Vec::new()));
         Ok(())
     }
 
     fn entry_begin(&mut self, name: &[u8]) -> io::Result<()> {
         if let Some((_, current)) = self.stack.last_mut() {
-            *current = String::from_utf8_lossy(name).into_owned();
+            *current = name.to_vec();
         }
         Ok(())
     }

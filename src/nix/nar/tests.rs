@@ -155,7 +155,7 @@ fn regular_files(entry: &NarEntry, path: String, out: &mut Vec<(String, u64, u64
         NarEntry::Regular { size, nar_offset, .. } => out.push((path, *size, *nar_offset)),
         NarEntry::Directory { entries } => {
             for (name, child) in entries {
-                regular_files(child, format!("{path}/{name}"), out);
+                regular_files(child, format!("{path}/{}", String::from_utf8_lossy(name)), out);
             }
         }
         NarEntry::Symlink { .. } => {}
@@ -728,4 +728,27 @@ fn nar_corpus_matches_nix_store_dump() {
         }
     }
     eprintln!("checked {checked} paths");
+}
+
+/// Found by fuzzing (`fuzz/regressions/nar_parse/strict-lossy-names.nar`): names that are not UTF-8,
+/// which Nix dumps and restores, used to collapse into one lossy listing entry.
+#[test]
+fn listing_keeps_distinct_non_utf8_names() {
+    let mut nar = Vec::new();
+    let mut enc = NarEncoder::new(&mut nar);
+    enc.directory_begin().unwrap();
+    for name in [&b"\xfe"[..], b"\xff"] {
+        enc.entry_begin(name).unwrap();
+        enc.regular_begin(false, 1).unwrap();
+        enc.regular_data(b"x").unwrap();
+        enc.regular_end().unwrap();
+        enc.entry_end().unwrap();
+    }
+    enc.directory_end().unwrap();
+    enc.finish().unwrap();
+    let listing = list(&nar[..]).unwrap();
+    match listing.root {
+        NarEntry::Directory { entries } => assert_eq!(entries.len(), 2),
+        other => panic!("root is {other:?}"),
+    }
 }
