@@ -118,7 +118,7 @@ pub fn package_tree(root: &Path, total: usize, seed: u64) -> TreeStats {
     let mut i = 0;
     while (stats.bytes as usize) < bin_budget {
         let len = rng.gen_range(MIB..4 * MIB).min(bin_budget - stats.bytes as usize).max(1);
-        let bytes = random_bytes(len, seed ^ (i as u64 + 1) * 0x9e37_79b9);
+        let bytes = random_bytes(len, seed ^ ((i as u64 + 1) * 0x9e37_79b9));
         put(&root.join(format!("bin/tool-{i}")), &bytes, true, &mut stats);
         i += 1;
     }
