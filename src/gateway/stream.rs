@@ -7,14 +7,18 @@ use axum::body::Body;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-/// Chunks in flight per stream (each up to [`CHUNK`] bytes).
-const DEPTH: usize = 8;
+/// Batches queued per stream: with [`BATCH`] this bounds a stream's buffered bytes (about
+/// (DEPTH + 1) × BATCH), so 32 concurrent 1 GiB downloads stay far under 200 MiB.
+const DEPTH: usize = 2;
 /// Bytes per chunk sent to the client.
 pub const CHUNK: usize = 256 * 1024;
 
+/// Request-body frames queued for the ingest thread (frames are small; a few MiB at most).
+const UPLOAD_DEPTH: usize = 64;
+
 /// Bytes gathered before a batch crosses to the async side: one wake-up per batch rather than per
 /// leaf (thread hand-offs showed up as a fifth of the serving CPU when every 64 KiB leaf crossed alone).
-const BATCH: usize = 1 << 20;
+const BATCH: usize = 512 * 1024;
 
 type Batch = io::Result<Vec<Bytes>>;
 
@@ -114,7 +118,7 @@ pub struct ChannelReader {
 /// Start pumping `body` into a channel; returns the reader for a blocking consumer and the pump future.
 pub fn reader_from_body(body: Body) -> (ChannelReader, impl std::future::Future<Output = ()>) {
     use futures_util::StreamExt;
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(DEPTH);
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_DEPTH);
     let pump = async move {
         let mut stream = body.into_data_stream();
         while let Some(frame) = stream.next().await {
