@@ -46,7 +46,19 @@ pub struct ServeArgs {
     access_log: bool,
 }
 
+/// Keep block-sized buffers on the heap. A served leaf (up to 256 KiB) is read into a fresh buffer that
+/// lives until the socket has sent it; above glibc's default 128 KiB mmap threshold each one is a new
+/// mapping — page faults, zeroing and munmap were a sixth of the serving CPU in profiles.
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before any server thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 pub fn run(store: Store, args: ServeArgs) -> Result<()> {
+    tune_allocator();
     let key = key::load_or_create(store.dir(), args.key.as_deref())?;
     let uploads = if args.allow_upload {
         UploadPolicy::Open
