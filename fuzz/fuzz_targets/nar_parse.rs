@@ -5,6 +5,8 @@
 //! - on success the re-emitted bytes equal the input byte for byte, `nar_size` is the input length and
 //!   `nar_hash` its SHA-256 (the parser only accepts canonical NARs);
 //! - the chunker hooks bracket exactly the declared contents bytes of each regular file;
+//! - every file in the listing has a `nar_offset`/`size` that points at its contents in the NAR;
+//!   and the listing has as many entries as the NAR (fixed finding: non-UTF-8 names used to collide);
 //! - the verdict does not depend on how the reader splits the input (short reads);
 //! - nothing panics, and memory stays bounded whatever lengths the input declares.
 #![no_main]
@@ -13,7 +15,7 @@ use std::io::{self, Read};
 
 use libfuzzer_sys::fuzz_target;
 use nixdag::nix::hash::NarHash;
-use nixdag::nix::nar::{copy_validated, list, NarSink, WriteSink};
+use nixdag::nix::nar::{copy_validated, list, parse, NarEntry, NarSink, NarVisitor, WriteSink};
 
 /// A sink that checks the `file_contents_begin`/`file_contents_end` contract while collecting bytes.
 #[derive(Default)]
@@ -68,6 +70,34 @@ impl Read for Dribble<'_> {
     }
 }
 
+/// Counts directory entries as the parser reports them.
+struct CountEntries(u64);
+
+impl NarVisitor for CountEntries {
+    fn entry_begin(&mut self, _: &[u8]) -> io::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+}
+
+/// Checks every regular file's `nar_offset`/`size` against the NAR (they are what a client uses to
+/// fetch one file with a range request) and returns the number of entries in the listing.
+fn check_listing(entry: &NarEntry, nar: &[u8]) -> u64 {
+    match entry {
+        NarEntry::Regular { size, nar_offset, .. } => {
+            let (off, size) = (*nar_offset as usize, *size as usize);
+            assert!(off >= 8 && off + size <= nar.len(), "file at {off}+{size} outside the {}-byte NAR", nar.len());
+            assert_eq!(nar[off - 8..off], (size as u64).to_le_bytes(), "nar_offset does not follow the length field");
+            0
+        }
+        NarEntry::Symlink { target } => {
+            assert!(!target.is_empty());
+            0
+        }
+        NarEntry::Directory { entries } => entries.values().map(|e| 1 + check_listing(e, nar)).sum(),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut sink = WriteSink(Vec::new());
     let copied = copy_validated(data, &mut sink);
@@ -83,6 +113,10 @@ fuzz_target!(|data: &[u8]| {
             let listing = listed.unwrap();
             let json = listing.to_json();
             assert!(json.starts_with('{'));
+            let listed_entries = check_listing(&listing.root, data);
+            let mut count = CountEntries(0);
+            parse(data, &mut count).expect("parse rejects what copy_validated accepted");
+            assert_eq!(listed_entries, count.0, "the listing lost entries");
         }
         Err(e) => {
             // Error rendering must not panic, and offsets point inside (or just past) the input.
