@@ -19,6 +19,7 @@ use super::stream::{reader_from_body, ChannelReader};
 use super::{blocking, Gateway, UploadPolicy};
 use crate::chunk::ChunkerConfig;
 use crate::nix::hash::NarHash;
+use crate::nix::nar::NarErrorKind;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
 use crate::store::{self, Manifest, StoreError};
@@ -152,6 +153,8 @@ pub(super) async fn put_nar(
         Ok(added) => {
             Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size)).into_response())
         }
+        // The store failing to take the bytes (a full disk, say) is ours to answer for, not the client's.
+        Err(StoreError::Nar(e)) if matches!(e.kind(), NarErrorKind::Output(_)) => Err(AppError::internal(e)),
         Err(e @ (StoreError::Nar(_) | StoreError::HashMismatch { .. })) => Err(AppError::BadRequest(e.to_string())),
         Err(e) => Err(AppError::internal(e)),
     }
