@@ -5,18 +5,6 @@ use std::fs;
 
 use crate::common::*;
 
-/// A NAR string token: u64 LE length, bytes, zero padding to 8.
-fn tok(s: &[u8]) -> Vec<u8> {
-    let mut v = (s.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(s);
-    v.resize(v.len() + (8 - s.len() % 8) % 8, 0);
-    v
-}
-
-fn toks(parts: &[&[u8]]) -> Vec<u8> {
-    parts.iter().flat_map(|p| tok(p)).collect()
-}
-
 fn file_node(contents: &[u8]) -> Vec<u8> {
     toks(&[b"(", b"type", b"regular", b"contents", contents, b")"])
 }

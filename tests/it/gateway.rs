@@ -417,12 +417,7 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     let total = 100u64 << 20;
     write!(s, "PUT /nar/{}.nar HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {total}\r\n\r\n", sha(b"never")).unwrap();
     let mut rng = Prng::new(5);
-    let mut head = Vec::new();
-    for t in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents"] {
-        head.extend((t.len() as u64).to_le_bytes());
-        head.extend(t);
-        head.resize(head.len().div_ceil(8) * 8, 0);
-    }
+    let mut head = toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"]);
     head.extend((total - 200).to_le_bytes());
     s.write_all(&head).unwrap();
     let mut sent = head.len() as u64;

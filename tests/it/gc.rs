@@ -104,18 +104,7 @@ fn in_process_ingest_and_gc_race_loses_nothing() {
     let nar_of = move |i: u64| {
         let mut contents = (*shared).clone();
         contents.extend(Prng::new(i).bytes(300_000));
-        let mut nar = Vec::new();
-        for t in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents"] {
-            nar.extend((t.len() as u64).to_le_bytes());
-            nar.extend(t);
-            nar.resize(nar.len().div_ceil(8) * 8, 0);
-        }
-        nar.extend((contents.len() as u64).to_le_bytes());
-        nar.extend(&contents);
-        nar.resize(nar.len().div_ceil(8) * 8, 0);
-        nar.extend(1u64.to_le_bytes());
-        nar.extend(b")\0\0\0\0\0\0\0");
-        nar
+        toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", &contents, b")"])
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gc = {
