@@ -135,10 +135,13 @@ pub fn list<R: Read>(r: R) -> Result<NarListing, NarError> {
     }
 }
 
+/// A directory's entries by the bytes of their names.
+type Entries = BTreeMap<Vec<u8>, NarEntry>;
+
 #[derive(Default)]
 struct Lister {
     /// Open directories: their entries so far and the name of the entry being read.
-    stack: Vec<(BTreeMap<Vec<u8>, NarEntry>, Vec<u8>)>,
+    stack: Vec<(Entries, Vec<u8>)>,
     root: Option<NarEntry>,
 }
 
