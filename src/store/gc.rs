@@ -165,10 +165,7 @@ impl Store {
                 blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
             }
             let mut packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
-            for (&p, &end) in ingest.pack_ends() {
-                let old = packs.get(p).map_err(db("read"))?.map(|v| v.value()).unwrap_or(0);
-                packs.insert(p, old.max(end)).map_err(db("write"))?;
-            }
+            ingest.record_pack_ends(&mut packs)?;
             packs.remove(id).map_err(db("write"))?;
         }
         txn.commit().map_err(StoreError::db("commit"))?;

@@ -172,9 +172,15 @@ impl<'s> Ingest<'s> {
         Ok(())
     }
 
-    /// End of this ingest's records in each pack it wrote to.
-    pub(super) fn pack_ends(&self) -> &HashMap<u32, u64> {
-        &self.ends
+    /// Raise each pack's committed length to cover this ingest's records (never lower it: another
+    /// ingest may have committed further). Part of the transaction that indexes the records.
+    pub(super) fn record_pack_ends(&self, packs: &mut redb::Table<u32, u64>) -> Result<(), StoreError> {
+        let db = StoreError::db::<redb::StorageError>;
+        for (&id, &end) in &self.ends {
+            let old = packs.get(id).map_err(db("read"))?.map(|v| v.value()).unwrap_or(0);
+            packs.insert(id, old.max(end)).map_err(db("write"))?;
+        }
+        Ok(())
     }
 
     /// The caller committed this ingest's records itself (compaction): do not roll them back on drop.
@@ -229,11 +235,7 @@ impl<'s> Ingest<'s> {
             for (hash, loc) in &self.pending {
                 blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
             }
-            let mut packs = txn.open_table(PACKS).map_err(open())?;
-            for (&id, &end) in &self.ends {
-                let old = packs.get(id).map_err(db("read"))?.map(|v| v.value()).unwrap_or(0);
-                packs.insert(id, old.max(end)).map_err(db("write"))?;
-            }
+            self.record_pack_ends(&mut txn.open_table(PACKS).map_err(open())?)?;
             let mut nars = txn.open_table(NARS).map_err(open())?;
             let mut paths = txn.open_table(PATHS).map_err(open())?;
             let mut files = txn.open_table(FILES).map_err(open())?;
