@@ -196,22 +196,12 @@ impl<'s> Ingest<'s> {
     /// Make the ingest durable and visible: fsync the pack, then in one transaction index its blocks and
     /// record `manifests`. This is the only place a manifest becomes visible.
     ///
-    /// When the store is in batch mode ([`Store::set_batch`]), the commit is deferred.
-    pub fn commit(self, manifests: &[Manifest]) -> Result<(), StoreError> {
+    /// When the store is in batch mode ([`Store::set_batch`]), neither the pack nor the index is synced:
+    /// the manifests are visible at once and become durable with the next [`Store::sync`]. A crash before
+    /// that reverts the index to its last durable commit, which only names blocks fsynced before it, so
+    /// the store stays consistent and only the deferred work is lost.
+    pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
         let durable = !self.store.batch();
-        self.commit_with(manifests, durable)
-    }
-
-    /// Like [`commit`](Ingest::commit), but neither the pack nor the index is synced: the manifests are
-    /// visible at once and become durable with the next [`Store::sync`] (or durable commit). A crash
-    /// before that reverts the index to its last durable commit, which only names blocks that were
-    /// fsynced before it, so the store stays consistent; the deferred work is lost. For adding many
-    /// paths at once, where an fsync per path would cost more than the work.
-    pub fn commit_deferred(self, manifests: &[Manifest]) -> Result<(), StoreError> {
-        self.commit_with(manifests, false)
-    }
-
-    fn commit_with(mut self, manifests: &[Manifest], durable: bool) -> Result<(), StoreError> {
         self.write_compressed(true)?;
         if self.pending.is_empty() && self.already_recorded(manifests)? {
             // Nothing new: leave the index file alone (re-adding is a no-op, byte for byte).

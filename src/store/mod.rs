@@ -57,7 +57,7 @@ pub struct Store {
     db: Database,
     packs: Packs,
     protected: Protected,
-    /// Whether commits since the last durable one were deferred (see [`Ingest::commit_deferred`]).
+    /// Whether commits since the last durable one were deferred (batch mode, see [`Store::set_batch`]).
     deferred: std::sync::atomic::AtomicBool,
     /// Batch mode: [`Ingest::commit`] defers durability until [`Store::sync`].
     batch: std::sync::atomic::AtomicBool,
