@@ -2,7 +2,7 @@
 //!
 //! A thin adapter over [`crate::store`]: URL grammar in [`http_path`] (pure, tested), one file per
 //! resource, one [`error::AppError`]. Store calls are synchronous, so they run on tokio's blocking pool,
-//! and bodies cross between the two worlds through bounded channels ([`stream`]): a NAR is streamed out
+//! and bodies cross between the two worlds through bounded channels (`stream.rs`): a NAR is streamed out
 //! of the DAG, and an upload is decompressed, validated and chunked as it arrives, never buffered whole.
 
 mod cacheinfo;
