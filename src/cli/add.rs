@@ -25,6 +25,10 @@ pub struct AddArgs {
     closure: bool,
     #[command(flatten)]
     chunker: ChunkerArg,
+    /// How new blocks are stored: `frames=256K,level=9,delta-level=9,delta=3` (the defaults; `frames=0`
+    /// and `delta=0` turn frames and deltas off), or `legacy` (each block alone, zstd -3)
+    #[arg(long, value_name = "OPTIONS", default_value = "")]
+    storage: String,
     /// Files, directories, symlinks or /nix/store paths
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -32,6 +36,7 @@ pub struct AddArgs {
 
 pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     let cfg = args.chunker.config()?;
+    store.set_storage(store::StorageConfig::parse(&args.storage)?);
     let mut paths = args.paths.clone();
     if args.closure {
         paths = nix_cli::closure(&paths)?;

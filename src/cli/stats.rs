@@ -29,8 +29,21 @@ pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
     println!("{:<16} {:>16} {:>10}", "", "bytes", "of logical");
     println!("{:<16} {:>16} {:>10}", "logical", s.logical_bytes, pct(s.logical_bytes, s.logical_bytes));
     println!("{:<16} {:>16} {:>10}", "unique blocks", s.unique_bytes, pct(s.unique_bytes, s.logical_bytes));
-    println!("{:<16} {:>16} {:>10}", "stored (packs)", s.stored_bytes, pct(s.stored_bytes, s.logical_bytes));
-    println!("{:<16} {:>16} {:>10}", "index", s.index_bytes, pct(s.index_bytes, s.logical_bytes));
+    println!("{:<16} {:>16} {:>10}", "stored", s.stored_bytes, pct(s.stored_bytes, s.logical_bytes));
+    println!("{:<16} {:>16} {:>10}", "  packs", s.pack_bytes, pct(s.pack_bytes, s.logical_bytes));
+    println!("{:<16} {:>16} {:>10}", "  index", s.index_bytes, pct(s.index_bytes, s.logical_bytes));
     println!("{} NARs, {} files, {} store paths, {} blocks in {} packs", s.nars, s.files, s.paths, s.blocks, s.packs);
+    let f = &s.forms;
+    println!(
+        "blocks: {} in {} frames, {} deltas ({} of {} raw bytes stored, chains up to {}), {} zstd alone, {} raw",
+        f.framed_blocks,
+        f.frames,
+        f.delta_blocks,
+        f.delta_stored_bytes,
+        f.delta_raw_bytes,
+        f.max_delta_depth,
+        f.zstd_blocks,
+        f.raw_blocks
+    );
     Ok(())
 }

@@ -1,45 +1,222 @@
 //! Block compression on worker threads, so zstd (the costliest step of an ingest) runs beside hashing,
 //! chunking and NAR parsing instead of after them. Workers own nothing of the store: they take raw bytes
-//! and give back what to write; the ingest thread alone appends to packs, so ordering and rollback stay
-//! where they were.
+//! (a frame of neighbouring blocks, or one block and its delta base) and give back what to write; the
+//! ingest thread alone appends to packs, so ordering and rollback stay where they were.
+//!
+//! How blocks are stored is set by [`StorageConfig`]; docs/STORAGE.md measures each choice.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use zstd::zstd_safe;
+
 use super::error::StoreError;
-use super::tables::Compression;
+use super::tables::Form;
 use crate::dag::BlockHash;
 
-/// zstd level for blocks (DESIGN §5).
-pub const ZSTD_LEVEL: i32 = 3;
-
-/// A block ready to be written.
-pub struct Compressed {
-    /// Its name.
-    pub hash: BlockHash,
-    /// Its length before compression.
-    pub raw_len: u32,
-    /// What goes into the pack: zstd output, or the raw bytes when zstd did not shrink them.
-    pub payload: Vec<u8>,
-    /// Which of the two `payload` is.
-    pub compression: Compression,
+/// How new blocks are stored. Reading never needs it: every stored form is described by the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Neighbouring new blocks are compressed together in zstd frames of about this many raw bytes;
+    /// `0` compresses each block alone (format 1's way).
+    pub frame_bytes: usize,
+    /// zstd level for frames and single blocks.
+    pub level: i32,
+    /// zstd level for deltas.
+    pub delta_level: i32,
+    /// Longest delta chain (a delta against a delta …); `0` turns deltas off.
+    pub max_delta_depth: u8,
 }
 
-/// Compress one block.
-pub fn compress(c: &mut zstd::bulk::Compressor<'_>, hash: BlockHash, raw: Vec<u8>) -> std::io::Result<Compressed> {
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { frame_bytes: 256 * 1024, level: 9, delta_level: 9, max_delta_depth: 3 }
+    }
+}
+
+/// A `--storage` value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("storage option {0}")]
+pub struct StorageConfigError(String);
+
+impl StorageConfig {
+    /// Format 1's way: every block alone, zstd level 3, no deltas.
+    pub fn per_block() -> Self {
+        StorageConfig { frame_bytes: 0, level: 3, delta_level: 3, max_delta_depth: 0 }
+    }
+
+    /// Parse `key=value,…` over the defaults: `frames=256K` (`0`/`off`: per block), `level=9`,
+    /// `delta-level=9`, `delta=3` (max chain depth, `0`/`off`: no deltas); `legacy` alone is
+    /// [`per_block`](Self::per_block).
+    pub fn parse(s: &str) -> Result<Self, StorageConfigError> {
+        let mut c = StorageConfig::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "legacy" {
+                c = StorageConfig::per_block();
+                continue;
+            }
+            let (k, v) = part.split_once('=').ok_or_else(|| StorageConfigError(format!("{part:?}: expected KEY=VALUE")))?;
+            let num = |v: &str| -> Result<u64, StorageConfigError> {
+                let (n, mul) = match v.as_bytes().last() {
+                    Some(b'K' | b'k') => (&v[..v.len() - 1], 1024),
+                    Some(b'M' | b'm') => (&v[..v.len() - 1], 1024 * 1024),
+                    _ if v == "off" => ("0", 1),
+                    _ => (v, 1),
+                };
+                n.parse::<u64>()
+                    .ok()
+                    .and_then(|n| n.checked_mul(mul))
+                    .ok_or_else(|| StorageConfigError(format!("{k}={v}: not a number")))
+            };
+            let level = |v: &str| -> Result<i32, StorageConfigError> {
+                match v.parse::<i32>() {
+                    Ok(l) if (1..=22).contains(&l) => Ok(l),
+                    _ => Err(StorageConfigError(format!("{k}={v}: zstd levels are 1 to 22"))),
+                }
+            };
+            match k {
+                "frames" => {
+                    let n = num(v)?;
+                    if n > 16 << 20 {
+                        return Err(StorageConfigError(format!("frames={v}: at most 16M")));
+                    }
+                    c.frame_bytes = n as usize;
+                }
+                "level" => c.level = level(v)?,
+                "delta-level" => c.delta_level = level(v)?,
+                "delta" => {
+                    let n = num(v)?;
+                    if n > 8 {
+                        return Err(StorageConfigError(format!("delta={v}: chains longer than 8 are not allowed")));
+                    }
+                    c.max_delta_depth = n as u8;
+                }
+                _ => return Err(StorageConfigError(format!("{k:?} is unknown (frames, level, delta-level, delta)"))),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A record ready to be written.
+pub enum Compressed {
+    /// One block in a record of its own.
+    Single {
+        /// Its name.
+        hash: BlockHash,
+        /// Its length.
+        raw_len: u32,
+        /// What goes into the pack.
+        payload: Vec<u8>,
+        /// What `payload` is: raw, zstd, or a delta.
+        form: Form,
+    },
+    /// Several blocks in one zstd frame.
+    Frame {
+        /// Members in order: name, length, start in the decompressed frame.
+        members: Vec<(BlockHash, u32, u32)>,
+        /// Decompressed length.
+        frame_len: u32,
+        /// The zstd frame.
+        payload: Vec<u8>,
+    },
+}
+
+/// Compress one block alone; raw when zstd does not shrink it.
+fn single(c: &mut zstd::bulk::Compressor<'_>, hash: BlockHash, raw: Vec<u8>) -> std::io::Result<Compressed> {
     let raw_len = raw.len() as u32;
     let z = c.compress(&raw)?;
     Ok(if z.len() < raw.len() {
-        Compressed { hash, raw_len, payload: z, compression: Compression::Zstd }
+        Compressed::Single { hash, raw_len, payload: z, form: Form::Zstd }
     } else {
-        Compressed { hash, raw_len, payload: raw, compression: Compression::None }
+        Compressed::Single { hash, raw_len, payload: raw, form: Form::Raw }
     })
 }
 
-type Job = (BlockHash, Vec<u8>);
+/// Compress `raw` with `base`'s bytes as a zstd raw-content prefix (zstd's `--patch-from`).
+pub fn delta_compress(level: i32, base: &[u8], raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut c = zstd_safe::CCtx::create();
+    let err = |code: usize| std::io::Error::other(zstd_safe::get_error_name(code));
+    c.set_parameter(zstd_safe::CParameter::CompressionLevel(level)).map_err(err)?;
+    c.set_parameter(zstd_safe::CParameter::ContentSizeFlag(true)).map_err(err)?;
+    c.ref_prefix(base).map_err(err)?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(raw.len()));
+    c.compress2(&mut out, raw).map_err(err)?;
+    Ok(out)
+}
 
-/// A few threads compressing blocks; results come back in any order.
+/// Undo [`delta_compress`]: exactly `raw_len` bytes or an error.
+pub fn delta_decompress(base: &[u8], payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    let mut d = zstd_safe::DCtx::create();
+    let err = |code: usize| std::io::Error::other(zstd_safe::get_error_name(code));
+    d.ref_prefix(base).map_err(err)?;
+    let mut out = Vec::with_capacity(raw_len);
+    let n = d.decompress(&mut out, payload).map_err(err)?;
+    if n != raw_len {
+        return Err(std::io::Error::other(format!("{n} bytes after decompression, expected {raw_len}")));
+    }
+    Ok(out)
+}
+
+/// Work for a compression thread.
+pub enum Job {
+    /// One block alone.
+    Single(BlockHash, Vec<u8>),
+    /// Neighbouring blocks into one frame.
+    Frame(Vec<(BlockHash, Vec<u8>)>),
+    /// One block against a similar stored one.
+    Delta {
+        /// The new block.
+        hash: BlockHash,
+        /// Its bytes.
+        raw: Vec<u8>,
+        /// The base's name.
+        base: BlockHash,
+        /// The base's bytes.
+        base_raw: Arc<Vec<u8>>,
+        /// The chain length the delta will have.
+        depth: u8,
+    },
+}
+
+struct Worker {
+    cfg: StorageConfig,
+    single: zstd::bulk::Compressor<'static>,
+}
+
+impl Worker {
+    fn run(&mut self, job: Job) -> std::io::Result<Compressed> {
+        match job {
+            Job::Single(hash, raw) => single(&mut self.single, hash, raw),
+            Job::Frame(blocks) if blocks.len() == 1 => {
+                let (hash, raw) = blocks.into_iter().next().expect("one block");
+                single(&mut self.single, hash, raw)
+            }
+            Job::Frame(blocks) => {
+                let total: usize = blocks.iter().map(|(_, b)| b.len()).sum();
+                let mut joined = Vec::with_capacity(total);
+                let mut members = Vec::with_capacity(blocks.len());
+                for (hash, raw) in &blocks {
+                    members.push((*hash, raw.len() as u32, joined.len() as u32));
+                    joined.extend_from_slice(raw);
+                }
+                let payload = self.single.compress(&joined)?;
+                Ok(Compressed::Frame { members, frame_len: joined.len() as u32, payload })
+            }
+            Job::Delta { hash, raw, base, base_raw, depth } => {
+                let d = delta_compress(self.cfg.delta_level, &base_raw, &raw)?;
+                // A base that turned out not to help: keep the block alone rather than tie it to a chain.
+                if d.len() * 10 >= raw.len() * 9 {
+                    return single(&mut self.single, hash, raw);
+                }
+                Ok(Compressed::Single { hash, raw_len: raw.len() as u32, payload: d, form: Form::Delta { base, depth } })
+            }
+        }
+    }
+}
+
+/// A few threads compressing; results come back in any order.
 pub struct CompressPool {
     jobs: Option<SyncSender<Job>>,
     results: Receiver<std::io::Result<Compressed>>,
@@ -49,7 +226,7 @@ pub struct CompressPool {
 
 impl CompressPool {
     /// One worker per available core.
-    pub fn new() -> Result<Self, StoreError> {
+    pub fn new(cfg: StorageConfig) -> Result<Self, StoreError> {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(2 * n);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -61,8 +238,8 @@ impl CompressPool {
             let handle = std::thread::Builder::new()
                 .name(format!("nixdag-zstd-{i}"))
                 .spawn(move || {
-                    let mut c = match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
-                        Ok(c) => c,
+                    let mut w = match zstd::bulk::Compressor::new(cfg.level) {
+                        Ok(single) => Worker { cfg, single },
                         Err(e) => {
                             let _ = result_tx.send(Err(e));
                             return;
@@ -70,8 +247,8 @@ impl CompressPool {
                     };
                     loop {
                         let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok((hash, raw)) = job else { return };
-                        if result_tx.send(compress(&mut c, hash, raw)).is_err() {
+                        let Ok(job) = job else { return };
+                        if result_tx.send(w.run(job)).is_err() {
                             return;
                         }
                     }
@@ -82,10 +259,10 @@ impl CompressPool {
         Ok(CompressPool { jobs: Some(jobs), results, in_flight: 0, workers })
     }
 
-    /// Queue a block; waits while the queue is full, which bounds memory.
-    pub fn submit(&mut self, hash: BlockHash, raw: Vec<u8>) -> Result<(), StoreError> {
+    /// Queue work; waits while the queue is full, which bounds memory.
+    pub fn submit(&mut self, job: Job) -> Result<(), StoreError> {
         let jobs = self.jobs.as_ref().expect("pool is open until dropped");
-        jobs.send((hash, raw)).map_err(|_| StoreError::Io {
+        jobs.send(job).map_err(|_| StoreError::Io {
             context: "compression threads".into(),
             source: std::io::Error::other("all compression threads stopped"),
         })?;
@@ -93,7 +270,7 @@ impl CompressPool {
         Ok(())
     }
 
-    /// The next finished block: without waiting (`wait = false`) or, while blocks are in flight, waiting.
+    /// The next finished record: without waiting (`wait = false`) or, while work is in flight, waiting.
     pub fn next(&mut self, wait: bool) -> Result<Option<Compressed>, StoreError> {
         if self.in_flight == 0 {
             return Ok(None);
@@ -119,6 +296,45 @@ impl Drop for CompressPool {
         self.jobs.take();
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_round_trips_and_is_small_for_a_similar_block() {
+        let mut x = 1u64;
+        let base: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut new = base.clone();
+        new[1000..1032].copy_from_slice(&[b'x'; 32]);
+        let d = delta_compress(3, &base, &new).unwrap();
+        assert!(d.len() < 200, "{} bytes", d.len());
+        assert_eq!(delta_decompress(&base, &d, new.len()).unwrap(), new);
+        // The wrong base, a wrong length, a damaged payload: errors, never wrong bytes.
+        let other = vec![7u8; 65536];
+        assert!(delta_decompress(&other, &d, new.len()).map(|b| b != new).unwrap_or(true));
+        assert!(delta_decompress(&base, &d, new.len() + 1).is_err());
+        assert!(delta_decompress(&base, &d[..d.len() / 2], new.len()).is_err());
+    }
+
+    #[test]
+    fn storage_options_parse() {
+        assert_eq!(StorageConfig::parse("").unwrap(), StorageConfig::default());
+        let c = StorageConfig::parse("frames=1M,level=19,delta=off").unwrap();
+        assert_eq!((c.frame_bytes, c.level, c.max_delta_depth), (1 << 20, 19, 0));
+        assert_eq!(StorageConfig::parse("legacy").unwrap(), StorageConfig::per_block());
+        for bad in ["frames", "level=0", "level=23", "delta=9", "frames=17M", "colour=blue", "frames=x"] {
+            assert!(StorageConfig::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -5,14 +5,14 @@
 //! (see the module doc of `store`). Marking refuses to go on past a damaged root: sweeping with an
 //! incomplete mark would delete blocks a root still needs, the worst thing this cache can do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
-use super::pack::{pack_path, record_header, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
-use super::tables::{BlockLoc, BLOCKS, PACKS};
+use super::pack::{pack_path, record_header, sync_dir, RecordBytes, HEADER_LEN, RECORD_HEADER_LEN};
+use super::tables::{BlockLoc, Form, BLOCKS, PACKS, SIMILAR};
 use super::{roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
 
@@ -61,19 +61,33 @@ impl Store {
                 }
             })?;
         }
-        report.live_blocks = live.len() as u64;
         let protected = self.protected().lock();
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
-            let mut dead = Vec::new();
+            // Everything a live or protected block needs to be read: its delta base, that base's base …
+            let mut all = HashMap::new();
             for row in blocks.iter().map_err(db("read"))? {
                 let (k, v) = row.map_err(db("read"))?;
                 let hash = BlockHash(k.value().try_into().map_err(|_| StoreError::CorruptIndex {
                     table: "blocks-0",
                     reason: "key is not 32 bytes".into(),
                 })?);
-                if !live.contains_key(&hash) && !protected.contains_key(&hash) {
-                    dead.push((hash, BlockLoc::decode(v.value())?));
+                all.insert(hash, BlockLoc::decode(v.value())?);
+            }
+            let mut keep: HashSet<BlockHash> = live.keys().chain(protected.keys()).copied().collect();
+            let mut todo: Vec<BlockHash> = keep.iter().copied().collect();
+            while let Some(h) = todo.pop() {
+                if let Some(BlockLoc { form: Form::Delta { base, .. }, .. }) = all.get(&h) {
+                    if keep.insert(*base) {
+                        todo.push(*base);
+                    }
+                }
+            }
+            report.live_blocks = keep.iter().filter(|h| all.contains_key(h)).count() as u64;
+            let mut dead = Vec::new();
+            for (hash, loc) in &all {
+                if !keep.contains(hash) {
+                    dead.push((*hash, *loc));
                 }
             }
             for (hash, loc) in &dead {
@@ -81,6 +95,12 @@ impl Store {
                 report.removed_blocks += 1;
                 report.removed_bytes += u64::from(loc.raw_len);
             }
+            // Super-features of removed blocks would offer missing bases.
+            let gone: HashSet<BlockHash> = dead.iter().map(|(h, _)| *h).collect();
+            let mut similar = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
+            similar
+                .retain(|_, v| <[u8; 32]>::try_from(v).map(|h| !gone.contains(&BlockHash(h))).unwrap_or(false))
+                .map_err(db("write"))?;
         }
         txn.commit().map_err(StoreError::db("commit"))?;
         drop(protected);
@@ -90,12 +110,16 @@ impl Store {
     /// Live record bytes per pack, from the index.
     fn live_bytes_per_pack(&self) -> Result<HashMap<u32, u64>, StoreError> {
         let mut live = HashMap::new();
+        let mut records = HashSet::new();
         let txn = redb::ReadableDatabase::begin_read(self.db()).map_err(StoreError::db("begin read"))?;
         let t = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
         for row in t.iter().map_err(StoreError::db("read"))? {
             let (_, v) = row.map_err(StoreError::db("read"))?;
             let loc = BlockLoc::decode(v.value())?;
-            *live.entry(loc.pack).or_insert(0) += RECORD_HEADER_LEN + u64::from(loc.stored_len);
+            // A frame counts once, however many of its members are live.
+            if records.insert((loc.pack, loc.offset)) {
+                *live.entry(loc.pack).or_insert(0) += RECORD_HEADER_LEN + u64::from(loc.stored_len);
+            }
         }
         Ok(live)
     }
@@ -144,11 +168,31 @@ impl Store {
                     here.push((BlockHash(h), loc));
                 }
             }
+            // Each record is copied once (a frame's live members all move with it), header checked first.
             let mut moved = Vec::with_capacity(here.len());
+            let mut copied: HashMap<u64, (u32, u64)> = HashMap::new();
             for (hash, loc) in here {
-                let payload = self.packs().read_payload(&hash, &loc)?;
-                let header = record_header(&hash, loc.raw_len, loc.stored_len, loc.compression);
-                let (pack, offset) = ingest.append_record(&[&header, &payload], id)?;
+                let (pack, offset) = match copied.get(&loc.offset) {
+                    Some(&to) => to,
+                    None => {
+                        let corrupt = |reason: String| StoreError::CorruptBlock {
+                            hash,
+                            pack: loc.pack,
+                            offset: loc.offset,
+                            reason,
+                        };
+                        let RecordBytes { header, payload } =
+                            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
+                        let want = record_header(&hash, loc.record_raw_len(), loc.stored_len, loc.form.kind());
+                        let skip = if matches!(loc.form, Form::Framed { .. }) { 32 } else { 0 };
+                        if header[skip..] != want[skip..] {
+                            return Err(corrupt("record header does not match the index".into()));
+                        }
+                        let to = ingest.append_record(&[&header, &payload], id)?;
+                        copied.insert(loc.offset, to);
+                        to
+                    }
+                };
                 moved.push((hash, BlockLoc { pack, offset, ..loc }));
             }
             moved
@@ -175,7 +219,9 @@ impl Store {
         fs::remove_file(&path).context(|| format!("removing compacted {}", path.display()))?;
         sync_dir(self.packs().dir())?;
         self.packs().drop_reader(id);
-        let written: u64 = moved.iter().map(|(_, l)| RECORD_HEADER_LEN + u64::from(l.stored_len)).sum();
+        self.frame_cache().clear();
+        let records: HashMap<(u32, u64), u32> = moved.iter().map(|(_, l)| ((l.pack, l.offset), l.stored_len)).collect();
+        let written: u64 = records.values().map(|&n| RECORD_HEADER_LEN + u64::from(n)).sum();
         report.disk_bytes_freed += size.saturating_sub(written);
         Ok(())
     }

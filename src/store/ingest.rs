@@ -8,11 +8,11 @@ use std::path::Path;
 use redb::ReadableTable;
 use sha2::Digest;
 
-use super::compress::CompressPool;
+use super::compress::{CompressPool, Compressed, Job, StorageConfig};
 use super::error::StoreError;
 use super::pack::{record_header, PACK_TARGET};
 use super::tables::*;
-use super::{alias_key, Store};
+use super::{alias_key, similar, Store};
 use crate::chunk::{Chunker, ChunkerConfig};
 use crate::dag::builder::BuiltDag;
 use crate::dag::{BlockHash, BlockSink, Cid, DagBuilder};
@@ -64,6 +64,15 @@ pub struct Ingest<'s> {
     /// Bytes of new blocks (before compression) and their count.
     new_bytes: u64,
     new_blocks: u64,
+    /// How new blocks are stored (the store's setting when the ingest began).
+    cfg: StorageConfig,
+    /// New blocks waiting to fill a frame, and their bytes.
+    frame: Vec<(BlockHash, Vec<u8>)>,
+    frame_bytes: usize,
+    /// Super-features of new blocks, until their stored form is known.
+    features: HashMap<BlockHash, [u64; similar::SUPERS]>,
+    /// Super-features to index at commit: blocks that may serve as delta bases.
+    similar: Vec<(u64, BlockHash)>,
 }
 
 impl<'s> Ingest<'s> {
@@ -79,7 +88,65 @@ impl<'s> Ingest<'s> {
             committed: false,
             new_bytes: 0,
             new_blocks: 0,
+            cfg: store.storage(),
+            frame: Vec::new(),
+            frame_bytes: 0,
+            features: HashMap::new(),
+            similar: Vec::new(),
         }
+    }
+
+    /// Register `hash` as needed by this ingest, so a concurrent GC keeps it.
+    fn protect(&mut self, hash: BlockHash) {
+        *self.store.protected().lock().entry(hash).or_insert(0) += 1;
+        self.protected.push(hash);
+    }
+
+    /// A stored block resembling one with super-features `sf`, shallow enough to be a delta base: the
+    /// candidate most super-features point to, or, when its chain is already as long as allowed, the
+    /// nearest block down its chain. Protected before it is looked up, as any reused block.
+    fn find_base(&mut self, sf: &[u64; similar::SUPERS]) -> Result<Option<(BlockHash, BlockLoc)>, StoreError> {
+        let mut votes: Vec<(BlockHash, u32)> = Vec::new();
+        {
+            let txn = redb::ReadableDatabase::begin_read(self.store.db()).map_err(StoreError::db("begin read"))?;
+            let t = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
+            for f in sf {
+                if let Some(v) = t.get(*f).map_err(StoreError::db("read"))? {
+                    let Ok(h) = <[u8; 32]>::try_from(v.value()) else { continue };
+                    match votes.iter_mut().find(|(c, _)| c.0 == h) {
+                        Some((_, n)) => *n += 1,
+                        None => votes.push((BlockHash(h), 1)),
+                    }
+                }
+            }
+        }
+        let Some(&(mut cand, _)) = votes.iter().max_by_key(|(_, n)| *n) else { return Ok(None) };
+        for _ in 0..=self.cfg.max_delta_depth {
+            self.protect(cand);
+            let Some(loc) = self.store.block_loc(&cand)? else { return Ok(None) };
+            match loc.form {
+                Form::Delta { base, depth } if depth >= self.cfg.max_delta_depth => cand = base,
+                _ => return Ok(Some((cand, loc))),
+            }
+        }
+        Ok(None)
+    }
+
+    fn pool(&mut self) -> Result<&mut CompressPool, StoreError> {
+        if self.pool.is_none() {
+            self.pool = Some(CompressPool::new(self.cfg)?);
+        }
+        Ok(self.pool.as_mut().expect("just started"))
+    }
+
+    /// Hand the blocks gathered for a frame to the compression threads.
+    fn flush_frame(&mut self) -> Result<(), StoreError> {
+        if !self.frame.is_empty() {
+            let blocks = std::mem::take(&mut self.frame);
+            self.frame_bytes = 0;
+            self.pool()?.submit(Job::Frame(blocks))?;
+        }
+        Ok(())
     }
 
     /// Store a block unless the store (or this ingest) has it already.
@@ -89,8 +156,7 @@ impl<'s> Ingest<'s> {
         }
         // Protect before looking: a GC that has not swept yet will now keep the block; one that already
         // swept it committed first, and the lookup below sees it gone.
-        *self.store.protected().lock().entry(hash).or_insert(0) += 1;
-        self.protected.push(hash);
+        self.protect(hash);
         if self.store.block_loc(&hash)?.is_some() {
             return Ok(());
         }
@@ -100,31 +166,75 @@ impl<'s> Ingest<'s> {
             offset: 0,
             reason: format!("{} bytes is too large for one block", bytes.len()),
         })?;
-        let pool = match &mut self.pool {
-            Some(p) => p,
-            None => self.pool.insert(CompressPool::new()?),
-        };
-        pool.submit(hash, bytes.to_vec())?;
         self.queued.insert(hash);
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
+        let sf = if self.cfg.max_delta_depth > 0 { similar::super_features(bytes) } else { None };
+        let mut job = None;
+        if let Some(sf) = sf {
+            if let Some((base, base_loc)) = self.find_base(&sf)? {
+                // A base that cannot be read is `verify`'s business; this block is simply stored whole.
+                if let Ok(base_raw) = self.store.read_at(&base, &base_loc) {
+                    let depth = base_loc.form.depth() + 1;
+                    job = Some(Job::Delta { hash, raw: bytes.to_vec(), base, base_raw: base_raw.into(), depth });
+                }
+            }
+            self.features.insert(hash, sf);
+        }
+        match job {
+            Some(job) => self.pool()?.submit(job)?,
+            None if self.cfg.frame_bytes == 0 => self.pool()?.submit(Job::Single(hash, bytes.to_vec()))?,
+            None => {
+                self.frame.push((hash, bytes.to_vec()));
+                self.frame_bytes += bytes.len();
+                if self.frame_bytes >= self.cfg.frame_bytes {
+                    self.flush_frame()?;
+                }
+            }
+        }
         self.write_compressed(false)
     }
 
-    /// Append the blocks the compression threads have finished; with `all`, wait for every one.
+    /// Append the records the compression threads have finished; with `all`, wait for every one.
     fn write_compressed(&mut self, all: bool) -> Result<(), StoreError> {
+        if all {
+            self.flush_frame()?;
+        }
         while let Some(c) = match &mut self.pool {
             Some(p) => p.next(all)?,
             None => None,
         } {
-            let stored_len = c.payload.len() as u32;
-            let header = record_header(&c.hash, c.raw_len, stored_len, c.compression);
-            let (pack, offset) = self.append(&[&header, &c.payload], None)?;
-            self.queued.remove(&c.hash);
-            let loc = BlockLoc { pack, offset, stored_len, raw_len: c.raw_len, compression: c.compression };
-            self.pending.insert(c.hash, loc);
+            match c {
+                Compressed::Single { hash, raw_len, payload, form } => {
+                    let stored_len = payload.len() as u32;
+                    let header = record_header(&hash, raw_len, stored_len, form.kind());
+                    let (pack, offset) = self.append(&[&header, &payload], None)?;
+                    self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
+                }
+                Compressed::Frame { members, frame_len, payload } => {
+                    let stored_len = payload.len() as u32;
+                    let header = record_header(&BlockHash::of(&payload), frame_len, stored_len, RecordKind::Frame);
+                    let (pack, offset) = self.append(&[&header, &payload], None)?;
+                    for (hash, raw_len, start) in members {
+                        let form = Form::Framed { frame_len, start, dict: 0 };
+                        self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A new block's record is written: index it at commit, and offer it as a delta base if its chain
+    /// leaves room.
+    fn stored(&mut self, hash: BlockHash, loc: BlockLoc) {
+        self.queued.remove(&hash);
+        if let Some(sf) = self.features.remove(&hash) {
+            if loc.form.depth() < self.cfg.max_delta_depth {
+                self.similar.extend(sf.iter().map(|f| (*f, hash)));
+            }
+        }
+        self.pending.insert(hash, loc);
     }
 
     /// Append one record (given in parts) to the active pack, opening or rolling it as needed; never to
@@ -226,6 +336,10 @@ impl<'s> Ingest<'s> {
                 blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
             }
             self.record_pack_ends(&mut txn.open_table(PACKS).map_err(open())?)?;
+            let mut similar = txn.open_table(SIMILAR).map_err(open())?;
+            for (f, hash) in &self.similar {
+                similar.insert(*f, hash.0.as_slice()).map_err(db("write"))?;
+            }
             let mut nars = txn.open_table(NARS).map_err(open())?;
             let mut paths = txn.open_table(PATHS).map_err(open())?;
             let mut files = txn.open_table(FILES).map_err(open())?;

@@ -15,6 +15,8 @@ mod error;
 mod gc;
 mod ingest;
 pub mod pack;
+mod read;
+mod similar;
 mod stats;
 pub mod tables;
 mod verify;
@@ -29,6 +31,7 @@ use fs2::FileExt;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::error::IoContext;
+pub use self::compress::{StorageConfig, StorageConfigError};
 pub use self::error::StoreError;
 pub use self::gc::GcReport;
 pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};
@@ -61,6 +64,9 @@ pub struct Store {
     deferred: std::sync::atomic::AtomicBool,
     /// Batch mode: [`Ingest::commit`] defers durability until [`Store::sync`].
     batch: std::sync::atomic::AtomicBool,
+    /// How new blocks are stored.
+    storage: Mutex<StorageConfig>,
+    frames: read::FrameCache,
     _lock: File,
 }
 
@@ -97,6 +103,8 @@ impl Store {
             protected: Protected::default(),
             deferred: std::sync::atomic::AtomicBool::new(false),
             batch: std::sync::atomic::AtomicBool::new(false),
+            storage: Mutex::new(StorageConfig::default()),
+            frames: read::FrameCache::default(),
             _lock: lock,
         };
         store.init_tables()?;
@@ -126,9 +134,12 @@ impl Store {
                 }
                 Some(v) => {
                     let got = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX);
-                    if got != FORMAT_VERSION {
+                    if !READABLE_VERSIONS.contains(&got) {
                         return Err(StoreError::Version { path: self.dir.clone(), expected: FORMAT_VERSION, got });
                     }
+                    // Format 1 is format 2 without its new tables and forms: adding the tables is the
+                    // whole upgrade, and after it a format-1 build refuses the store.
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice()).map_err(StoreError::db("write"))?;
                 }
             }
             let t = || StoreError::db::<redb::TableError>("open table");
@@ -138,6 +149,8 @@ impl Store {
             txn.open_table(PATHS).map_err(t())?;
             txn.open_table(FILES).map_err(t())?;
             txn.open_table(FILE_ALIASES).map_err(t())?;
+            txn.open_table(SIMILAR).map_err(t())?;
+            txn.open_table(DICTS).map_err(t())?;
         }
         txn.commit().map_err(StoreError::db("commit"))
     }
@@ -154,8 +167,11 @@ impl Store {
             None => return Ok(false),
             Some(v) => <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX),
         };
-        if got != FORMAT_VERSION {
+        if !READABLE_VERSIONS.contains(&got) {
             return Err(StoreError::Version { path: self.dir.clone(), expected: FORMAT_VERSION, got });
+        }
+        if got != FORMAT_VERSION {
+            return Ok(false);
         }
         let exists = |r: Result<(), redb::TableError>| match r {
             Ok(()) => Ok(true),
@@ -167,7 +183,9 @@ impl Store {
             && exists(txn.open_table(NARS).map(drop))?
             && exists(txn.open_table(PATHS).map(drop))?
             && exists(txn.open_table(FILES).map(drop))?
-            && exists(txn.open_table(FILE_ALIASES).map(drop))?)
+            && exists(txn.open_table(FILE_ALIASES).map(drop))?
+            && exists(txn.open_table(SIMILAR).map(drop))?
+            && exists(txn.open_table(DICTS).map(drop))?)
     }
 
     /// Make the packs match the last commit: cut tails nobody committed, delete packs nobody committed.
@@ -274,21 +292,6 @@ impl Store {
         v.map(|v| BlockLoc::decode(v.value())).transpose()
     }
 
-    /// Read and verify a block.
-    pub fn read_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(loc) = self.block_loc(hash)? else { return Ok(None) };
-        match self.packs.read_block(hash, &loc) {
-            Ok(b) => Ok(Some(b)),
-            // GC compaction may have moved the block (and deleted its old pack) between our lookup and
-            // our read: if the index now says elsewhere, read there; otherwise the error stands.
-            Err(e) => match self.block_loc(hash)? {
-                Some(now) if now != loc => self.packs.read_block(hash, &now).map(Some),
-                Some(_) => Err(e),
-                None => Ok(None),
-            },
-        }
-    }
-
     /// The stored NAR with this NarHash.
     pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
@@ -385,6 +388,20 @@ impl Store {
 
     pub(crate) fn protected(&self) -> &Protected {
         &self.protected
+    }
+
+    pub(crate) fn frame_cache(&self) -> &read::FrameCache {
+        &self.frames
+    }
+
+    /// How blocks added from now on are stored (see [`StorageConfig`]); what is stored stays as it is.
+    pub fn set_storage(&self, cfg: StorageConfig) {
+        *self.storage.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+    }
+
+    /// How new blocks are stored.
+    pub fn storage(&self) -> StorageConfig {
+        *self.storage.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

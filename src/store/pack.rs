@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::error::{IoContext, StoreError};
-use super::tables::{BlockLoc, Compression};
+use super::tables::RecordKind;
 use crate::dag::BlockHash;
 
 /// Pack magic.
@@ -33,12 +33,6 @@ pub const RECORD_HEADER_LEN: u64 = 32 + 4 + 4 + 1;
 pub const PACK_TARGET: u64 = 1 << 30;
 const WRITE_BUFFER: usize = 4 << 20;
 
-thread_local! {
-    /// One zstd context per thread: creating one per block costs more than decompressing a small block.
-    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
-        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
-}
-
 /// The pack header bytes.
 pub fn header() -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
@@ -48,7 +42,7 @@ pub fn header() -> [u8; HEADER_LEN as usize] {
 }
 
 /// A record's header bytes.
-pub fn record_header(hash: &BlockHash, raw_len: u32, stored_len: u32, c: Compression) -> [u8; 41] {
+pub fn record_header(hash: &BlockHash, raw_len: u32, stored_len: u32, c: RecordKind) -> [u8; 41] {
     let mut h = [0u8; RECORD_HEADER_LEN as usize];
     h[..32].copy_from_slice(&hash.0);
     h[32..36].copy_from_slice(&raw_len.to_le_bytes());
@@ -56,6 +50,18 @@ pub fn record_header(hash: &BlockHash, raw_len: u32, stored_len: u32, c: Compres
     h[40] = c as u8;
     h
 }
+
+/// A record as read: header and payload.
+pub struct RecordBytes {
+    /// The 41 header bytes.
+    pub header: [u8; RECORD_HEADER_LEN as usize],
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A record that could not be read; the caller says which block or frame it was.
+#[derive(Debug)]
+pub struct RecordReadError(pub String);
 
 /// The pack file of `id`.
 pub fn pack_path(dir: &Path, id: u32) -> PathBuf {
@@ -201,42 +207,17 @@ impl Packs {
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
-    /// Read a record's payload as stored (still compressed), after checking its header against the index.
-    /// Header and payload are read separately so the payload lands in its own buffer, uncopied.
-    pub fn read_payload(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
-        let f = self.reader(loc.pack)?;
-        let corrupt =
-            |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
+    /// Read a record as stored: its header, then its `stored_len` payload bytes (still compressed) into
+    /// a buffer of their own. The caller checks the header against what the index says.
+    pub fn read_record(&self, pack: u32, offset: u64, stored_len: u32) -> Result<RecordBytes, RecordReadError> {
+        let f = self.reader(pack).map_err(|e| RecordReadError(e.to_string()))?;
         let mut header = [0u8; RECORD_HEADER_LEN as usize];
-        f.read_exact_at(&mut header, loc.offset).map_err(|e| corrupt(format!("cannot read the record header: {e}")))?;
-        if header != record_header(hash, loc.raw_len, loc.stored_len, loc.compression) {
-            return Err(corrupt("record header does not match the index".into()));
-        }
-        let mut payload = vec![0u8; loc.stored_len as usize];
-        f.read_exact_at(&mut payload, loc.offset + RECORD_HEADER_LEN)
-            .map_err(|e| corrupt(format!("cannot read {} payload bytes: {e}", loc.stored_len)))?;
-        Ok(payload)
-    }
-
-    /// Read, decompress and verify a block.
-    pub fn read_block(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
-        let payload = self.read_payload(hash, loc)?;
-        let corrupt =
-            |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
-        let bytes = match loc.compression {
-            Compression::None => payload,
-            Compression::Zstd => DECOMPRESSOR
-                .with_borrow_mut(|d| d.decompress(&payload, loc.raw_len as usize))
-                .map_err(|e| corrupt(format!("zstd: {e}")))?,
-        };
-        if bytes.len() != loc.raw_len as usize {
-            return Err(corrupt(format!("{} bytes after decompression, expected {}", bytes.len(), loc.raw_len)));
-        }
-        let got = BlockHash::of(&bytes);
-        if got != *hash {
-            return Err(corrupt(format!("bytes hash to {got}")));
-        }
-        Ok(bytes)
+        f.read_exact_at(&mut header, offset)
+            .map_err(|e| RecordReadError(format!("cannot read the record header: {e}")))?;
+        let mut payload = vec![0u8; stored_len as usize];
+        f.read_exact_at(&mut payload, offset + RECORD_HEADER_LEN)
+            .map_err(|e| RecordReadError(format!("cannot read {stored_len} payload bytes: {e}")))?;
+        Ok(RecordBytes { header, payload })
     }
 
     /// Ids and sizes of the pack files on disk.

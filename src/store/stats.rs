@@ -3,7 +3,7 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::error::{IoContext, StoreError};
-use super::tables::{BlockLoc, FileEntry, NarEntry, BLOCKS, FILES, NARS, PATHS};
+use super::tables::{BlockLoc, FileEntry, Form, NarEntry, BLOCKS, FILES, NARS, PATHS};
 use super::Store;
 
 /// Store-wide figures. `logical_bytes / stored_bytes` is what the store saves.
@@ -13,10 +13,14 @@ pub struct StoreStats {
     pub logical_bytes: u64,
     /// Sum of the sizes of the unique blocks (leaves and interior nodes), before compression.
     pub unique_bytes: u64,
-    /// Bytes on disk for blocks: the pack files, headers and dead records included.
+    /// Bytes on disk: pack files (headers and dead records included) plus the index.
     pub stored_bytes: u64,
-    /// Bytes of the index database (`index.redb`).
+    /// Of which pack files.
+    pub pack_bytes: u64,
+    /// Of which the index database (`index.redb`).
     pub index_bytes: u64,
+    /// Blocks by stored form.
+    pub forms: FormStats,
     /// Unique blocks.
     pub blocks: u64,
     /// NARs.
@@ -27,6 +31,27 @@ pub struct StoreStats {
     pub paths: u64,
     /// Pack files.
     pub packs: u64,
+}
+
+/// How many blocks are kept in each form, and their raw bytes.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FormStats {
+    /// Stored as is.
+    pub raw_blocks: u64,
+    /// Each in its own zstd frame.
+    pub zstd_blocks: u64,
+    /// Members of multi-block frames.
+    pub framed_blocks: u64,
+    /// Multi-block frames.
+    pub frames: u64,
+    /// Deltas against a similar block.
+    pub delta_blocks: u64,
+    /// Raw bytes of the delta blocks.
+    pub delta_raw_bytes: u64,
+    /// Their stored bytes (payloads).
+    pub delta_stored_bytes: u64,
+    /// Longest delta chain.
+    pub max_delta_depth: u8,
 }
 
 impl Store {
@@ -48,18 +73,38 @@ impl Store {
             s.files += 1;
         }
         let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+        let mut frames = std::collections::HashSet::new();
         for row in blocks.iter().map_err(db("read"))? {
             let (_, v) = row.map_err(db("read"))?;
-            s.unique_bytes += u64::from(BlockLoc::decode(v.value())?.raw_len);
+            let loc = BlockLoc::decode(v.value())?;
+            s.unique_bytes += u64::from(loc.raw_len);
             s.blocks += 1;
+            let f = &mut s.forms;
+            match loc.form {
+                Form::Raw => f.raw_blocks += 1,
+                Form::Zstd => f.zstd_blocks += 1,
+                Form::Framed { .. } => {
+                    f.framed_blocks += 1;
+                    if frames.insert((loc.pack, loc.offset)) {
+                        f.frames += 1;
+                    }
+                }
+                Form::Delta { depth, .. } => {
+                    f.delta_blocks += 1;
+                    f.delta_raw_bytes += u64::from(loc.raw_len);
+                    f.delta_stored_bytes += u64::from(loc.stored_len);
+                    f.max_delta_depth = f.max_delta_depth.max(depth);
+                }
+            }
         }
         s.paths = txn.open_table(PATHS).map_err(StoreError::db("open table"))?.len().map_err(db("read"))?;
         for (_, len) in self.packs().list()? {
-            s.stored_bytes += len;
+            s.pack_bytes += len;
             s.packs += 1;
         }
         let index = self.dir().join("index.redb");
         s.index_bytes = std::fs::metadata(&index).context(|| format!("stat of {}", index.display()))?.len();
+        s.stored_bytes = s.pack_bytes + s.index_bytes;
         Ok(s)
     }
 }

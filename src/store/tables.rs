@@ -7,6 +7,7 @@ use redb::TableDefinition;
 
 use super::error::StoreError;
 use crate::dag::cid::{cid_from_bytes, Cid};
+use crate::dag::BlockHash;
 
 /// BLAKE3 (32 bytes) → [`BlockLoc`] (21 bytes).
 pub const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks-0");
@@ -23,68 +24,238 @@ pub const FILE_ALIASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fi
 /// Store-wide settings: `format` → u32 format version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 
-/// The format version this build writes and reads (docs/FORMAT.md, "Version history").
-pub const FORMAT_VERSION: u32 = 1;
+/// Similarity index: super-feature (u64, see `similar.rs`) → BLAKE3 of the newest block with it, a
+/// candidate delta base for new blocks that resemble it.
+pub const SIMILAR: TableDefinition<u64, &[u8]> = TableDefinition::new("similar-0");
+/// Trained zstd dictionaries: dictionary id (u32, as zstd writes it into frames) → [`DictLoc`].
+pub const DICTS: TableDefinition<u32, &[u8]> = TableDefinition::new("dicts-0");
 
-/// How a block's bytes are kept in its pack record.
+/// The format version this build writes (docs/FORMAT.md, "Version history").
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this build opens. A version-1 store is a subset of version 2 (no frames, deltas,
+/// dictionaries): opening adds the new tables and records version 2; no block is rewritten.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
+
+/// What a pack record holds (the record header's last byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Stored as is (zstd did not shrink it).
-    None = 0,
-    /// One zstd frame.
+pub enum RecordKind {
+    /// One block, stored as is.
+    Raw = 0,
+    /// One block, one zstd frame.
     Zstd = 1,
+    /// Several neighbouring blocks in one zstd frame (maybe with a trained dictionary); the header's
+    /// hash is BLAKE3 of the payload and its `raw_len` the frame's decompressed length.
+    Frame = 2,
+    /// One block as a zstd frame compressed against another block (its delta base) as a raw prefix.
+    Delta = 3,
+    /// A trained zstd dictionary; the header's hash is BLAKE3 of the dictionary bytes.
+    Dict = 4,
 }
 
-/// Where a block lives: `pack u32 | offset u64 | stored_len u32 | raw_len u32 | compression u8`.
+impl RecordKind {
+    /// The kind with this byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => RecordKind::Raw,
+            1 => RecordKind::Zstd,
+            2 => RecordKind::Frame,
+            3 => RecordKind::Delta,
+            4 => RecordKind::Dict,
+            _ => return None,
+        })
+    }
+}
+
+/// How a block is kept: the form-specific part of its [`BlockLoc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Its own record, stored as is.
+    Raw,
+    /// Its own record, one zstd frame.
+    Zstd,
+    /// A slice of a frame record: `start..start + raw_len` of the frame's `frame_len` decompressed bytes.
+    Framed {
+        /// Decompressed length of the whole frame.
+        frame_len: u32,
+        /// Where the block starts in it.
+        start: u32,
+        /// Dictionary the frame was compressed with (`0`: none).
+        dict: u32,
+    },
+    /// Its own record, compressed against `base`.
+    Delta {
+        /// The block whose raw bytes are the zstd prefix.
+        base: BlockHash,
+        /// Length of the chain: 1 when `base` is not itself a delta.
+        depth: u8,
+    },
+}
+
+impl Form {
+    /// The record kind this form lives in.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Form::Raw => RecordKind::Raw,
+            Form::Zstd => RecordKind::Zstd,
+            Form::Framed { .. } => RecordKind::Frame,
+            Form::Delta { .. } => RecordKind::Delta,
+        }
+    }
+
+    /// The delta chain length: 0 for every form but [`Form::Delta`].
+    pub fn depth(&self) -> u8 {
+        match self {
+            Form::Delta { depth, .. } => *depth,
+            _ => 0,
+        }
+    }
+}
+
+/// Where a block lives. Encoded as `pack u32 | offset u64 | stored_len u32 | raw_len u32 | kind u8`
+/// (21 bytes, format 1's whole layout), then per kind: frame `frame_len u32 | start u32 | dict u32`,
+/// delta `depth u8 | base [32]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLoc {
     /// Pack id.
     pub pack: u32,
-    /// Offset of the block's record (its header) in the pack.
+    /// Offset of the block's record (its header) in the pack; for a framed block, the frame's record.
     pub offset: u64,
-    /// Payload bytes in the pack.
+    /// Payload bytes of that record.
     pub stored_len: u32,
-    /// Block bytes after decompression.
+    /// Block bytes.
     pub raw_len: u32,
-    /// How the payload is encoded.
-    pub compression: Compression,
+    /// How the block is kept in the record.
+    pub form: Form,
 }
 
 impl BlockLoc {
-    /// Encoded size.
-    pub const LEN: usize = 4 + 8 + 4 + 4 + 1;
+    /// Length of the part every form shares.
+    pub const COMMON_LEN: usize = 4 + 8 + 4 + 4 + 1;
+
+    /// The record's `raw_len` header field: the frame's length for a framed block, else the block's.
+    pub fn record_raw_len(&self) -> u32 {
+        match self.form {
+            Form::Framed { frame_len, .. } => frame_len,
+            _ => self.raw_len,
+        }
+    }
 
     /// Encode as stored in [`BLOCKS`].
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        out[0..4].copy_from_slice(&self.pack.to_le_bytes());
-        out[4..12].copy_from_slice(&self.offset.to_le_bytes());
-        out[12..16].copy_from_slice(&self.stored_len.to_le_bytes());
-        out[16..20].copy_from_slice(&self.raw_len.to_le_bytes());
-        out[20] = self.compression as u8;
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::COMMON_LEN + 33);
+        out.extend_from_slice(&self.pack.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.push(self.form.kind() as u8);
+        match self.form {
+            Form::Raw | Form::Zstd => {}
+            Form::Framed { frame_len, start, dict } => {
+                out.extend_from_slice(&frame_len.to_le_bytes());
+                out.extend_from_slice(&start.to_le_bytes());
+                out.extend_from_slice(&dict.to_le_bytes());
+            }
+            Form::Delta { base, depth } => {
+                out.push(depth);
+                out.extend_from_slice(&base.0);
+            }
+        }
         out
     }
 
     /// Decode a [`BLOCKS`] value.
     pub fn decode(b: &[u8]) -> Result<Self, StoreError> {
         let bad = |reason: String| StoreError::CorruptIndex { table: "blocks-0", reason };
-        if b.len() != Self::LEN {
-            return Err(bad(format!("location is {} bytes, expected {}", b.len(), Self::LEN)));
+        if b.len() < Self::COMMON_LEN {
+            return Err(bad(format!("location is {} bytes, expected at least {}", b.len(), Self::COMMON_LEN)));
         }
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let compression = match b[20] {
-            0 => Compression::None,
-            1 => Compression::Zstd,
-            c => return Err(bad(format!("unknown compression {c}"))),
+        let rest = &b[Self::COMMON_LEN..];
+        let want = |n: usize, what: &str| {
+            if rest.len() == n {
+                Ok(())
+            } else {
+                Err(bad(format!("{what} location has {} bytes after the common part, expected {n}", rest.len())))
+            }
+        };
+        let form = match RecordKind::from_u8(b[20]) {
+            Some(RecordKind::Raw) => want(0, "raw").map(|_| Form::Raw)?,
+            Some(RecordKind::Zstd) => want(0, "zstd").map(|_| Form::Zstd)?,
+            Some(RecordKind::Frame) => {
+                want(12, "framed")?;
+                let r = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+                Form::Framed { frame_len: r(0), start: r(4), dict: r(8) }
+            }
+            Some(RecordKind::Delta) => {
+                want(33, "delta")?;
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&rest[1..]);
+                if rest[0] == 0 {
+                    return Err(bad("delta of depth 0".into()));
+                }
+                Form::Delta { base: BlockHash(h), depth: rest[0] }
+            }
+            Some(RecordKind::Dict) | None => return Err(bad(format!("unknown block form {}", b[20]))),
         };
         let mut off = [0u8; 8];
         off.copy_from_slice(&b[4..12]);
-        Ok(BlockLoc {
+        let loc = BlockLoc {
             pack: u32_at(0),
             offset: u64::from_le_bytes(off),
             stored_len: u32_at(12),
             raw_len: u32_at(16),
-            compression,
+            form,
+        };
+        if let Form::Framed { frame_len, start, .. } = form {
+            if u64::from(start) + u64::from(loc.raw_len) > u64::from(frame_len) {
+                return Err(bad(format!("block {start}+{} lies outside its {frame_len}-byte frame", loc.raw_len)));
+            }
+        }
+        Ok(loc)
+    }
+}
+
+/// Where a dictionary lives: `pack u32 | offset u64 | len u32`; the record is a [`RecordKind::Dict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictLoc {
+    /// Pack id.
+    pub pack: u32,
+    /// Record offset.
+    pub offset: u64,
+    /// Dictionary bytes (stored uncompressed).
+    pub len: u32,
+    /// BLAKE3 of the dictionary bytes (the record header's hash).
+    pub hash: BlockHash,
+}
+
+impl DictLoc {
+    /// Encode as stored in [`DICTS`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
+        out.extend_from_slice(&self.pack.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.hash.0);
+        out
+    }
+
+    /// Decode a [`DICTS`] value.
+    pub fn decode(b: &[u8]) -> Result<Self, StoreError> {
+        if b.len() != 48 {
+            return Err(StoreError::CorruptIndex {
+                table: "dicts-0",
+                reason: format!("location is {} bytes, expected 48", b.len()),
+            });
+        }
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&b[4..12]);
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&b[16..48]);
+        Ok(DictLoc {
+            pack: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            offset: u64::from_le_bytes(off),
+            len: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+            hash: BlockHash(h),
         })
     }
 }
@@ -155,10 +326,10 @@ impl FileEntry {
 mod tests {
     use super::*;
 
-    /// Golden bytes: pack 1, offset 16, stored 5, raw 7, zstd.
+    /// Golden bytes: pack 1, offset 16, stored 5, raw 7, zstd (format 1's layout, unchanged).
     #[test]
     fn block_loc_golden_bytes() {
-        let loc = BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, compression: Compression::Zstd };
+        let loc = BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, form: Form::Zstd };
         assert_eq!(
             data_encoding::HEXLOWER.encode(&loc.encode()),
             concat!("01000000", "1000000000000000", "05000000", "07000000", "01")
@@ -167,10 +338,40 @@ mod tests {
     }
 
     #[test]
-    fn reject_unknown_compression() {
-        let mut b =
-            BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, compression: Compression::None }.encode();
+    fn framed_and_delta_locations_round_trip() {
+        let framed =
+            BlockLoc { pack: 2, offset: 99, stored_len: 50, raw_len: 7, form: Form::Framed { frame_len: 20, start: 13, dict: 5 } };
+        assert_eq!(
+            data_encoding::HEXLOWER.encode(&framed.encode()),
+            concat!("02000000", "6300000000000000", "32000000", "07000000", "02", "14000000", "0d000000", "05000000")
+        );
+        assert_eq!(BlockLoc::decode(&framed.encode()).unwrap(), framed);
+        let delta = BlockLoc {
+            pack: 2,
+            offset: 99,
+            stored_len: 50,
+            raw_len: 7,
+            form: Form::Delta { base: BlockHash([9; 32]), depth: 2 },
+        };
+        assert_eq!(delta.encode().len(), 54);
+        assert_eq!(BlockLoc::decode(&delta.encode()).unwrap(), delta);
+    }
+
+    #[test]
+    fn reject_malformed_locations() {
+        let mut b = BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, form: Form::Raw }.encode();
         b[20] = 9;
         assert!(BlockLoc::decode(&b).is_err());
+        b[20] = 4;
+        assert!(BlockLoc::decode(&b).is_err(), "a dictionary is not a block form");
+        // A block reaching past its frame, a delta of depth 0, and truncated tails.
+        let outside =
+            BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 8, form: Form::Framed { frame_len: 20, start: 13, dict: 0 } };
+        assert!(BlockLoc::decode(&outside.encode()).is_err());
+        let mut d = BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, form: Form::Delta { base: BlockHash([1; 32]), depth: 1 } }.encode();
+        d[21] = 0;
+        assert!(BlockLoc::decode(&d).is_err());
+        assert!(BlockLoc::decode(&d[..40]).is_err());
+        assert!(BlockLoc::decode(&d[..10]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::error::StoreError;
-use super::tables::{BlockLoc, BLOCKS, NARS, PACKS, PATHS};
+use super::tables::{BlockLoc, Form, BLOCKS, NARS, PACKS, PATHS};
 use super::{pack::pack_path, roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
 use crate::nix::narinfo::NarInfo;
@@ -57,6 +57,7 @@ impl Store {
         }
 
         let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+        let mut frames = std::collections::HashSet::new();
         for row in blocks.iter().map_err(db("read"))? {
             let (k, v) = row.map_err(db("read"))?;
             let Ok(h) = <[u8; 32]>::try_from(k.value()) else {
@@ -71,7 +72,14 @@ impl Store {
                     continue;
                 }
             };
-            match self.packs().read_block(&hash, &loc) {
+            if let Form::Framed { .. } = loc.form {
+                if frames.insert((loc.pack, loc.offset)) {
+                    if let Err(e) = self.check_frame_payload(&loc) {
+                        r.problems.push(e);
+                    }
+                }
+            }
+            match self.read_at(&hash, &loc) {
                 Ok(b) => {
                     r.blocks += 1;
                     r.block_bytes += b.len() as u64;

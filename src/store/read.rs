@@ -1,0 +1,168 @@
+//! Reading a block back from whichever form it is stored in, and checking it: every path ends in a
+//! BLAKE3 of the rebuilt bytes against the block's name, so a damaged frame, delta base or index entry
+//! gives an error naming the block, never wrong bytes.
+
+use std::sync::{Arc, Mutex};
+
+use super::compress::delta_decompress;
+use super::error::StoreError;
+use super::pack::{record_header, RecordBytes};
+use super::tables::{BlockLoc, Form, RecordKind};
+use super::Store;
+use crate::dag::BlockHash;
+
+thread_local! {
+    /// One zstd context per thread: creating one per block costs more than decompressing a small block.
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+}
+
+/// Decompressed frames kept for the next read: a sequential read (`cat`, a NAR download) touches each
+/// frame's members one after the other, and must not decompress the frame once per member.
+const FRAME_CACHE: usize = 8;
+
+/// The most recently used decompressed frames, newest last, keyed by (pack, record offset).
+#[derive(Default)]
+pub(crate) struct FrameCache(Mutex<Vec<((u32, u64), Arc<Vec<u8>>)>>);
+
+impl FrameCache {
+    fn get(&self, key: (u32, u64)) -> Option<Arc<Vec<u8>>> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i = v.iter().position(|(k, _)| *k == key)?;
+        let e = v.remove(i);
+        let f = e.1.clone();
+        v.push(e);
+        Some(f)
+    }
+
+    fn put(&self, key: (u32, u64), frame: Arc<Vec<u8>>) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|(k, _)| *k != key);
+        if v.len() >= FRAME_CACHE {
+            v.remove(0);
+        }
+        v.push((key, frame));
+    }
+
+    /// Forget everything (records moved or deleted by compaction).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl Store {
+    /// Read and verify a block.
+    pub fn read_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loc) = self.block_loc(hash)? else { return Ok(None) };
+        match self.read_at(hash, &loc) {
+            Ok(b) => Ok(Some(b)),
+            // GC compaction may have moved the block (and deleted its old pack) between our lookup and
+            // our read: if the index now says elsewhere, read there; otherwise the error stands.
+            Err(e) => match self.block_loc(hash)? {
+                Some(now) if now != loc => self.read_at(hash, &now).map(Some),
+                Some(_) => Err(e),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Read the block `hash` stored at `loc`, rebuild it from its form and check it.
+    pub(crate) fn read_at(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
+        let corrupt =
+            |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
+        let bytes = match loc.form {
+            Form::Raw | Form::Zstd | Form::Delta { .. } => {
+                let RecordBytes { header, payload } =
+                    self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
+                if header != record_header(hash, loc.raw_len, loc.stored_len, loc.form.kind()) {
+                    return Err(corrupt("record header does not match the index".into()));
+                }
+                match loc.form {
+                    Form::Raw => payload,
+                    Form::Zstd => DECOMPRESSOR
+                        .with_borrow_mut(|d| d.decompress(&payload, loc.raw_len as usize))
+                        .map_err(|e| corrupt(format!("zstd: {e}")))?,
+                    Form::Delta { base, depth } => {
+                        let base_raw = self.delta_base(hash, loc, &base, depth)?;
+                        delta_decompress(&base_raw, &payload, loc.raw_len as usize)
+                            .map_err(|e| corrupt(format!("delta against {base}: {e}")))?
+                    }
+                    Form::Framed { .. } => unreachable!("handled below"),
+                }
+            }
+            Form::Framed { frame_len, start, dict } => {
+                let frame = self.frame(hash, loc, frame_len, dict)?;
+                let (s, e) = (start as usize, start as usize + loc.raw_len as usize);
+                frame.get(s..e).ok_or_else(|| corrupt(format!("{s}..{e} lies outside the frame")))?.to_vec()
+            }
+        };
+        if bytes.len() != loc.raw_len as usize {
+            return Err(corrupt(format!("{} bytes after decompression, expected {}", bytes.len(), loc.raw_len)));
+        }
+        let got = BlockHash::of(&bytes);
+        if got != *hash {
+            return Err(corrupt(format!("bytes hash to {got}")));
+        }
+        Ok(bytes)
+    }
+
+    /// The raw bytes of a delta's base, checked; a base that is missing, unreadable or not shallower
+    /// than the delta (which would allow a cycle) is reported against the delta block.
+    fn delta_base(&self, hash: &BlockHash, loc: &BlockLoc, base: &BlockHash, depth: u8) -> Result<Vec<u8>, StoreError> {
+        let corrupt =
+            |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
+        let base_loc = self.block_loc(base)?.ok_or_else(|| corrupt(format!("its delta base {base} is missing")))?;
+        if base_loc.form.depth() >= depth {
+            return Err(corrupt(format!(
+                "its delta base {base} has chain depth {}, not less than {depth}",
+                base_loc.form.depth()
+            )));
+        }
+        self.read_at(base, &base_loc).map_err(|e| corrupt(format!("its delta base is damaged: {e}")))
+    }
+
+    /// The decompressed frame a framed block lives in, from the cache or the pack.
+    fn frame(&self, hash: &BlockHash, loc: &BlockLoc, frame_len: u32, dict: u32) -> Result<Arc<Vec<u8>>, StoreError> {
+        let key = (loc.pack, loc.offset);
+        if let Some(f) = self.frame_cache().get(key) {
+            return Ok(f);
+        }
+        let corrupt = |reason: String| StoreError::CorruptBlock {
+            hash: *hash,
+            pack: loc.pack,
+            offset: loc.offset,
+            reason: format!("its frame is damaged: {reason}"),
+        };
+        let RecordBytes { header, payload } =
+            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
+        // The header's hash is the payload's; re-hashing it on every read would cost as much as the
+        // block check after it, so reads check the rest and `verify` checks the hash.
+        let want = record_header(&BlockHash([0; 32]), frame_len, loc.stored_len, RecordKind::Frame);
+        if header[32..] != want[32..] {
+            return Err(corrupt("record header does not match the index".into()));
+        }
+        if dict != 0 {
+            return Err(corrupt(format!("dictionary {dict} is not known to this version")));
+        }
+        let frame = DECOMPRESSOR
+            .with_borrow_mut(|d| d.decompress(&payload, frame_len as usize))
+            .map_err(|e| corrupt(format!("zstd: {e}")))?;
+        if frame.len() != frame_len as usize {
+            return Err(corrupt(format!("{} bytes after decompression, expected {frame_len}", frame.len())));
+        }
+        let frame = Arc::new(frame);
+        self.frame_cache().put(key, frame.clone());
+        Ok(frame)
+    }
+
+    /// Check a frame record's payload against the hash in its header (what reads skip).
+    pub(crate) fn check_frame_payload(&self, loc: &BlockLoc) -> Result<(), String> {
+        let RecordBytes { header, payload } =
+            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| e.0)?;
+        let got = BlockHash::of(&payload);
+        if header[..32] != got.0 {
+            return Err(format!("frame in pack {} at offset {}: payload hashes to {got}", loc.pack, loc.offset));
+        }
+        Ok(())
+    }
+}
