@@ -66,12 +66,20 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let open = || Store::open(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
     match cli.command {
-        Command::Add(a) => add::run(&open()?, a),
+        Command::Add(a) => {
+            let mut store = open()?;
+            add::run(&store, a)?;
+            store.compact_index().context("compacting the index")
+        }
         Command::Cat(a) => cat::run(&open()?, a),
         Command::Restore(a) => restore::run(&open()?, a),
         Command::ExportCar(a) => export_car::run(&open()?, a),
         Command::Verify(a) => verify::run(&open()?, a),
-        Command::Gc(a) => gc::run(&open()?, a),
+        Command::Gc(a) => {
+            let mut store = open()?;
+            gc::run(&store, a)?;
+            store.compact_index().context("compacting the index")
+        }
         Command::Forget(a) => forget::run(&open()?, a),
         Command::DedupStats(a) => stats::run(&open()?, a),
         Command::Serve(a) => serve::run(open()?, a),
