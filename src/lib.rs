@@ -13,4 +13,5 @@ pub mod cli;
 pub mod dag;
 pub mod gateway;
 pub mod nix;
+pub mod recompress;
 pub mod store;

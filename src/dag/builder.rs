@@ -53,6 +53,11 @@ impl<S: BlockSink> DagBuilder<S> {
         DagBuilder { sink, levels: vec![Level::default()], width: width.max(2), size: 0 }
     }
 
+    /// The sink, for blocks the caller stores itself before pushing their leaf.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
     /// Add the next chunk of the stream.
     pub fn push_leaf(&mut self, chunk: &[u8]) -> io::Result<()> {
         let hash = BlockHash::of(chunk);

@@ -27,11 +27,13 @@ pub struct StorageConfig {
     pub delta_level: i32,
     /// Longest delta chain (a delta against a delta …); `0` turns deltas off.
     pub max_delta_depth: u8,
+    /// Take store-path hash parts out of NARs before chunking (`normalize.rs`).
+    pub normalize: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { frame_bytes: 256 * 1024, level: 9, delta_level: 9, max_delta_depth: 3 }
+        StorageConfig { frame_bytes: 256 * 1024, level: 9, delta_level: 9, max_delta_depth: 3, normalize: true }
     }
 }
 
@@ -41,13 +43,13 @@ impl Default for StorageConfig {
 pub struct StorageConfigError(String);
 
 impl StorageConfig {
-    /// Format 1's way: every block alone, zstd level 3, no deltas.
+    /// Format 1's way: every block alone, zstd level 3, no deltas, no normalization.
     pub fn per_block() -> Self {
-        StorageConfig { frame_bytes: 0, level: 3, delta_level: 3, max_delta_depth: 0 }
+        StorageConfig { frame_bytes: 0, level: 3, delta_level: 3, max_delta_depth: 0, normalize: false }
     }
 
     /// Parse `key=value,…` over the defaults: `frames=256K` (`0`/`off`: per block), `level=9`,
-    /// `delta-level=9`, `delta=3` (max chain depth, `0`/`off`: no deltas); `legacy` alone is
+    /// `delta-level=9`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`; `legacy` is
     /// [`per_block`](Self::per_block).
     pub fn parse(s: &str) -> Result<Self, StorageConfigError> {
         let mut c = StorageConfig::default();
@@ -92,7 +94,18 @@ impl StorageConfig {
                     }
                     c.max_delta_depth = n as u8;
                 }
-                _ => return Err(StorageConfigError(format!("{k:?} is unknown (frames, level, delta-level, delta)"))),
+                "normalize" => {
+                    c.normalize = match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(StorageConfigError(format!("normalize={v}: expected on or off"))),
+                    }
+                }
+                _ => {
+                    return Err(StorageConfigError(format!(
+                        "{k:?} is unknown (frames, level, delta-level, delta, normalize)"
+                    )))
+                }
             }
         }
         Ok(c)

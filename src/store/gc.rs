@@ -64,7 +64,8 @@ impl Store {
         let protected = self.protected().lock();
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
-            // Everything a live or protected block needs to be read: its delta base, that base's base …
+            // Everything a live or protected block needs to be read: its delta base or normalized form,
+            // that block's base …
             let mut all = HashMap::new();
             for row in blocks.iter().map_err(db("read"))? {
                 let (k, v) = row.map_err(db("read"))?;
@@ -77,9 +78,9 @@ impl Store {
             let mut keep: HashSet<BlockHash> = live.keys().chain(protected.keys()).copied().collect();
             let mut todo: Vec<BlockHash> = keep.iter().copied().collect();
             while let Some(h) = todo.pop() {
-                if let Some(BlockLoc { form: Form::Delta { base, .. }, .. }) = all.get(&h) {
-                    if keep.insert(*base) {
-                        todo.push(*base);
+                if let Some(base) = all.get(&h).and_then(|l| l.form.base()) {
+                    if keep.insert(base) {
+                        todo.push(base);
                     }
                 }
             }

@@ -12,6 +12,7 @@ use super::compress::{CompressPool, Compressed, Job, StorageConfig};
 use super::error::StoreError;
 use super::pack::{record_header, PACK_TARGET};
 use super::tables::*;
+use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::{alias_key, similar, Store};
 use crate::chunk::{Chunker, ChunkerConfig};
 use crate::dag::builder::BuiltDag;
@@ -193,6 +194,42 @@ impl<'s> Ingest<'s> {
             }
         }
         self.write_compressed(false)
+    }
+
+    /// Store a chunk that normalization changed: `norm` (the chunk as chunked, hash parts replaced) as an
+    /// ordinary block, and the real chunk `hash` as a small record of the bytes to put back into it.
+    pub(super) fn put_patched(
+        &mut self,
+        hash: BlockHash,
+        raw: &[u8],
+        norm: &[u8],
+        patches: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
+            return Ok(());
+        }
+        let norm_hash = BlockHash::of(norm);
+        self.put(norm_hash, norm)?;
+        self.protect(hash);
+        if self.store.block_loc(&hash)?.is_some() {
+            return Ok(());
+        }
+        // Only in a crafted store could the normal form itself be patched; then keep the chunk whole.
+        let base_patched = match self.pending.get(&norm_hash) {
+            Some(l) => matches!(l.form, Form::Patched { .. }),
+            None => self.store.block_loc(&norm_hash)?.is_some_and(|l| matches!(l.form, Form::Patched { .. })),
+        };
+        if base_patched {
+            return self.put(hash, raw);
+        }
+        let raw_len = raw.len() as u32;
+        let stored_len = patches.len() as u32;
+        let header = record_header(&hash, raw_len, stored_len, RecordKind::Patched);
+        let (pack, offset) = self.append(&[&header, patches], None)?;
+        self.pending.insert(hash, BlockLoc { pack, offset, stored_len, raw_len, form: Form::Patched { base: norm_hash } });
+        self.new_bytes += u64::from(raw_len);
+        self.new_blocks += 1;
+        Ok(())
     }
 
     /// Append the records the compression threads have finished; with `all`, wait for every one.
@@ -488,9 +525,34 @@ fn build_nar<E>(
 where
     StoreError: From<E>,
 {
+    let normalize = ingest.cfg.normalize;
     let mut builder = DagBuilder::new(&mut *ingest);
-    let mut chunker = Chunker::new(cfg, |c: &[u8]| builder.push_leaf(c));
-    let summary = produce(&mut chunker)?;
+    let removed = Removals::default();
+    let mut pos = 0u64;
+    let emit = |c: &[u8]| -> io::Result<()> {
+        let start = pos;
+        pos += c.len() as u64;
+        if normalize {
+            let patches = patches_for(&removed, start, c.len());
+            if !patches.is_empty() {
+                let encoded = encode_patches(&patches);
+                let mut raw = c.to_vec();
+                apply_patches(&mut raw, &encoded).map_err(io::Error::other)?;
+                builder.sink_mut().put_patched(BlockHash::of(&raw), &raw, c, &encoded).map_err(io::Error::other)?;
+                return builder.push_leaf(&raw);
+            }
+        }
+        builder.push_leaf(c)
+    };
+    let mut chunker = Chunker::new(cfg, emit);
+    let summary = if normalize {
+        let mut n = Normalizer::new(&mut chunker, removed.clone());
+        let summary = produce(&mut n)?;
+        n.finish().map_err(StoreError::from_io)?;
+        summary
+    } else {
+        produce(&mut chunker)?
+    };
     chunker.finish().map_err(StoreError::from_io)?;
     let (dag, _) = builder.finish().map_err(StoreError::from_io)?;
     Ok((summary, dag))

@@ -12,10 +12,12 @@
 
 mod compress;
 mod error;
+#[cfg(test)] mod form_tests;
 mod gc;
 mod ingest;
 pub mod pack;
 mod read;
+mod normalize;
 mod similar;
 mod stats;
 pub mod tables;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::compress::delta_decompress;
 use super::error::StoreError;
+use super::normalize::apply_patches;
 use super::pack::{record_header, RecordBytes};
 use super::tables::{BlockLoc, Form, RecordKind};
 use super::Store;
@@ -71,7 +72,7 @@ impl Store {
         let corrupt =
             |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
         let bytes = match loc.form {
-            Form::Raw | Form::Zstd | Form::Delta { .. } => {
+            Form::Raw | Form::Zstd | Form::Delta { .. } | Form::Patched { .. } => {
                 let RecordBytes { header, payload } =
                     self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
                 if header != record_header(hash, loc.raw_len, loc.stored_len, loc.form.kind()) {
@@ -86,6 +87,19 @@ impl Store {
                         let base_raw = self.delta_base(hash, loc, &base, depth)?;
                         delta_decompress(&base_raw, &payload, loc.raw_len as usize)
                             .map_err(|e| corrupt(format!("delta against {base}: {e}")))?
+                    }
+                    Form::Patched { base } => {
+                        let base_loc = self
+                            .block_loc(&base)?
+                            .ok_or_else(|| corrupt(format!("its normalized form {base} is missing")))?;
+                        if let Form::Patched { .. } = base_loc.form {
+                            return Err(corrupt(format!("its normalized form {base} is itself patched")));
+                        }
+                        let mut b = self
+                            .read_at(&base, &base_loc)
+                            .map_err(|e| corrupt(format!("its normalized form is damaged: {e}")))?;
+                        apply_patches(&mut b, &payload).map_err(|e| corrupt(format!("patches: {e}")))?;
+                        b
                     }
                     Form::Framed { .. } => unreachable!("handled below"),
                 }

@@ -52,6 +52,10 @@ pub struct FormStats {
     pub delta_stored_bytes: u64,
     /// Longest delta chain.
     pub max_delta_depth: u8,
+    /// Blocks kept as their normalized form plus patches.
+    pub patched_blocks: u64,
+    /// Stored bytes of their patch records.
+    pub patched_stored_bytes: u64,
 }
 
 impl Store {
@@ -94,6 +98,10 @@ impl Store {
                     f.delta_raw_bytes += u64::from(loc.raw_len);
                     f.delta_stored_bytes += u64::from(loc.stored_len);
                     f.max_delta_depth = f.max_delta_depth.max(depth);
+                }
+                Form::Patched { .. } => {
+                    f.patched_blocks += 1;
+                    f.patched_stored_bytes += u64::from(loc.stored_len);
                 }
             }
         }

@@ -50,6 +50,8 @@ pub enum RecordKind {
     Delta = 3,
     /// A trained zstd dictionary; the header's hash is BLAKE3 of the dictionary bytes.
     Dict = 4,
+    /// One block as another (its normalized form, see `normalize.rs`) plus the bytes to put back.
+    Patched = 5,
 }
 
 impl RecordKind {
@@ -61,6 +63,7 @@ impl RecordKind {
             2 => RecordKind::Frame,
             3 => RecordKind::Delta,
             4 => RecordKind::Dict,
+            5 => RecordKind::Patched,
             _ => return None,
         })
     }
@@ -89,6 +92,11 @@ pub enum Form {
         /// Length of the chain: 1 when `base` is not itself a delta.
         depth: u8,
     },
+    /// Its own record holds patches to apply to `base`, its normalized form.
+    Patched {
+        /// The normalized block.
+        base: BlockHash,
+    },
 }
 
 impl Form {
@@ -99,6 +107,15 @@ impl Form {
             Form::Zstd => RecordKind::Zstd,
             Form::Framed { .. } => RecordKind::Frame,
             Form::Delta { .. } => RecordKind::Delta,
+            Form::Patched { .. } => RecordKind::Patched,
+        }
+    }
+
+    /// The block this form is read through, if any: a delta's base, a patched block's normal form.
+    pub fn base(&self) -> Option<BlockHash> {
+        match self {
+            Form::Delta { base, .. } | Form::Patched { base } => Some(*base),
+            _ => None,
         }
     }
 
@@ -113,7 +130,7 @@ impl Form {
 
 /// Where a block lives. Encoded as `pack u32 | offset u64 | stored_len u32 | raw_len u32 | kind u8`
 /// (21 bytes, format 1's whole layout), then per kind: frame `frame_len u32 | start u32 | dict u32`,
-/// delta `depth u8 | base [32]`.
+/// delta `depth u8 | base [32]`, patched `base [32]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLoc {
     /// Pack id.
@@ -159,6 +176,7 @@ impl BlockLoc {
                 out.push(depth);
                 out.extend_from_slice(&base.0);
             }
+            Form::Patched { base } => out.extend_from_slice(&base.0),
         }
         out
     }
@@ -194,6 +212,12 @@ impl BlockLoc {
                     return Err(bad("delta of depth 0".into()));
                 }
                 Form::Delta { base: BlockHash(h), depth: rest[0] }
+            }
+            Some(RecordKind::Patched) => {
+                want(32, "patched")?;
+                let mut h = [0u8; 32];
+                h.copy_from_slice(rest);
+                Form::Patched { base: BlockHash(h) }
             }
             Some(RecordKind::Dict) | None => return Err(bad(format!("unknown block form {}", b[20]))),
         };

@@ -9,4 +9,6 @@ mod dedup;
 mod gateway;
 mod gc;
 mod ipfs;
+mod rebuilds;
 mod roundtrip;
+mod storage;

@@ -1,0 +1,656 @@
+//! The stored forms of format 2 (frames, deltas) end to end through the store: each form reads back
+//! byte-exact after a reopen, damage to a frame or a delta base is reported as such and never turns
+//! into wrong bytes, GC keeps every base a stored block still needs, and a format-1 store is upgraded.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::tables::{BlockLoc, Form, BLOCKS, DICTS, META, SIMILAR};
+use super::{Manifest, NarEntry, StorageConfig, Store, StoreError};
+use crate::dag::cid::RAW_CODEC;
+use crate::dag::BlockHash;
+use crate::nix::hash::NarHash;
+
+/// A block: its name and bytes.
+type Blk = (BlockHash, Vec<u8>);
+
+fn blk(bytes: Vec<u8>) -> Blk {
+    (BlockHash::of(&bytes), bytes)
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// `n` incompressible bytes.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x1234_5678_9abc_def1) ^ 0x5eed;
+    (0..n)
+        .map(|_| {
+            x = splitmix(x);
+            x as u8
+        })
+        .collect()
+}
+
+/// `n` bytes of compressible text: words picked at random from a small vocabulary.
+fn text(seed: u64, n: usize) -> Vec<u8> {
+    const WORDS: [&str; 24] = [
+        "store", "block", "frame", "delta", "base", "chain", "nix", "path", "hash", "pack", "record", "index",
+        "zstd", "level", "depth", "super", "feature", "commit", "ingest", "verify", "gc", "compact", "read",
+        "write",
+    ];
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x7e47;
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        x = splitmix(x);
+        out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
+        out.push(if x >> 60 == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(n);
+    out
+}
+
+/// `prev` with a few small edits (8 bytes each) at places derived from `seed`.
+fn edited(prev: &[u8], seed: u64) -> Vec<u8> {
+    let mut v = prev.to_vec();
+    for i in 0..4u64 {
+        let at = (splitmix(seed * 31 + i) % (v.len() as u64 - 8)) as usize;
+        v[at..at + 8].copy_from_slice(&splitmix(seed ^ (i << 32)).to_le_bytes());
+    }
+    v
+}
+
+/// The NAR manifest whose root is this block alone (as the tests in `mod.rs` build them).
+fn nar_of(b: &Blk) -> (NarHash, Manifest) {
+    let nar_hash = NarHash(BlockHash::of(&[b"nar:".as_slice(), &b.0 .0].concat()).0);
+    let entry = NarEntry { root: b.0.cid(RAW_CODEC), nar_size: b.1.len() as u64 };
+    (nar_hash, Manifest::Nar { nar_hash, entry })
+}
+
+/// One ingest holding `blocks`, each committed as a root of its own NAR. Returns their NAR hashes.
+fn add(store: &Store, blocks: &[&Blk]) -> Vec<NarHash> {
+    let mut ingest = store.begin_ingest();
+    let mut manifests = Vec::new();
+    let mut hashes = Vec::new();
+    for b in blocks {
+        ingest.put(b.0, &b.1).unwrap();
+        let (h, m) = nar_of(b);
+        hashes.push(h);
+        manifests.push(m);
+    }
+    ingest.commit(&manifests).unwrap();
+    hashes
+}
+
+fn loc(store: &Store, b: &Blk) -> BlockLoc {
+    store.block_loc(&b.0).unwrap().unwrap_or_else(|| panic!("block {} is not indexed", b.0))
+}
+
+fn reopen(store: Store, dir: &Path) -> Store {
+    drop(store);
+    Store::open(dir).unwrap()
+}
+
+fn assert_reads(store: &Store, blocks: &[&Blk]) {
+    for b in blocks {
+        let got = store.read_block(&b.0).unwrap().unwrap_or_else(|| panic!("block {} is gone", b.0));
+        assert!(got == b.1, "block {} read back different bytes", b.0);
+    }
+}
+
+fn assert_clean(store: &Store) {
+    let r = store.verify().unwrap();
+    assert!(r.ok(), "verify: {:#?}", r.problems);
+}
+
+/// XOR byte `at` of the payload of the record `loc` points at (for a framed block: its frame's).
+fn flip_payload_byte(dir: &Path, loc: &BlockLoc, at: u64) {
+    assert!(at < u64::from(loc.stored_len));
+    let path = dir.join("packs").join(format!("{:08}.pack", loc.pack));
+    let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let off = loc.offset + 41 + at;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, off).unwrap();
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, off).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn problems_of(store: &Store) -> Vec<String> {
+    let r = store.verify().unwrap();
+    assert!(!r.ok(), "verify found nothing wrong");
+    r.problems
+}
+
+/// Whether some problem is about block `h` (its error starts with its name) and contains `what`.
+fn reported(problems: &[String], h: &BlockHash, what: &str) -> bool {
+    problems.iter().any(|p| p.starts_with(&format!("block {h} ")) && p.contains(what))
+}
+
+/// Hashes `similar-0` points at.
+fn similar_targets(store: &Store) -> Vec<BlockHash> {
+    let txn = store.db().begin_read().unwrap();
+    let t = txn.open_table(SIMILAR).unwrap();
+    t.iter()
+        .unwrap()
+        .map(|row| BlockHash(<[u8; 32]>::try_from(row.unwrap().1.value()).unwrap()))
+        .collect()
+}
+
+fn format_of(store: &Store) -> u32 {
+    let txn = store.db().begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let v = meta.get("format").unwrap().unwrap();
+    u32::from_le_bytes(v.value().try_into().unwrap())
+}
+
+/// The default settings with another longest delta chain.
+fn deltas(max_depth: u8) -> StorageConfig {
+    StorageConfig { max_delta_depth: max_depth, ..StorageConfig::default() }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Each form round-trips.
+
+#[test]
+fn legacy_per_block_zstd_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(StorageConfig::per_block());
+    let (a, b) = (blk(text(1, 30_000)), blk(text(2, 5_000)));
+    add(&store, &[&a, &b]);
+    let store = reopen(store, dir.path());
+    for x in [&a, &b] {
+        let l = loc(&store, x);
+        assert_eq!(l.form, Form::Zstd, "{l:?}");
+        assert!(l.stored_len < l.raw_len);
+        assert_eq!(l.encode().len(), BlockLoc::COMMON_LEN, "format 1's layout");
+    }
+    assert_ne!(loc(&store, &a).offset, loc(&store, &b).offset, "each block in its own record");
+    assert_reads(&store, &[&a, &b]);
+    assert_clean(&store);
+    let s = store.stats().unwrap();
+    assert_eq!((s.forms.zstd_blocks, s.forms.frames, s.forms.delta_blocks), (2, 0, 0));
+}
+
+#[test]
+fn incompressible_block_is_stored_raw_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(StorageConfig::per_block());
+    let a = blk(noise(1, 40_000));
+    add(&store, &[&a]);
+    // The default settings too: a frame of one block is that block alone, raw when zstd cannot shrink it.
+    store.set_storage(StorageConfig::default());
+    let b = blk(noise(2, 20_000));
+    add(&store, &[&b]);
+    let store = reopen(store, dir.path());
+    for x in [&a, &b] {
+        let l = loc(&store, x);
+        assert_eq!(l.form, Form::Raw, "{l:?}");
+        assert_eq!(l.stored_len, l.raw_len);
+    }
+    assert_reads(&store, &[&a, &b]);
+    assert_clean(&store);
+}
+
+#[test]
+fn framed_blocks_share_one_record_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(StorageConfig { frame_bytes: 256 * 1024, ..StorageConfig::default() });
+    let blocks: Vec<Blk> = (0..5).map(|i| blk(text(10 + i, 9_000 + 3_000 * i as usize))).collect();
+    add(&store, &blocks.iter().collect::<Vec<_>>());
+    let store = reopen(store, dir.path());
+    let locs: Vec<BlockLoc> = blocks.iter().map(|b| loc(&store, b)).collect();
+    let total: u32 = blocks.iter().map(|b| b.1.len() as u32).sum();
+    let mut starts = Vec::new();
+    for (b, l) in blocks.iter().zip(&locs) {
+        let Form::Framed { frame_len, start, dict } = l.form else { panic!("{} is not framed: {l:?}", b.0) };
+        assert_eq!((l.pack, l.offset, l.stored_len), (locs[0].pack, locs[0].offset, locs[0].stored_len));
+        assert_eq!((frame_len, dict), (total, 0));
+        assert_eq!(l.raw_len as usize, b.1.len());
+        starts.push(start);
+    }
+    let mut sorted = starts.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), blocks.len(), "members start at distinct places: {starts:?}");
+    assert!(locs[0].stored_len < total / 2, "the frame compresses: {} of {total}", locs[0].stored_len);
+    // Out of order too (the frame cache must not hand one member's bytes to another).
+    assert_reads(&store, &blocks.iter().rev().collect::<Vec<_>>());
+    assert_reads(&store, &blocks.iter().collect::<Vec<_>>());
+    assert_clean(&store);
+    let s = store.stats().unwrap();
+    assert_eq!((s.forms.framed_blocks, s.forms.frames), (5, 1));
+}
+
+#[test]
+fn blocks_past_the_frame_size_go_to_the_next_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(StorageConfig { frame_bytes: 40_000, ..StorageConfig::default() });
+    let blocks: Vec<Blk> = (0..4).map(|i| blk(text(20 + i, 20_000))).collect();
+    add(&store, &blocks.iter().collect::<Vec<_>>());
+    let store = reopen(store, dir.path());
+    let locs: Vec<BlockLoc> = blocks.iter().map(|b| loc(&store, b)).collect();
+    assert!(locs.iter().all(|l| matches!(l.form, Form::Framed { .. })), "{locs:?}");
+    assert_eq!((locs[0].pack, locs[0].offset), (locs[1].pack, locs[1].offset));
+    assert_eq!((locs[2].pack, locs[2].offset), (locs[3].pack, locs[3].offset));
+    assert_ne!(locs[0].offset, locs[2].offset);
+    assert_reads(&store, &blocks.iter().collect::<Vec<_>>());
+    assert_clean(&store);
+    assert_eq!(store.stats().unwrap().forms.frames, 2);
+}
+
+#[test]
+fn similar_block_is_stored_as_a_delta_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(7, 64 * 1024));
+    add(&store, &[&v1]);
+    let v2 = blk(edited(&v1.1, 1));
+    add(&store, &[&v2]);
+    let store = reopen(store, dir.path());
+    let l2 = loc(&store, &v2);
+    assert_eq!(l2.form, Form::Delta { base: v1.0, depth: 1 }, "{l2:?}");
+    assert!(l2.stored_len < l2.raw_len / 10, "a delta of 4 small edits is {} bytes", l2.stored_len);
+    assert_eq!(loc(&store, &v1).form, Form::Raw);
+    // Each on its own: the delta first (which reads its base), then the base.
+    assert_reads(&store, &[&v2, &v1]);
+    assert_clean(&store);
+    let s = store.stats().unwrap();
+    assert_eq!((s.forms.delta_blocks, s.forms.max_delta_depth), (1, 1));
+}
+
+#[test]
+fn delta_chains_stop_at_the_configured_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(deltas(2));
+    let mut versions = vec![blk(noise(11, 64 * 1024))];
+    for i in 1..4u64 {
+        let next = blk(edited(&versions.last().unwrap().1, 100 + i));
+        versions.push(next);
+    }
+    for v in &versions {
+        add(&store, &[v]);
+    }
+    let store = reopen(store, dir.path());
+    let forms: Vec<Form> = versions.iter().map(|v| loc(&store, v).form).collect();
+    for (v, f) in versions.iter().zip(&forms) {
+        assert!(f.depth() <= 2, "{} has depth {}: {forms:?}", v.0, f.depth());
+    }
+    assert_eq!(forms[1], Form::Delta { base: versions[0].0, depth: 1 }, "{forms:?}");
+    assert_eq!(forms[2], Form::Delta { base: versions[1].0, depth: 2 }, "{forms:?}");
+    assert!(matches!(forms[3], Form::Delta { .. }), "v4 resembles v1..v3: {forms:?}");
+    // A block at the deepest allowed depth is never offered as a base.
+    assert!(!similar_targets(&store).contains(&versions[2].0));
+    assert_reads(&store, &versions.iter().rev().collect::<Vec<_>>());
+    assert_clean(&store);
+
+    // A shallower setting later: a candidate that is already too deep is replaced by its base.
+    store.set_storage(deltas(1));
+    let v5 = blk(edited(&versions[1].1, 200));
+    add(&store, &[&v5]);
+    let f5 = loc(&store, &v5).form;
+    assert!(f5.depth() <= 1, "{f5:?}");
+    assert_eq!(f5, Form::Delta { base: versions[0].0, depth: 1 }, "v5 resembles v2, whose base is v1");
+    let store = reopen(store, dir.path());
+    assert_reads(&store, &[&v5]);
+    assert_clean(&store);
+    assert_eq!(store.stats().unwrap().forms.max_delta_depth, 2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Damage is reported as such.
+
+#[test]
+fn damaged_delta_base_is_reported_for_base_and_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(21, 64 * 1024));
+    add(&store, &[&v1]);
+    let v2 = blk(edited(&v1.1, 2));
+    add(&store, &[&v2]);
+    let l1 = loc(&store, &v1);
+    assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+    drop(store);
+    flip_payload_byte(dir.path(), &l1, u64::from(l1.stored_len) / 2);
+    let store = Store::open(dir.path()).unwrap();
+    let problems = problems_of(&store);
+    assert!(reported(&problems, &v1.0, ""), "base not reported: {problems:#?}");
+    assert!(reported(&problems, &v2.0, "delta base"), "delta not reported as such: {problems:#?}");
+    assert!(store.read_block(&v2.0).is_err(), "a delta on a damaged base must not read");
+    assert!(store.read_block(&v1.0).is_err());
+}
+
+#[test]
+fn damaged_framed_delta_base_is_reported_for_frame_members_and_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(22, 64 * 1024));
+    let neighbour = blk(text(23, 20_000));
+    add(&store, &[&v1, &neighbour]);
+    let v2 = blk(edited(&v1.1, 3));
+    add(&store, &[&v2]);
+    let l1 = loc(&store, &v1);
+    assert!(matches!(l1.form, Form::Framed { .. }), "{l1:?}");
+    assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+    drop(store);
+    // The frame's first byte (zstd's magic number): the whole frame is lost.
+    flip_payload_byte(dir.path(), &l1, 0);
+    let store = Store::open(dir.path()).unwrap();
+    let problems = problems_of(&store);
+    assert!(problems.iter().any(|p| p.contains("payload hashes to")), "frame not reported: {problems:#?}");
+    assert!(reported(&problems, &v1.0, "frame"), "{problems:#?}");
+    assert!(reported(&problems, &neighbour.0, "frame"), "{problems:#?}");
+    assert!(reported(&problems, &v2.0, "delta base"), "{problems:#?}");
+    for b in [&v1, &neighbour, &v2] {
+        assert!(store.read_block(&b.0).is_err(), "{} read from a damaged frame", b.0);
+    }
+}
+
+#[test]
+fn damaged_frame_payload_is_reported_and_never_read_as_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blocks: Vec<Blk> = (0..4).map(|i| blk(text(30 + i, 12_000))).collect();
+    add(&store, &blocks.iter().collect::<Vec<_>>());
+    let l = loc(&store, &blocks[0]);
+    assert!(matches!(l.form, Form::Framed { .. }));
+    drop(store);
+
+    // Damage in the middle of the compressed data: the frame fails its payload hash, and every member
+    // either reads back exactly or is reported; at least one is.
+    let mid = tempfile::tempdir().unwrap();
+    copy_store(dir.path(), mid.path());
+    flip_payload_byte(mid.path(), &l, u64::from(l.stored_len) / 2);
+    let store = Store::open(mid.path()).unwrap();
+    let problems = problems_of(&store);
+    let frame_line = format!("frame in pack {} at offset {}: payload hashes to", l.pack, l.offset);
+    assert!(problems.iter().any(|p| p.starts_with(&frame_line)), "{problems:#?}");
+    let mut damaged = 0;
+    for b in &blocks {
+        match store.read_block(&b.0) {
+            Ok(Some(got)) => {
+                assert!(got == b.1, "{} read back wrong bytes", b.0);
+                assert!(!reported(&problems, &b.0, ""), "{} reads fine but is reported", b.0);
+            }
+            Ok(None) => panic!("{} vanished", b.0),
+            Err(_) => {
+                damaged += 1;
+                assert!(reported(&problems, &b.0, "frame"), "{} unreadable but not reported: {problems:#?}", b.0);
+            }
+        }
+    }
+    assert!(damaged > 0, "damage inside the compressed data spared every member");
+    drop(store);
+
+    // Damage to the frame header: every member is reported, with the frame.
+    flip_payload_byte(dir.path(), &l, 1);
+    let store = Store::open(dir.path()).unwrap();
+    let problems = problems_of(&store);
+    assert!(problems.iter().any(|p| p.starts_with(&frame_line)), "{problems:#?}");
+    for b in &blocks {
+        assert!(reported(&problems, &b.0, "its frame is damaged"), "{} not reported: {problems:#?}", b.0);
+        assert!(store.read_block(&b.0).is_err());
+    }
+}
+
+fn copy_store(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("packs")).unwrap();
+    std::fs::copy(from.join("index.redb"), to.join("index.redb")).unwrap();
+    for e in std::fs::read_dir(from.join("packs")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join("packs").join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn delta_whose_base_is_missing_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(41, 64 * 1024));
+    add(&store, &[&v1]);
+    let v2 = blk(edited(&v1.1, 4));
+    add(&store, &[&v2]);
+    assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+    {
+        let txn = store.db().begin_write().unwrap();
+        assert!(txn.open_table(BLOCKS).unwrap().remove(v1.0 .0.as_slice()).unwrap().is_some());
+        txn.commit().unwrap();
+    }
+    let store = reopen(store, dir.path());
+    let problems = problems_of(&store);
+    assert!(
+        reported(&problems, &v2.0, &format!("delta base {} is missing", v1.0)),
+        "missing base not reported: {problems:#?}"
+    );
+    assert!(store.read_block(&v2.0).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GC.
+
+#[test]
+fn gc_keeps_a_base_a_live_delta_needs_and_drops_it_with_the_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(51, 64 * 1024));
+    let n1 = add(&store, &[&v1])[0];
+    let v2 = blk(edited(&v1.1, 5));
+    let n2 = add(&store, &[&v2])[0];
+    assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+
+    assert!(store.forget_nar(&n1).unwrap());
+    let r = store.gc().unwrap();
+    assert_eq!(r.removed_blocks, 0, "{r:?}");
+    assert!(store.block_loc(&v1.0).unwrap().is_some(), "v1 is v2's base and must stay");
+    let store = reopen(store, dir.path());
+    assert_reads(&store, &[&v2, &v1]);
+    assert_clean(&store);
+
+    assert!(store.forget_nar(&n2).unwrap());
+    let r = store.gc().unwrap();
+    assert_eq!(r.removed_blocks, 2, "{r:?}");
+    assert!(store.block_loc(&v1.0).unwrap().is_none());
+    assert!(store.block_loc(&v2.0).unwrap().is_none());
+    for h in similar_targets(&store) {
+        assert!(store.block_loc(&h).unwrap().is_some(), "similar-0 offers removed block {h} as a base");
+    }
+    assert!(similar_targets(&store).is_empty());
+    assert_clean(&store);
+    assert_eq!(store.stats().unwrap().blocks, 0);
+}
+
+#[test]
+fn gc_keeps_every_base_down_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(deltas(3));
+    let mut versions = vec![blk(noise(61, 64 * 1024))];
+    for i in 1..3u64 {
+        let next = blk(edited(&versions.last().unwrap().1, 300 + i));
+        versions.push(next);
+    }
+    let nars: Vec<NarHash> = versions.iter().map(|v| add(&store, &[v])[0]).collect();
+    assert_eq!(loc(&store, &versions[2]).form.depth(), 2);
+    // Only the deepest stays a root: its base and its base's base are kept.
+    store.forget_nar(&nars[0]).unwrap();
+    store.forget_nar(&nars[1]).unwrap();
+    let r = store.gc().unwrap();
+    assert_eq!(r.removed_blocks, 0, "{r:?}");
+    let store = reopen(store, dir.path());
+    assert_reads(&store, &[&versions[2]]);
+    assert_clean(&store);
+    for h in similar_targets(&store) {
+        assert!(store.block_loc(&h).unwrap().is_some(), "similar-0 offers removed block {h}");
+    }
+}
+
+#[test]
+fn compaction_keeps_live_members_of_a_partly_dead_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Filler: incompressible blocks in records of their own, all to be forgotten.
+    store.set_storage(StorageConfig::per_block());
+    let filler: Vec<Blk> = (0..6).map(|i| blk(noise(70 + i, 64 * 1024))).collect();
+    let filler_nars = add(&store, &filler.iter().collect::<Vec<_>>());
+    // One frame of six members, four of them to be forgotten.
+    store.set_storage(StorageConfig::default());
+    let members: Vec<Blk> = (0..6).map(|i| blk(text(80 + i, 15_000))).collect();
+    let member_nars = add(&store, &members.iter().collect::<Vec<_>>());
+    let before = loc(&store, &members[0]);
+    assert!(matches!(before.form, Form::Framed { .. }));
+    assert!(members.iter().all(|m| (loc(&store, m).pack, loc(&store, m).offset) == (before.pack, before.offset)));
+    assert!(filler.iter().all(|f| loc(&store, f).pack == before.pack), "one pack holds everything");
+
+    for n in filler_nars.iter().chain(&member_nars[..4]) {
+        assert!(store.forget_nar(n).unwrap());
+    }
+    let r = store.gc().unwrap();
+    assert_eq!(r.removed_blocks, 10, "{r:?}");
+    assert_eq!(r.packs_compacted, 1, "{r:?}");
+    let survivors = [&members[4], &members[5]];
+    let (a, b) = (loc(&store, survivors[0]), loc(&store, survivors[1]));
+    assert_ne!(a.pack, before.pack, "the frame moved to another pack");
+    assert_eq!((a.pack, a.offset, a.stored_len), (b.pack, b.offset, b.stored_len), "members move together");
+    assert_eq!((a.form, b.form), (loc_form_of(&before, &members, 4), loc_form_of(&before, &members, 5)));
+    assert!(!dir.path().join("packs").join(format!("{:08}.pack", before.pack)).exists());
+    assert_reads(&store, &survivors);
+    assert_clean(&store);
+    for m in &members[..4] {
+        assert!(store.block_loc(&m.0).unwrap().is_none());
+    }
+    let store = reopen(store, dir.path());
+    assert_reads(&store, &survivors);
+    assert_clean(&store);
+    let s = store.stats().unwrap();
+    assert_eq!((s.blocks, s.forms.framed_blocks, s.forms.frames), (2, 2, 1));
+}
+
+/// The framed form member `i` had before compaction (frames are copied verbatim, so it is unchanged).
+fn loc_form_of(first: &BlockLoc, members: &[Blk], i: usize) -> Form {
+    let Form::Framed { frame_len, dict, .. } = first.form else { unreachable!() };
+    let start: usize = members[..i].iter().map(|m| m.1.len()).sum();
+    Form::Framed { frame_len, start: start as u32, dict }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Format versions.
+
+#[test]
+fn format_1_store_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_storage(StorageConfig::per_block());
+    let a = blk(text(90, 30_000));
+    add(&store, &[&a]);
+    assert_eq!(format_of(&store), 2);
+    // What a version-1 store looks like: format 1, no similarity index, no dictionaries.
+    {
+        let txn = store.db().begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("format", 1u32.to_le_bytes().as_slice()).unwrap();
+        assert!(txn.delete_table(SIMILAR).unwrap());
+        assert!(txn.delete_table(DICTS).unwrap());
+        txn.commit().unwrap();
+    }
+    let store = reopen(store, dir.path());
+    assert_eq!(format_of(&store), 2);
+    {
+        let txn = store.db().begin_read().unwrap();
+        assert_eq!(txn.open_table(SIMILAR).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(DICTS).unwrap().len().unwrap(), 0);
+    }
+    assert_eq!(loc(&store, &a).form, Form::Zstd);
+    assert_reads(&store, &[&a]);
+    assert_clean(&store);
+    // The upgraded store takes the new forms.
+    let v1 = blk(noise(91, 64 * 1024));
+    add(&store, &[&v1]);
+    let v2 = blk(edited(&v1.1, 9));
+    add(&store, &[&v2]);
+    assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+    let store = reopen(store, dir.path());
+    assert_reads(&store, &[&a, &v1, &v2]);
+    assert_clean(&store);
+}
+
+#[test]
+fn format_3_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = blk(text(92, 10_000));
+    add(&store, &[&a]);
+    {
+        let txn = store.db().begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("format", 3u32.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    drop(store);
+    match Store::open(dir.path()) {
+        Err(StoreError::Version { got: 3, expected: 2, .. }) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a format-3 store was opened"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Concurrent ingests.
+
+/// Two ingests that both write the same new block (documented: "the later commit's location wins")
+/// must not change the form of a block other blocks depend on: here the later commit stores v1 as a
+/// delta of depth 1, while v2 is a delta of depth 1 on v1's first, raw copy. With `delta_first`, v2 is
+/// committed before the second copy of v1, else after it (v2 was compressed against the first copy
+/// either way).
+fn later_copy_of_a_base(delta_first: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v0 = blk(noise(101, 64 * 1024));
+    let v1 = blk(edited(&v0.1, 11));
+    let v2 = blk(edited(&v1.1, 12));
+    // X writes v1 while nothing resembling it is stored: v1 alone.
+    let mut x = store.begin_ingest();
+    x.put(v1.0, &v1.1).unwrap();
+    add(&store, &[&v0]);
+    // Y writes v1 too (it is not committed yet), now as a delta on v0.
+    let mut y = store.begin_ingest();
+    y.put(v1.0, &v1.1).unwrap();
+    x.commit(&[nar_of(&v1).1]).unwrap();
+    assert_eq!(loc(&store, &v1).form.depth(), 0);
+    // Z stores v2 as a delta on v1's committed, raw copy.
+    let mut z = store.begin_ingest();
+    z.put(v2.0, &v2.1).unwrap();
+    if delta_first {
+        z.commit(&[nar_of(&v2).1]).unwrap();
+        assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+        y.commit(&[nar_of(&v1).1]).unwrap();
+    } else {
+        y.commit(&[nar_of(&v1).1]).unwrap();
+        z.commit(&[nar_of(&v2).1]).unwrap();
+    }
+    let (f1, f2) = (loc(&store, &v1).form, loc(&store, &v2).form);
+    let store = reopen(store, dir.path());
+    let r = store.verify().unwrap();
+    assert!(r.ok(), "v1 is stored as {f1:?}, v2 as {f2:?}: {:#?}", r.problems);
+    assert!(f2.depth() > f1.depth() || !matches!(f2, Form::Delta { base, .. } if base == v1.0));
+    assert_reads(&store, &[&v0, &v1, &v2]);
+}
+
+#[test]
+fn a_later_copy_of_a_block_does_not_break_deltas_committed_on_the_first() {
+    later_copy_of_a_base(true);
+}
+
+#[test]
+fn a_later_copy_of_a_block_does_not_break_deltas_compressed_against_the_first() {
+    later_copy_of_a_base(false);
+}

@@ -1,0 +1,265 @@
+//! Dedup that survives rebuilds: store-path hash parts are taken out of NAR bytes before chunking.
+//!
+//! A package rebuilt only because a dependency changed differs from the old build in nothing but the
+//! 32-character hash parts of `/nix/store/<hash>-…` strings (its references' and its own). Those sit
+//! every few KiB in wrappers, RPATHs and string tables, so nearly every chunk of the rebuild is new.
+//! [`Normalizer`] replaces each hash part with a placeholder (`e` × 32; `e` is not a nix32 digit, so a
+//! placeholder is never taken for a hash) and remembers the original: chunk boundaries and chunk
+//! contents then no longer depend on the hashes. The ingest stores the *normalized* chunk as an ordinary
+//! block (shared by every rebuild) and the real chunk, which the DAG names as always, as a small
+//! [`Form::Patched`](super::tables::Form) record: "that block, with these bytes put back". Every
+//! `/nix/store/<32 nix32 chars>` occurrence is normalized, which covers the references and the path
+//! itself without needing the narinfo, so `add --nar` and uploads get the same treatment.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+
+use crate::nix::nar::NarSink;
+
+/// What precedes a hash part.
+const PREFIX: &[u8] = b"/nix/store/";
+/// Hash part length.
+pub const HASH_LEN: usize = 32;
+/// The byte a hash part is replaced with.
+pub const PLACEHOLDER: u8 = b'e';
+/// Bytes held back between writes: a match may start in them and end in the next write.
+const HOLD: usize = PREFIX.len() + HASH_LEN - 1;
+
+fn is_nix32(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'a'..=b'd' | b'f'..=b'n' | b'p'..=b's' | b'v'..=b'z')
+}
+
+/// A hash part taken out of the stream: where it started and what it was.
+pub type Removed = (u64, [u8; HASH_LEN]);
+
+/// Hash parts removed so far and not yet claimed by a chunk, in stream order.
+pub type Removals = Rc<RefCell<VecDeque<Removed>>>;
+
+/// A [`NarSink`] adapter that normalizes the byte stream and passes it, with the NAR-aware hooks at the
+/// same offsets (normalizing never changes a length), to `inner`.
+pub struct Normalizer<S> {
+    inner: S,
+    held: Vec<u8>,
+    /// Stream offset of `held[0]`.
+    held_at: u64,
+    removed: Removals,
+}
+
+impl<S: NarSink> Normalizer<S> {
+    /// Normalize into `inner`; removed hash parts are pushed onto `removed`.
+    pub fn new(inner: S, removed: Removals) -> Self {
+        Normalizer { inner, held: Vec::new(), held_at: 0, removed }
+    }
+
+    /// The sink, once the stream has ended (everything held was flushed by the last hook or `finish`).
+    pub fn finish(mut self) -> io::Result<S> {
+        self.flush_all()?;
+        Ok(self.inner)
+    }
+
+    /// Replace every complete match in the held bytes, then pass on all but the last `keep` of them: a
+    /// match starting there may still be completed by the next write (with `keep = HOLD` every match
+    /// starting before the kept bytes is complete, so nothing is looked at twice).
+    fn scan(&mut self, keep: usize) -> io::Result<()> {
+        let buf = &mut self.held;
+        let mut i = 0;
+        while let Some(j) = memfind(&buf[i..], PREFIX).map(|j| i + j) {
+            let h = j + PREFIX.len();
+            if h + HASH_LEN > buf.len() {
+                break;
+            }
+            let part = &mut buf[h..h + HASH_LEN];
+            if part.iter().all(|&b| is_nix32(b)) {
+                let mut orig = [0u8; HASH_LEN];
+                orig.copy_from_slice(part);
+                part.fill(PLACEHOLDER);
+                self.removed.borrow_mut().push_back((self.held_at + h as u64, orig));
+                i = h + HASH_LEN;
+            } else {
+                i = j + 1;
+            }
+        }
+        let out = buf.len() - keep.min(buf.len());
+        if out > 0 {
+            self.inner.write_bytes(&self.held[..out])?;
+            self.held.drain(..out);
+            self.held_at += out as u64;
+        }
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> io::Result<()> {
+        self.scan(0)
+    }
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+impl<S: NarSink> NarSink for Normalizer<S> {
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.held.extend_from_slice(bytes);
+        if self.held.len() > HOLD {
+            self.scan(HOLD)?;
+        }
+        Ok(())
+    }
+
+    // A store path never spans a hook (file contents are framed by NAR tokens), so a hook flushes.
+    fn file_contents_begin(&mut self, len: u64) -> io::Result<()> {
+        self.flush_all()?;
+        self.inner.file_contents_begin(len)
+    }
+
+    fn file_contents_end(&mut self) -> io::Result<()> {
+        self.flush_all()?;
+        self.inner.file_contents_end()
+    }
+}
+
+/// The removed hash parts that overlap the chunk at `start..start + chunk.len()`, as patches relative
+/// to the chunk: `(offset in chunk, original bytes)`. Parts wholly before `start + len` are taken off
+/// `removed`; one that runs into the next chunk stays for it.
+pub fn patches_for(removed: &Removals, start: u64, len: usize) -> Vec<(u32, Vec<u8>)> {
+    let end = start + len as u64;
+    let mut q = removed.borrow_mut();
+    let mut out = Vec::new();
+    while let Some(&(at, orig)) = q.front() {
+        if at >= end {
+            break;
+        }
+        let s = at.max(start);
+        let e = (at + HASH_LEN as u64).min(end);
+        if e > s {
+            out.push(((s - start) as u32, orig[(s - at) as usize..(e - at) as usize].to_vec()));
+        }
+        if at + HASH_LEN as u64 <= end {
+            q.pop_front();
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+/// Encode patches as a record payload: `count u32`, then per patch `offset u32 | len u8 | bytes`.
+pub fn encode_patches(patches: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = (patches.len() as u32).to_le_bytes().to_vec();
+    for (off, bytes) in patches {
+        out.extend_from_slice(&off.to_le_bytes());
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Put the patches of `payload` back into `block` (the normalized bytes); errors say what is malformed.
+pub fn apply_patches(block: &mut [u8], payload: &[u8]) -> Result<(), String> {
+    let take = |p: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
+        if p.len() < n {
+            return Err("patch list is truncated".into());
+        }
+        let (a, b) = p.split_at(n);
+        *p = b;
+        Ok(a.to_vec())
+    };
+    let mut p = payload;
+    let n = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| "patch count")?);
+    for _ in 0..n {
+        let off = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| "patch offset")?) as usize;
+        let len = take(&mut p, 1)?[0] as usize;
+        let bytes = take(&mut p, len)?;
+        let dst = block.get_mut(off..off + len).ok_or_else(|| format!("patch at {off}+{len} lies outside the block"))?;
+        dst.copy_from_slice(&bytes);
+    }
+    if !p.is_empty() {
+        return Err(format!("{} bytes after the last patch", p.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Collect(Vec<u8>, Vec<(u64, &'static str)>);
+    impl NarSink for Collect {
+        fn write_bytes(&mut self, b: &[u8]) -> io::Result<()> {
+            self.0.extend_from_slice(b);
+            Ok(())
+        }
+        fn file_contents_begin(&mut self, _: u64) -> io::Result<()> {
+            self.1.push((self.0.len() as u64, "begin"));
+            Ok(())
+        }
+    }
+
+    const H1: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+    const H2: &str = "zyxwvsrqpnmlkjihgfdcba9876543210";
+
+    fn normalize(input: &[u8], split: usize) -> (Vec<u8>, Vec<Removed>) {
+        let removed = Removals::default();
+        let mut n = Normalizer::new(Collect(Vec::new(), Vec::new()), removed.clone());
+        for piece in input.chunks(split.max(1)) {
+            n.write_bytes(piece).unwrap();
+        }
+        let out = n.finish().unwrap().0;
+        let r = removed.borrow().iter().copied().collect();
+        (out, r)
+    }
+
+    #[test]
+    fn hash_parts_are_replaced_wherever_writes_split_them() {
+        let text = format!("#!/bin/sh\nexec /nix/store/{H1}-dep/bin/x \"$@\" # /nix/store/{H2}-self\n/nix/store/short-x\n");
+        for split in [1, 2, 7, 11, 42, 43, 1000] {
+            let (out, removed) = normalize(text.as_bytes(), split);
+            assert_eq!(out.len(), text.len(), "split {split}");
+            let want = text.replace(H1, &"e".repeat(32)).replace(H2, &"e".repeat(32));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "split {split}");
+            assert_eq!(removed.len(), 2);
+            assert_eq!(&removed[0].1, H1.as_bytes());
+            assert_eq!(&text.as_bytes()[removed[1].0 as usize..][..32], H2.as_bytes());
+        }
+    }
+
+    #[test]
+    fn non_hashes_are_left_alone() {
+        // 'e' is no nix32 digit; a prefix at the very end; a hash cut short.
+        let text = format!("/nix/store/{}-x /nix/store/{} /nix/store/", "e".repeat(32), &H1[..20]);
+        let (out, removed) = normalize(text.as_bytes(), 5);
+        assert_eq!(out, text.as_bytes());
+        assert!(removed.is_empty());
+    }
+
+    #[test]
+    fn patches_split_across_chunks_rebuild_the_original() {
+        let text = format!("aaaa/nix/store/{H1}-x bbbb /nix/store/{H2}-y");
+        let (norm, removed) = normalize(text.as_bytes(), 3);
+        let q: Removals = Rc::new(RefCell::new(removed.into_iter().collect()));
+        // Cut in the middle of the first hash part.
+        let mut rebuilt = Vec::new();
+        let mut pos = 0;
+        for len in [20, 30, norm.len() - 50] {
+            let mut chunk = norm[pos..pos + len].to_vec();
+            let p = patches_for(&q, pos as u64, len);
+            apply_patches(&mut chunk, &encode_patches(&p)).unwrap();
+            rebuilt.extend_from_slice(&chunk);
+            pos += len;
+        }
+        assert_eq!(rebuilt, text.as_bytes());
+        assert!(q.borrow().is_empty());
+    }
+
+    #[test]
+    fn malformed_patch_lists_are_errors() {
+        let mut b = vec![0u8; 10];
+        assert!(apply_patches(&mut b, &[1, 0, 0]).is_err());
+        assert!(apply_patches(&mut b, &encode_patches(&[(8, vec![1, 2, 3])])).is_err());
+        let mut ok = encode_patches(&[(0, vec![1])]);
+        ok.push(0);
+        assert!(apply_patches(&mut b, &ok).is_err());
+    }
+}
