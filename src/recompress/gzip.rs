@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use super::race::{Encoder, Race, Steady};
 use super::zlib;
-use super::{io_read, Input, RecompressError, RecipeError};
+use super::{io_read, Input, RecipeError, RecompressError};
 
 const FTEXT: u8 = 0x01;
 const FHCRC: u8 = 0x02;
@@ -71,9 +71,7 @@ impl Params {
             Backend::MinizOxide => {
                 self.level <= 10 && self.window_bits == 15 && self.mem_level == 8 && self.strategy == 0
             }
-            Backend::ZlibRs => {
-                self.level <= 9 && self.window_bits == 15 && self.mem_level == 8 && self.strategy == 0
-            }
+            Backend::ZlibRs => self.level <= 9 && self.window_bits == 15 && self.mem_level == 8 && self.strategy == 0,
         }
     }
 
@@ -175,7 +173,8 @@ impl ZlibRs {
         let mut stalls = 0;
         loop {
             let (in0, out0) = (self.d.total_in(), self.d.total_out());
-            let status = self.d.compress(input, &mut self.buf, flush).map_err(|e| format!("zlib-rs deflate: {}", e.as_str()))?;
+            let status =
+                self.d.compress(input, &mut self.buf, flush).map_err(|e| format!("zlib-rs deflate: {}", e.as_str()))?;
             let consumed = (self.d.total_in() - in0) as usize;
             let written = (self.d.total_out() - out0) as usize;
             out.extend_from_slice(&self.buf[..written]);
@@ -360,11 +359,7 @@ pub(crate) fn analyze<R: Read>(
     Ok(race.finish().map(|params| GzipRecipe { header, params }))
 }
 
-pub(crate) fn rebuild(
-    recipe: &GzipRecipe,
-    mut content: impl Read,
-    mut out: impl Write,
-) -> Result<(), RecompressError> {
+pub(crate) fn rebuild(recipe: &GzipRecipe, mut content: impl Read, mut out: impl Write) -> Result<(), RecompressError> {
     let mut written = 0u64;
     let mut write = |b: &[u8], written: &mut u64| {
         out.write_all(b).map_err(|source| RecompressError::Write { offset: *written, source })?;
@@ -380,7 +375,8 @@ pub(crate) fn rebuild(
     let mut buf = vec![0u8; 256 * 1024];
     let mut compressed = Vec::with_capacity(256 * 1024);
     loop {
-        let n = io_read(&mut content, &mut buf).map_err(|source| RecompressError::ReadContent { offset: size, source })?;
+        let n =
+            io_read(&mut content, &mut buf).map_err(|source| RecompressError::ReadContent { offset: size, source })?;
         if n == 0 {
             break;
         }

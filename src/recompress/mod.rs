@@ -3,16 +3,20 @@
 //! Storing the decompressed stream of a `.crate`, `.tgz` or `.tar.gz` lets versions of one source share
 //! chunks; that is only allowed when the compressed file can be rebuilt byte for byte. [`analyze`] reads the
 //! compressed file once, hands the decompressed bytes to the caller, and meanwhile races a fixed set of
-//! candidate compressors (see [`race`]) against the original bytes; the first that reproduces every byte
+//! candidate compressors (module `race`) against the original bytes; the first that reproduces every byte
 //! becomes a [`Recipe`]. [`rebuild`] runs that recipe over the decompressed stream.
 //!
 //! Supported: single-member gzip whose deflate body was made by the C zlib (levels 1–9, windowBits 15,
-//! memLevel 8, default strategy) or by miniz_oxide (flate2's Rust backend, levels 1–10). The gzip header is
-//! kept literally in the recipe; the trailer is recomputed.
+//! memLevel 8, default strategy: Python's `gzip`/`tarfile`, older cargo, older node), by zlib-rs 0.6
+//! (levels 1–9: cargo since it moved flate2 to zlib-rs) or by miniz_oxide 0.9 (flate2's default backend,
+//! levels 1–10). Only levels consistent with the header's XFL byte are tried (2: level 9, 4: level 1,
+//! 0: levels 2–8, anything else: all). The gzip header is kept literally in the recipe; the trailer is
+//! recomputed. xz, bzip2 and zstd are detected but not rebuilt yet (`analyze` returns `None`).
 //!
 //! A recipe's output depends on the compressor's implementation, not only on its parameters: a different
-//! zlib or miniz_oxide release may emit different bytes for the same input. Callers must therefore check the
-//! rebuilt bytes against the stored hash (they do anyway) and keep the compressed original if it fails.
+//! zlib, zlib-rs or miniz_oxide release may emit different bytes for the same input, so these dependencies
+//! are pinned exactly. Callers must still check the rebuilt bytes against the stored hash (they do anyway)
+//! and must keep the compressed original whenever that check fails at ingest.
 use std::io::{self, Read, Write};
 
 mod gzip;
@@ -78,7 +82,7 @@ enum Kind {
 
 impl Recipe {
     /// Compact binary form: `[version = 1][codec tag]` then the codec's fields. For gzip (tag 1):
-    /// backend (1 = zlib, 2 = miniz_oxide), level, windowBits, memLevel, strategy, the header's length as
+    /// backend (1 = C zlib, 2 = miniz_oxide, 3 = zlib-rs), level, windowBits, memLevel, strategy, the header's length as
     /// u32 little-endian, and the header bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECIPE_VERSION];

@@ -77,10 +77,8 @@ pub(crate) struct Race<P> {
 
 impl<P> Race<P> {
     pub(crate) fn new(candidates: Vec<(P, Box<dyn Encoder>)>) -> Race<P> {
-        let runners = candidates
-            .into_iter()
-            .map(|(params, enc)| Runner { params, enc, pos: 0, pending: Vec::new() })
-            .collect();
+        let runners =
+            candidates.into_iter().map(|(params, enc)| Runner { params, enc, pos: 0, pending: Vec::new() }).collect();
         Race { window: Vec::new(), base: 0, runners }
     }
 

@@ -6,15 +6,36 @@ use super::*;
 /// Reproducible text-like data: words from a small vocabulary, so deflate finds matches at every level.
 fn text(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "fn ", "let ", "mut ", "self", ".push(", "return ", "Vec<u8>", "{\n", "}\n", "    ", "match ", "=> ",
-        "Some(", "None", "Ok(", "Err(", "impl ", "for ", "in ", "0x1f8b", "// comment ", "pub ", "struct ",
+        "fn ",
+        "let ",
+        "mut ",
+        "self",
+        ".push(",
+        "return ",
+        "Vec<u8>",
+        "{\n",
+        "}\n",
+        "    ",
+        "match ",
+        "=> ",
+        "Some(",
+        "None",
+        "Ok(",
+        "Err(",
+        "impl ",
+        "for ",
+        "in ",
+        "0x1f8b",
+        "// comment ",
+        "pub ",
+        "struct ",
     ];
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let r = (s >> 33) as usize;
-        if r % 17 == 0 {
+        if r.is_multiple_of(17) {
             out.extend_from_slice(format!("{:x}", s >> 20).as_bytes()); // some entropy
         } else {
             out.extend_from_slice(WORDS[r % WORDS.len()].as_bytes());
@@ -232,7 +253,8 @@ fn corrupt_gzip_never_gives_a_wrong_recipe() {
 
 #[test]
 fn not_gzip_gives_none() {
-    for file in [&b""[..], b"\x1f", b"\x1f\x8b", b"hello world", b"\x1f\x8b\x08\xe0\0\0\0\0\0\x03xx", b"\xfd7zXZ\0\0\0"] {
+    for file in [&b""[..], b"\x1f", b"\x1f\x8b", b"hello world", b"\x1f\x8b\x08\xe0\0\0\0\0\0\x03xx", b"\xfd7zXZ\0\0\0"]
+    {
         let (recipe, seen) = run(file, usize::MAX);
         assert!(recipe.is_none());
         assert!(seen.is_empty());
@@ -292,7 +314,11 @@ fn recipe_decode_rejects_garbage_without_panicking() {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                if n % 3 == 0 && len > 2 { (s % 3) as u8 } else { s as u8 }
+                if n % 3 == 0 && len > 2 {
+                    (s % 3) as u8
+                } else {
+                    s as u8
+                }
             })
             .collect();
         let _ = Recipe::decode(&b);

@@ -157,14 +157,8 @@ impl Inflate {
     pub(crate) fn new() -> Option<Inflate> {
         let mut strm = new_stream();
         // SAFETY: as in Deflate::new.
-        let rc = unsafe {
-            z::inflateInit2_(
-                &mut *strm,
-                -15,
-                z::zlibVersion(),
-                std::mem::size_of::<z::z_stream>() as c_int,
-            )
-        };
+        let rc =
+            unsafe { z::inflateInit2_(&mut *strm, -15, z::zlibVersion(), std::mem::size_of::<z::z_stream>() as c_int) };
         (rc == z::Z_OK).then_some(Inflate { strm })
     }
 

@@ -29,11 +29,14 @@ pub struct StorageConfig {
     pub max_delta_depth: u8,
     /// Take store-path hash parts out of NARs before chunking (`normalize.rs`).
     pub normalize: bool,
+    /// Keep compressed tarballs that can be rebuilt byte for byte as their content plus a recipe
+    /// (`rebuilt.rs`). Costs a deflate pass at ingest and on every read of such a tarball.
+    pub tarballs: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { frame_bytes: 256 * 1024, level: 9, delta_level: 9, max_delta_depth: 3, normalize: true }
+        StorageConfig { frame_bytes: 1 << 20, level: 9, delta_level: 9, max_delta_depth: 3, normalize: true, tarballs: true }
     }
 }
 
@@ -45,11 +48,11 @@ pub struct StorageConfigError(String);
 impl StorageConfig {
     /// Format 1's way: every block alone, zstd level 3, no deltas, no normalization.
     pub fn per_block() -> Self {
-        StorageConfig { frame_bytes: 0, level: 3, delta_level: 3, max_delta_depth: 0, normalize: false }
+        StorageConfig { frame_bytes: 0, level: 3, delta_level: 3, max_delta_depth: 0, normalize: false, tarballs: false }
     }
 
-    /// Parse `key=value,…` over the defaults: `frames=256K` (`0`/`off`: per block), `level=9`,
-    /// `delta-level=9`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`; `legacy` is
+    /// Parse `key=value,…` over the defaults: `frames=1M` (`0`/`off`: per block), `level=9`,
+    /// `delta-level=9`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=on|off`; `legacy` is
     /// [`per_block`](Self::per_block).
     pub fn parse(s: &str) -> Result<Self, StorageConfigError> {
         let mut c = StorageConfig::default();
@@ -94,16 +97,21 @@ impl StorageConfig {
                     }
                     c.max_delta_depth = n as u8;
                 }
-                "normalize" => {
-                    c.normalize = match v {
+                "normalize" | "tarballs" => {
+                    let on = match v {
                         "on" => true,
                         "off" => false,
-                        _ => return Err(StorageConfigError(format!("normalize={v}: expected on or off"))),
+                        _ => return Err(StorageConfigError(format!("{k}={v}: expected on or off"))),
+                    };
+                    if k == "normalize" {
+                        c.normalize = on;
+                    } else {
+                        c.tarballs = on;
                     }
                 }
                 _ => {
                     return Err(StorageConfigError(format!(
-                        "{k:?} is unknown (frames, level, delta-level, delta, normalize)"
+                        "{k:?} is unknown (frames, level, delta-level, delta, normalize, tarballs)"
                     )))
                 }
             }

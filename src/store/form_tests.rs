@@ -8,7 +8,7 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::tables::{BlockLoc, Form, BLOCKS, DICTS, META, SIMILAR};
+use super::tables::{BlockLoc, Form, BLOCKS, META, SIMILAR};
 use super::{Manifest, NarEntry, StorageConfig, Store, StoreError};
 use crate::dag::cid::RAW_CODEC;
 use crate::dag::BlockHash;
@@ -42,9 +42,8 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
 /// `n` bytes of compressible text: words picked at random from a small vocabulary.
 fn text(seed: u64, n: usize) -> Vec<u8> {
     const WORDS: [&str; 24] = [
-        "store", "block", "frame", "delta", "base", "chain", "nix", "path", "hash", "pack", "record", "index",
-        "zstd", "level", "depth", "super", "feature", "commit", "ingest", "verify", "gc", "compact", "read",
-        "write",
+        "store", "block", "frame", "delta", "base", "chain", "nix", "path", "hash", "pack", "record", "index", "zstd",
+        "level", "depth", "super", "feature", "commit", "ingest", "verify", "gc", "compact", "read", "write",
     ];
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x7e47;
     let mut out = Vec::with_capacity(n + 16);
@@ -138,10 +137,7 @@ fn reported(problems: &[String], h: &BlockHash, what: &str) -> bool {
 fn similar_targets(store: &Store) -> Vec<BlockHash> {
     let txn = store.db().begin_read().unwrap();
     let t = txn.open_table(SIMILAR).unwrap();
-    t.iter()
-        .unwrap()
-        .map(|row| BlockHash(<[u8; 32]>::try_from(row.unwrap().1.value()).unwrap()))
-        .collect()
+    t.iter().unwrap().map(|row| BlockHash(<[u8; 32]>::try_from(row.unwrap().1.value()).unwrap())).collect()
 }
 
 fn format_of(store: &Store) -> u32 {
@@ -555,12 +551,11 @@ fn format_1_store_is_upgraded_on_open() {
     let a = blk(text(90, 30_000));
     add(&store, &[&a]);
     assert_eq!(format_of(&store), 2);
-    // What a version-1 store looks like: format 1, no similarity index, no dictionaries.
+    // What a version-1 store looks like: format 1, no similarity index.
     {
         let txn = store.db().begin_write().unwrap();
         txn.open_table(META).unwrap().insert("format", 1u32.to_le_bytes().as_slice()).unwrap();
         assert!(txn.delete_table(SIMILAR).unwrap());
-        assert!(txn.delete_table(DICTS).unwrap());
         txn.commit().unwrap();
     }
     let store = reopen(store, dir.path());
@@ -568,7 +563,6 @@ fn format_1_store_is_upgraded_on_open() {
     {
         let txn = store.db().begin_read().unwrap();
         assert_eq!(txn.open_table(SIMILAR).unwrap().len().unwrap(), 0);
-        assert_eq!(txn.open_table(DICTS).unwrap().len().unwrap(), 0);
     }
     assert_eq!(loc(&store, &a).form, Form::Zstd);
     assert_reads(&store, &[&a]);

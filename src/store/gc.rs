@@ -77,10 +77,30 @@ impl Store {
             }
             let mut keep: HashSet<BlockHash> = live.keys().chain(protected.keys()).copied().collect();
             let mut todo: Vec<BlockHash> = keep.iter().copied().collect();
+            let mut content = crate::dag::reader::Seen::new();
             while let Some(h) = todo.pop() {
-                if let Some(base) = all.get(&h).and_then(|l| l.form.base()) {
+                let Some(loc) = all.get(&h) else { continue };
+                if let Some(base) = loc.form.base() {
                     if keep.insert(base) {
                         todo.push(base);
+                    }
+                }
+                // A rebuilt block needs its recipe (its base, above) and the whole content DAG under it.
+                if let Form::Rebuilt { recipe, .. } = loc.form {
+                    let (root, size) = self.recipe_content(&recipe)?;
+                    let before = content.len();
+                    walk(self, &root, Some(size), &mut content, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(
+                        |e| StoreError::Io {
+                            context: format!("refusing to collect garbage: content of recipe {recipe} is damaged"),
+                            source: std::io::Error::other(e),
+                        },
+                    )?;
+                    if content.len() != before {
+                        for c in content.keys() {
+                            if keep.insert(*c) {
+                                todo.push(*c);
+                            }
+                        }
                     }
                 }
             }

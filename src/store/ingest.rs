@@ -13,7 +13,8 @@ use super::error::StoreError;
 use super::pack::{record_header, PACK_TARGET};
 use super::tables::*;
 use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
-use super::{alias_key, similar, Store};
+use super::{alias_key, rebuilt, similar, Store};
+use crate::recompress;
 use crate::chunk::{Chunker, ChunkerConfig};
 use crate::dag::builder::BuiltDag;
 use crate::dag::{BlockHash, BlockSink, Cid, DagBuilder};
@@ -232,6 +233,22 @@ impl<'s> Ingest<'s> {
         Ok(())
     }
 
+    /// Index a leaf that is a slice of recipe block `recipe`'s output; it has no record of its own.
+    fn put_rebuilt(&mut self, hash: BlockHash, raw_len: u32, recipe: BlockHash, start: u64) -> Result<(), StoreError> {
+        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
+            return Ok(());
+        }
+        self.protect(hash);
+        if self.store.block_loc(&hash)?.is_some() {
+            return Ok(());
+        }
+        let form = Form::Rebuilt { recipe, start };
+        self.pending.insert(hash, BlockLoc { pack: 0, offset: 0, stored_len: 0, raw_len, form });
+        self.new_bytes += u64::from(raw_len);
+        self.new_blocks += 1;
+        Ok(())
+    }
+
     /// Append the records the compression threads have finished; with `all`, wait for every one.
     fn write_compressed(&mut self, all: bool) -> Result<(), StoreError> {
         if all {
@@ -370,7 +387,11 @@ impl<'s> Ingest<'s> {
             let open = || StoreError::db::<redb::TableError>("open table");
             let mut blocks = txn.open_table(BLOCKS).map_err(open())?;
             for (hash, loc) in &self.pending {
-                blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+                // A block another ingest committed meanwhile keeps its first location: deltas may already
+                // be built on that copy (and on its chain depth). This copy stays as dead bytes.
+                if blocks.get(hash.0.as_slice()).map_err(db("read"))?.is_none() {
+                    blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+                }
             }
             self.record_pack_ends(&mut txn.open_table(PACKS).map_err(open())?)?;
             let mut similar = txn.open_table(SIMILAR).map_err(open())?;
@@ -583,14 +604,167 @@ fn commit_nar(
 
 /// Store a NAR read from `r`, validating it as it streams. When `info` is given (a store path's
 /// metadata), its NarHash and NarSize must match and it is recorded with the NAR.
-pub fn add_nar(store: &Store, r: impl Read, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+pub fn add_nar(store: &Store, mut r: impl Read, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+    // A flat file holding a compressed tarball may be kept as its content plus a recipe: look at the
+    // NAR's first bytes, and if they say so, take the (bounded) NAR whole.
+    let mut head = Vec::with_capacity(FLAT_HEAD);
+    (&mut r).take(FLAT_HEAD as u64).read_to_end(&mut head).map_err(StoreError::io("reading the NAR"))?;
+    if let Some(total) = flat_compressed_nar_len(&head).filter(|t| *t <= rebuilt::REBUILD_MAX) {
+        (&mut r)
+            .take((total + 1).saturating_sub(head.len() as u64))
+            .read_to_end(&mut head)
+            .map_err(StoreError::io("reading the NAR"))?;
+        // Longer than its header says: not a NAR this takes whole; the streaming parser says what is wrong.
+        if head.len() as u64 <= total {
+            return add_nar_bytes(store, &head, cfg, info);
+        }
+    }
+    let r = io::Cursor::new(head).chain(r);
     let mut ingest = store.begin_ingest();
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(r, &mut sink))?;
     commit_nar(ingest, summary, dag, info)
 }
 
+/// Bytes of a NAR enough to see whether it is one regular file and what its contents start with.
+const FLAT_HEAD: usize = 256;
+
+/// When `head` starts a NAR of a single regular file whose contents start like a compressed stream
+/// (gzip, xz, bzip2, zstd), the NAR's whole length.
+fn flat_compressed_nar_len(head: &[u8]) -> Option<u64> {
+    let mut p = head;
+    let token = |p: &mut &[u8]| -> Option<Vec<u8>> {
+        let len = u64::from_le_bytes(p.get(..8)?.try_into().ok()?) as usize;
+        let padded = len.checked_add(7)? / 8 * 8;
+        let t = p.get(8..8 + len)?.to_vec();
+        *p = p.get(8 + padded..)?;
+        Some(t)
+    };
+    for want in [&b"nix-archive-1"[..], b"(", b"type", b"regular"] {
+        if token(&mut p)? != want {
+            return None;
+        }
+    }
+    let mut t = token(&mut p)?;
+    if t == b"executable" {
+        if !token(&mut p)?.is_empty() {
+            return None;
+        }
+        t = token(&mut p)?;
+    }
+    if t != b"contents" {
+        return None;
+    }
+    let len = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
+    recompress::detect(p.get(8..)?)?;
+    let header = (head.len() - p.len()) as u64 + 8;
+    // Contents, padding, then the closing ")" token (8 + 8 bytes).
+    Some(header + len.checked_add(7)? / 8 * 8 + 16)
+}
+
+/// Store a NAR held in memory: as content plus recipe when it is a rebuildable compressed flat file,
+/// else as any NAR.
+fn add_nar_bytes(store: &Store, nar: &[u8], cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+    struct Probe {
+        pos: u64,
+        contents: Option<(u64, u64)>,
+    }
+    impl NarSink for Probe {
+        fn write_bytes(&mut self, b: &[u8]) -> io::Result<()> {
+            self.pos += b.len() as u64;
+            Ok(())
+        }
+        fn file_contents_begin(&mut self, len: u64) -> io::Result<()> {
+            self.contents = Some((self.pos, len));
+            Ok(())
+        }
+    }
+    let mut probe = Probe { pos: 0, contents: None };
+    let summary = nar::copy_validated(nar, &mut probe)?;
+    let mut ingest = store.begin_ingest();
+    if let Some((at, len)) = probe.contents {
+        let range = at as usize..(at + len) as usize;
+        if let Some(dag) = build_rebuilt(&mut ingest, nar, range, cfg, true)? {
+            return commit_nar(ingest, summary, dag, info);
+        }
+    }
+    let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(nar, &mut sink))?;
+    commit_nar(ingest, summary, dag, info)
+}
+
+/// When `stream[range]` is a compressed file [`recompress`] can rebuild byte for byte: store its
+/// content's DAG and a recipe block, index the stream's leaves as slices of the recipe's output, and
+/// return the stream's DAG. `None` (nothing stored) otherwise. `nar_hooks`: the stream is a NAR and
+/// `range` its file's contents, so chunk it with the NAR-aware boundaries any NAR gets.
+fn build_rebuilt(
+    ingest: &mut Ingest<'_>,
+    stream: &[u8],
+    range: std::ops::Range<usize>,
+    cfg: ChunkerConfig,
+    nar_hooks: bool,
+) -> Result<Option<BuiltDag>, StoreError> {
+    let file = &stream[range.clone()];
+    if !ingest.cfg.tarballs || recompress::detect(file).is_none() || stream.len() as u64 > rebuilt::REBUILD_MAX {
+        return Ok(None);
+    }
+    let recompress_err = |e: recompress::RecompressError| StoreError::Io {
+        context: "analyzing a compressed file".into(),
+        source: io::Error::other(e.to_string()),
+    };
+    // One pass: the content is chunked and stored while the candidates race. When none rebuilds the
+    // file, the content blocks stored so far are garbage (nothing names them) until the next GC; the
+    // corpus's tarballs nearly all qualify (docs/STORAGE.md), so that is the rare case.
+    let mut builder = DagBuilder::new(&mut *ingest);
+    let mut chunker = Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
+    let found = recompress::analyze(file, |c| chunker.write(c)).map_err(recompress_err)?;
+    let Some(recipe) = found else { return Ok(None) };
+    chunker.finish().map_err(StoreError::from_io)?;
+    let content = builder.finish().map_err(StoreError::from_io)?.0;
+    let block = rebuilt::RecipeBlock {
+        prefix: stream[..range.start].to_vec(),
+        content_root: content.root,
+        content_size: content.size,
+        suffix: stream[range.end..].to_vec(),
+        recipe,
+    }
+    .encode();
+    let recipe_hash = BlockHash::of(&block);
+    ingest.put(recipe_hash, &block)?;
+    let mut builder = DagBuilder::new(&mut *ingest);
+    let mut pos = 0u64;
+    let emit = |c: &[u8]| -> io::Result<()> {
+        let hash = BlockHash::of(c);
+        builder.sink_mut().put_rebuilt(hash, c.len() as u32, recipe_hash, pos).map_err(io::Error::other)?;
+        pos += c.len() as u64;
+        builder.push_leaf(c)
+    };
+    let mut chunker = Chunker::new(if nar_hooks { cfg } else { cfg.with_large_file_threshold(u64::MAX) }, emit);
+    if nar_hooks {
+        chunker.write_bytes(&stream[..range.start]).map_err(StoreError::from_io)?;
+        chunker.file_contents_begin(file.len() as u64).map_err(StoreError::from_io)?;
+        chunker.write_bytes(file).map_err(StoreError::from_io)?;
+        chunker.file_contents_end().map_err(StoreError::from_io)?;
+        chunker.write_bytes(&stream[range.end..]).map_err(StoreError::from_io)?;
+    } else {
+        chunker.write(stream).map_err(StoreError::from_io)?;
+    }
+    chunker.finish().map_err(StoreError::from_io)?;
+    Ok(Some(builder.finish().map_err(StoreError::from_io)?.0))
+}
+
 /// Serialize a filesystem path as a NAR (as `nix-store --dump` does) and store it.
 pub fn add_path(store: &Store, path: &Path, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+    // A regular file that starts like a compressed stream, small enough to hold: try content + recipe.
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.is_file() && m.len() <= rebuilt::REBUILD_MAX - 1024 {
+            let mut magic = [0u8; 6];
+            let sniffed = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok();
+            if sniffed && recompress::detect(&magic).is_some() {
+                let mut nar = Vec::with_capacity(m.len() as usize + 256);
+                nar::dump_path(path, &mut nar)?;
+                return add_nar_bytes(store, &nar, cfg, info);
+            }
+        }
+    }
     let mut ingest = store.begin_ingest();
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::dump_path(path, &mut sink))?;
     commit_nar(ingest, summary, dag, info)

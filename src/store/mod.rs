@@ -17,6 +17,7 @@ mod gc;
 mod ingest;
 pub mod pack;
 mod read;
+mod rebuilt;
 mod normalize;
 mod similar;
 mod stats;
@@ -69,6 +70,7 @@ pub struct Store {
     /// How new blocks are stored.
     storage: Mutex<StorageConfig>,
     frames: read::FrameCache,
+    outputs: rebuilt::OutputCache,
     _lock: File,
 }
 
@@ -107,6 +109,7 @@ impl Store {
             batch: std::sync::atomic::AtomicBool::new(false),
             storage: Mutex::new(StorageConfig::default()),
             frames: read::FrameCache::default(),
+            outputs: rebuilt::OutputCache::default(),
             _lock: lock,
         };
         store.init_tables()?;
@@ -152,7 +155,6 @@ impl Store {
             txn.open_table(FILES).map_err(t())?;
             txn.open_table(FILE_ALIASES).map_err(t())?;
             txn.open_table(SIMILAR).map_err(t())?;
-            txn.open_table(DICTS).map_err(t())?;
         }
         txn.commit().map_err(StoreError::db("commit"))
     }
@@ -186,8 +188,7 @@ impl Store {
             && exists(txn.open_table(PATHS).map(drop))?
             && exists(txn.open_table(FILES).map(drop))?
             && exists(txn.open_table(FILE_ALIASES).map(drop))?
-            && exists(txn.open_table(SIMILAR).map(drop))?
-            && exists(txn.open_table(DICTS).map(drop))?)
+            && exists(txn.open_table(SIMILAR).map(drop))?)
     }
 
     /// Make the packs match the last commit: cut tails nobody committed, delete packs nobody committed.
@@ -421,6 +422,10 @@ impl Store {
 
     pub(crate) fn frame_cache(&self) -> &read::FrameCache {
         &self.frames
+    }
+
+    pub(crate) fn outputs(&self) -> &rebuilt::OutputCache {
+        &self.outputs
     }
 
     /// How blocks added from now on are stored (see [`StorageConfig`]); what is stored stays as it is.

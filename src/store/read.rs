@@ -18,6 +18,10 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
 }
 
+/// Most bases one read may go through: a delta chain (at most 8 long) ending in a patched block's normal
+/// form, or a recipe's content.
+const MAX_BASES: u32 = 12;
+
 /// Decompressed frames kept for the next read: a sequential read (`cat`, a NAR download) touches each
 /// frame's members one after the other, and must not decompress the frame once per member.
 const FRAME_CACHE: usize = 8;
@@ -69,6 +73,12 @@ impl Store {
 
     /// Read the block `hash` stored at `loc`, rebuild it from its form and check it.
     pub(crate) fn read_at(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
+        self.read_within(hash, loc, MAX_BASES)
+    }
+
+    /// [`read_at`](Self::read_at) following at most `budget` more bases, so a damaged index that links
+    /// blocks in a circle gives an error, not an endless recursion.
+    fn read_within(&self, hash: &BlockHash, loc: &BlockLoc, budget: u32) -> Result<Vec<u8>, StoreError> {
         let corrupt =
             |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
         let bytes = match loc.form {
@@ -84,7 +94,7 @@ impl Store {
                         .with_borrow_mut(|d| d.decompress(&payload, loc.raw_len as usize))
                         .map_err(|e| corrupt(format!("zstd: {e}")))?,
                     Form::Delta { base, depth } => {
-                        let base_raw = self.delta_base(hash, loc, &base, depth)?;
+                        let base_raw = self.delta_base(hash, loc, &base, depth, budget)?;
                         delta_decompress(&base_raw, &payload, loc.raw_len as usize)
                             .map_err(|e| corrupt(format!("delta against {base}: {e}")))?
                     }
@@ -95,14 +105,23 @@ impl Store {
                         if let Form::Patched { .. } = base_loc.form {
                             return Err(corrupt(format!("its normalized form {base} is itself patched")));
                         }
+                        if budget == 0 {
+                            return Err(corrupt("its chain of bases is too long".into()));
+                        }
                         let mut b = self
-                            .read_at(&base, &base_loc)
+                            .read_within(&base, &base_loc, budget - 1)
                             .map_err(|e| corrupt(format!("its normalized form is damaged: {e}")))?;
                         apply_patches(&mut b, &payload).map_err(|e| corrupt(format!("patches: {e}")))?;
                         b
                     }
-                    Form::Framed { .. } => unreachable!("handled below"),
+                    Form::Framed { .. } | Form::Rebuilt { .. } => unreachable!("handled below"),
                 }
+            }
+            Form::Rebuilt { recipe, start } => {
+                let out = self.rebuilt_output(&recipe).map_err(corrupt)?;
+                let s = usize::try_from(start).unwrap_or(usize::MAX);
+                let e = s.saturating_add(loc.raw_len as usize);
+                out.get(s..e).ok_or_else(|| corrupt(format!("{s}..{e} lies outside its recipe's output")))?.to_vec()
             }
             Form::Framed { frame_len, start, dict } => {
                 let frame = self.frame(hash, loc, frame_len, dict)?;
@@ -122,9 +141,19 @@ impl Store {
 
     /// The raw bytes of a delta's base, checked; a base that is missing, unreadable or not shallower
     /// than the delta (which would allow a cycle) is reported against the delta block.
-    fn delta_base(&self, hash: &BlockHash, loc: &BlockLoc, base: &BlockHash, depth: u8) -> Result<Vec<u8>, StoreError> {
+    fn delta_base(
+        &self,
+        hash: &BlockHash,
+        loc: &BlockLoc,
+        base: &BlockHash,
+        depth: u8,
+        budget: u32,
+    ) -> Result<Vec<u8>, StoreError> {
         let corrupt =
             |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
+        if budget == 0 {
+            return Err(corrupt("its chain of bases is too long (a damaged index links blocks in a circle)".into()));
+        }
         let base_loc = self.block_loc(base)?.ok_or_else(|| corrupt(format!("its delta base {base} is missing")))?;
         if base_loc.form.depth() >= depth {
             return Err(corrupt(format!(
@@ -132,7 +161,7 @@ impl Store {
                 base_loc.form.depth()
             )));
         }
-        self.read_at(base, &base_loc).map_err(|e| corrupt(format!("its delta base is damaged: {e}")))
+        self.read_within(base, &base_loc, budget - 1).map_err(|e| corrupt(format!("its delta base is damaged: {e}")))
     }
 
     /// The decompressed frame a framed block lives in, from the cache or the pack.
@@ -156,7 +185,7 @@ impl Store {
             return Err(corrupt("record header does not match the index".into()));
         }
         if dict != 0 {
-            return Err(corrupt(format!("dictionary {dict} is not known to this version")));
+            return Err(corrupt(format!("it names dictionary {dict}; format 2 has none")));
         }
         let frame = DECOMPRESSOR
             .with_borrow_mut(|d| d.decompress(&payload, frame_len as usize))

@@ -56,6 +56,10 @@ pub struct FormStats {
     pub patched_blocks: u64,
     /// Stored bytes of their patch records.
     pub patched_stored_bytes: u64,
+    /// Blocks of compressed tarballs kept as content plus a recipe.
+    pub rebuilt_blocks: u64,
+    /// Their raw bytes.
+    pub rebuilt_raw_bytes: u64,
 }
 
 impl Store {
@@ -98,6 +102,10 @@ impl Store {
                     f.delta_raw_bytes += u64::from(loc.raw_len);
                     f.delta_stored_bytes += u64::from(loc.stored_len);
                     f.max_delta_depth = f.max_delta_depth.max(depth);
+                }
+                Form::Rebuilt { .. } => {
+                    f.rebuilt_blocks += 1;
+                    f.rebuilt_raw_bytes += u64::from(loc.raw_len);
                 }
                 Form::Patched { .. } => {
                     f.patched_blocks += 1;

@@ -27,9 +27,6 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 /// Similarity index: super-feature (u64, see `similar.rs`) → BLAKE3 of the newest block with it, a
 /// candidate delta base for new blocks that resemble it.
 pub const SIMILAR: TableDefinition<u64, &[u8]> = TableDefinition::new("similar-0");
-/// Trained zstd dictionaries: dictionary id (u32, as zstd writes it into frames) → [`DictLoc`].
-pub const DICTS: TableDefinition<u32, &[u8]> = TableDefinition::new("dicts-0");
-
 /// The format version this build writes (docs/FORMAT.md, "Version history").
 pub const FORMAT_VERSION: u32 = 2;
 /// Versions this build opens. A version-1 store is a subset of version 2 (no frames, deltas,
@@ -48,10 +45,10 @@ pub enum RecordKind {
     Frame = 2,
     /// One block as a zstd frame compressed against another block (its delta base) as a raw prefix.
     Delta = 3,
-    /// A trained zstd dictionary; the header's hash is BLAKE3 of the dictionary bytes.
-    Dict = 4,
     /// One block as another (its normalized form, see `normalize.rs`) plus the bytes to put back.
     Patched = 5,
+    /// No record: the block is a slice of a recipe's output (`rebuilt.rs`). Only an index form.
+    Rebuilt = 6,
 }
 
 impl RecordKind {
@@ -62,8 +59,8 @@ impl RecordKind {
             1 => RecordKind::Zstd,
             2 => RecordKind::Frame,
             3 => RecordKind::Delta,
-            4 => RecordKind::Dict,
             5 => RecordKind::Patched,
+            6 => RecordKind::Rebuilt,
             _ => return None,
         })
     }
@@ -82,7 +79,8 @@ pub enum Form {
         frame_len: u32,
         /// Where the block starts in it.
         start: u32,
-        /// Dictionary the frame was compressed with (`0`: none).
+        /// Reserved for a trained dictionary the frame would be compressed with; always `0` (none) in
+        /// format 2, and reads refuse anything else.
         dict: u32,
     },
     /// Its own record, compressed against `base`.
@@ -97,6 +95,13 @@ pub enum Form {
         /// The normalized block.
         base: BlockHash,
     },
+    /// No record of its own: bytes `start..start + raw_len` of what recipe block `recipe` rebuilds.
+    Rebuilt {
+        /// The recipe block.
+        recipe: BlockHash,
+        /// Where the block starts in the recipe's output.
+        start: u64,
+    },
 }
 
 impl Form {
@@ -108,13 +113,15 @@ impl Form {
             Form::Framed { .. } => RecordKind::Frame,
             Form::Delta { .. } => RecordKind::Delta,
             Form::Patched { .. } => RecordKind::Patched,
+            Form::Rebuilt { .. } => RecordKind::Rebuilt,
         }
     }
 
-    /// The block this form is read through, if any: a delta's base, a patched block's normal form.
+    /// The block this form is read through, if any: a delta's base, a patched block's normal form, a
+    /// rebuilt block's recipe.
     pub fn base(&self) -> Option<BlockHash> {
         match self {
-            Form::Delta { base, .. } | Form::Patched { base } => Some(*base),
+            Form::Delta { base, .. } | Form::Patched { base } | Form::Rebuilt { recipe: base, .. } => Some(*base),
             _ => None,
         }
     }
@@ -130,7 +137,8 @@ impl Form {
 
 /// Where a block lives. Encoded as `pack u32 | offset u64 | stored_len u32 | raw_len u32 | kind u8`
 /// (21 bytes, format 1's whole layout), then per kind: frame `frame_len u32 | start u32 | dict u32`,
-/// delta `depth u8 | base [32]`, patched `base [32]`.
+/// delta `depth u8 | base [32]`, patched `base [32]`, rebuilt `recipe [32] | start u64` (with pack, offset
+/// and stored_len 0: it has no record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLoc {
     /// Pack id.
@@ -177,6 +185,10 @@ impl BlockLoc {
                 out.extend_from_slice(&base.0);
             }
             Form::Patched { base } => out.extend_from_slice(&base.0),
+            Form::Rebuilt { recipe, start } => {
+                out.extend_from_slice(&recipe.0);
+                out.extend_from_slice(&start.to_le_bytes());
+            }
         }
         out
     }
@@ -219,7 +231,15 @@ impl BlockLoc {
                 h.copy_from_slice(rest);
                 Form::Patched { base: BlockHash(h) }
             }
-            Some(RecordKind::Dict) | None => return Err(bad(format!("unknown block form {}", b[20]))),
+            Some(RecordKind::Rebuilt) => {
+                want(40, "rebuilt")?;
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&rest[..32]);
+                let mut st = [0u8; 8];
+                st.copy_from_slice(&rest[32..]);
+                Form::Rebuilt { recipe: BlockHash(h), start: u64::from_le_bytes(st) }
+            }
+            None => return Err(bad(format!("unknown block form {}", b[20]))),
         };
         let mut off = [0u8; 8];
         off.copy_from_slice(&b[4..12]);
@@ -236,51 +256,6 @@ impl BlockLoc {
             }
         }
         Ok(loc)
-    }
-}
-
-/// Where a dictionary lives: `pack u32 | offset u64 | len u32`; the record is a [`RecordKind::Dict`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DictLoc {
-    /// Pack id.
-    pub pack: u32,
-    /// Record offset.
-    pub offset: u64,
-    /// Dictionary bytes (stored uncompressed).
-    pub len: u32,
-    /// BLAKE3 of the dictionary bytes (the record header's hash).
-    pub hash: BlockHash,
-}
-
-impl DictLoc {
-    /// Encode as stored in [`DICTS`].
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(48);
-        out.extend_from_slice(&self.pack.to_le_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
-        out.extend_from_slice(&self.len.to_le_bytes());
-        out.extend_from_slice(&self.hash.0);
-        out
-    }
-
-    /// Decode a [`DICTS`] value.
-    pub fn decode(b: &[u8]) -> Result<Self, StoreError> {
-        if b.len() != 48 {
-            return Err(StoreError::CorruptIndex {
-                table: "dicts-0",
-                reason: format!("location is {} bytes, expected 48", b.len()),
-            });
-        }
-        let mut off = [0u8; 8];
-        off.copy_from_slice(&b[4..12]);
-        let mut h = [0u8; 32];
-        h.copy_from_slice(&b[16..48]);
-        Ok(DictLoc {
-            pack: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            offset: u64::from_le_bytes(off),
-            len: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
-            hash: BlockHash(h),
-        })
     }
 }
 
@@ -387,7 +362,7 @@ mod tests {
         b[20] = 9;
         assert!(BlockLoc::decode(&b).is_err());
         b[20] = 4;
-        assert!(BlockLoc::decode(&b).is_err(), "a dictionary is not a block form");
+        assert!(BlockLoc::decode(&b).is_err(), "kind 4 (dictionaries) is not defined");
         // A block reaching past its frame, a delta of depth 0, and truncated tails.
         let outside =
             BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 8, form: Form::Framed { frame_len: 20, start: 13, dict: 0 } };

@@ -1,0 +1,154 @@
+//! How blocks are stored (`add --storage`): neighbouring blocks share zstd frames, a block resembling a
+//! stored one is kept as a delta on it, and `legacy` keeps format 1's one-record-per-block way. Whatever
+//! the form, `cat` gives back exactly what `nix-store --dump` gives.
+
+use std::fs;
+use std::path::Path;
+
+use crate::common::*;
+
+/// `n` bytes of text: words from a small vocabulary with numbers in between, compressible about 3:1
+/// but never repeating a 64-byte window, so content-defined chunking and similarity sampling see
+/// real variety.
+fn text(rng: &mut Prng, n: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "derivation",
+        "output",
+        "store",
+        "path",
+        "hash",
+        "closure",
+        "builder",
+        "system",
+        "input",
+        "source",
+        "patch",
+        "phase",
+        "install",
+        "check",
+        "fixup",
+        "unpack",
+    ];
+    let mut out = Vec::with_capacity(n + 32);
+    while out.len() < n {
+        let r = rng.next();
+        out.extend_from_slice(WORDS[(r % 16) as usize].as_bytes());
+        match (r >> 8) % 8 {
+            0 => out.extend_from_slice(format!(" {}\n", (r >> 16) % 100_000).as_bytes()),
+            1 => out.extend_from_slice(b" = "),
+            _ => out.push(b' '),
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+/// Version 1 of a package-like tree: ~3 MiB in twelve large files and a few small ones.
+fn tree_v1(dir: &Path) {
+    let mut rng = Prng::new(2024);
+    fs::create_dir_all(dir.join("share/doc")).unwrap();
+    for i in 0..12 {
+        fs::write(dir.join(format!("share/data-{i:02}.txt")), text(&mut rng, 256 * 1024)).unwrap();
+    }
+    for i in 0..20 {
+        let n = 200 + rng.below(3000) as usize;
+        fs::write(dir.join(format!("share/doc/note-{i:02}")), text(&mut rng, n)).unwrap();
+    }
+}
+
+/// Version 2: a copy of `v1` with a few small in-place edits in four of the large files.
+fn tree_v2(v1: &Path, dir: &Path) {
+    copy_tree(v1, dir);
+    let mut rng = Prng::new(7);
+    for i in [1, 4, 7, 10] {
+        let p = dir.join(format!("share/data-{i:02}.txt"));
+        let mut b = fs::read(&p).unwrap();
+        for _ in 0..3 {
+            let at = rng.below(b.len() as u64 - 16) as usize;
+            b[at..at + 12].copy_from_slice(b"version 2.0!");
+        }
+        fs::write(&p, b).unwrap();
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+struct Versions {
+    _work: tempfile::TempDir,
+    v1: std::path::PathBuf,
+    v2: std::path::PathBuf,
+}
+
+fn versions() -> Versions {
+    let work = tempfile::tempdir().unwrap();
+    let (v1, v2) = (work.path().join("v1"), work.path().join("v2"));
+    tree_v1(&v1);
+    tree_v2(&v1, &v2);
+    Versions { _work: work, v1, v2 }
+}
+
+#[test]
+fn default_storage_uses_frames_and_deltas_and_round_trips() {
+    require_nix();
+    let t = versions();
+    let store = TestStore::new();
+    let (h1, _, size1) = store.add(&[t.v1.to_str().unwrap()]);
+    let (h2, _, _) = store.add(&[t.v2.to_str().unwrap()]);
+    assert_ne!(h1, h2);
+    assert!(size1 > 3 << 20, "{size1}");
+    let stats = store.stats();
+    let forms = &stats["forms"];
+    eprintln!("v1 + v2, default storage: {forms}");
+    assert!(forms["frames"].as_u64().unwrap() > 0, "no frames: {stats:#}");
+    assert!(forms["delta_blocks"].as_u64().unwrap() > 0, "no deltas after a small edit: {stats:#}");
+    assert!(forms["delta_stored_bytes"].as_u64().unwrap() * 10 < forms["delta_raw_bytes"].as_u64().unwrap());
+    assert!(forms["max_delta_depth"].as_u64().unwrap() >= 1);
+    for (h, dir) in [(&h1, &t.v1), (&h2, &t.v2)] {
+        assert_eq!(*h, nix_hash(dir));
+        let ours = store.bytes(&["cat", "--nar-hash", h]);
+        assert!(ours == nix_dump(dir), "cat of {} differs from nix-store --dump", dir.display());
+    }
+    store.verify();
+}
+
+#[test]
+fn legacy_storage_uses_neither_frames_nor_deltas() {
+    require_nix();
+    let t = versions();
+    let store = TestStore::new();
+    let (h1, _, _) = store.add(&["--storage", "legacy", t.v1.to_str().unwrap()]);
+    let (h2, _, _) = store.add(&["--storage", "legacy", t.v2.to_str().unwrap()]);
+    let stats = store.stats();
+    let forms = &stats["forms"];
+    assert_eq!(forms["frames"], 0, "{stats:#}");
+    assert_eq!(forms["framed_blocks"], 0, "{stats:#}");
+    assert_eq!(forms["delta_blocks"], 0, "{stats:#}");
+    assert!(forms["zstd_blocks"].as_u64().unwrap() > 0, "{stats:#}");
+    for (h, dir) in [(&h1, &t.v1), (&h2, &t.v2)] {
+        let ours = store.bytes(&["cat", "--nar-hash", h]);
+        assert!(ours == nix_dump(dir), "cat of {} differs from nix-store --dump", dir.display());
+    }
+    store.verify();
+}
+
+#[test]
+fn unknown_storage_option_is_a_one_line_error() {
+    let work = tempfile::tempdir().unwrap();
+    fs::write(work.path().join("f"), b"hello").unwrap();
+    let store = TestStore::new();
+    let line = store.fails(&["add", "--storage", "colour=blue", work.path().join("f").to_str().unwrap()]);
+    assert!(line.contains("colour"), "{line}");
+    let line = store.fails(&["add", "--storage", "frames=256K,level=99", work.path().join("f").to_str().unwrap()]);
+    assert!(line.contains("level=99"), "{line}");
+}
