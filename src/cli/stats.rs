@@ -35,13 +35,16 @@ pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
     println!("{} NARs, {} files, {} store paths, {} blocks in {} packs", s.nars, s.files, s.paths, s.blocks, s.packs);
     let f = &s.forms;
     println!(
-        "blocks: {} in {} frames, {} deltas ({} of {} raw bytes stored, chains up to {}), {} zstd alone, {} raw",
+        "blocks: {} in {} frames, {} deltas ({} of {} raw bytes stored, chains up to {}), {} patched, \
+         {} rebuilt from tarball content, {} zstd alone, {} raw",
         f.framed_blocks,
         f.frames,
         f.delta_blocks,
         f.delta_stored_bytes,
         f.delta_raw_bytes,
         f.max_delta_depth,
+        f.patched_blocks,
+        f.rebuilt_blocks,
         f.zstd_blocks,
         f.raw_blocks
     );

@@ -800,25 +800,49 @@ pub fn add_file(
     let mut sha512 = sha2::Sha512::new();
     let mut sha1 = sha1::Sha1::new();
     let mut md5 = md5::Md5::new();
-    let mut builder = DagBuilder::new(&mut ingest);
-    let mut chunker = Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StoreError::Io { context: format!("reading {name}"), source: e }),
-        };
-        let b = &buf[..n];
+    let mut update = |b: &[u8]| {
         sha256.update(b);
         sha512.update(b);
         sha1.update(b);
         md5.update(b);
-        chunker.write(b).map_err(StoreError::from_io)?;
+    };
+    let read_err = |e: io::Error| StoreError::Io { context: format!("reading {name}"), source: e };
+    // A compressed tarball small enough to hold is tried as content plus recipe first.
+    let mut head = Vec::new();
+    if ingest.cfg.tarballs {
+        (&mut r).take(6).read_to_end(&mut head).map_err(read_err)?;
+        if recompress::detect(&head).is_some() {
+            (&mut r).take(rebuilt::REBUILD_MAX + 1 - head.len() as u64).read_to_end(&mut head).map_err(read_err)?;
+        }
     }
-    chunker.finish().map_err(StoreError::from_io)?;
-    let (dag, _) = builder.finish().map_err(StoreError::from_io)?;
+    let whole = recompress::detect(&head).is_some() && head.len() as u64 <= rebuilt::REBUILD_MAX;
+    let rebuilt = if whole { build_rebuilt(&mut ingest, &head, 0..head.len(), cfg, false)? } else { None };
+    let dag = match rebuilt {
+        Some(dag) => {
+            update(&head);
+            dag
+        }
+        None => {
+            let mut builder = DagBuilder::new(&mut ingest);
+            let mut chunker =
+                Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
+            update(&head);
+            chunker.write(&head).map_err(StoreError::from_io)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_err(e)),
+                };
+                update(&buf[..n]);
+                chunker.write(&buf[..n]).map_err(StoreError::from_io)?;
+            }
+            chunker.finish().map_err(StoreError::from_io)?;
+            builder.finish().map_err(StoreError::from_io)?.0
+        }
+    };
     let sha256: [u8; 32] = sha256.finalize().into();
     let aliases = vec![
         NixHash { algo: HashAlgo::Sha512, digest: sha512.finalize().to_vec() },
