@@ -36,7 +36,14 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { frame_bytes: 1 << 20, level: 9, delta_level: 9, max_delta_depth: 3, normalize: true, tarballs: true }
+        StorageConfig {
+            frame_bytes: 1 << 20,
+            level: 9,
+            delta_level: 9,
+            max_delta_depth: 3,
+            normalize: true,
+            tarballs: true,
+        }
     }
 }
 
@@ -48,7 +55,14 @@ pub struct StorageConfigError(String);
 impl StorageConfig {
     /// Format 1's way: every block alone, zstd level 3, no deltas, no normalization.
     pub fn per_block() -> Self {
-        StorageConfig { frame_bytes: 0, level: 3, delta_level: 3, max_delta_depth: 0, normalize: false, tarballs: false }
+        StorageConfig {
+            frame_bytes: 0,
+            level: 3,
+            delta_level: 3,
+            max_delta_depth: 0,
+            normalize: false,
+            tarballs: false,
+        }
     }
 
     /// Parse `key=value,…` over the defaults: `frames=1M` (`0`/`off`: per block), `level=9`,
@@ -61,7 +75,8 @@ impl StorageConfig {
                 c = StorageConfig::per_block();
                 continue;
             }
-            let (k, v) = part.split_once('=').ok_or_else(|| StorageConfigError(format!("{part:?}: expected KEY=VALUE")))?;
+            let (k, v) =
+                part.split_once('=').ok_or_else(|| StorageConfigError(format!("{part:?}: expected KEY=VALUE")))?;
             let num = |v: &str| -> Result<u64, StorageConfigError> {
                 let (n, mul) = match v.as_bytes().last() {
                     Some(b'K' | b'k') => (&v[..v.len() - 1], 1024),
@@ -231,7 +246,12 @@ impl Worker {
                 if d.len() * 10 >= raw.len() * 9 {
                     return single(&mut self.single, hash, raw);
                 }
-                Ok(Compressed::Single { hash, raw_len: raw.len() as u32, payload: d, form: Form::Delta { base, depth } })
+                Ok(Compressed::Single {
+                    hash,
+                    raw_len: raw.len() as u32,
+                    payload: d,
+                    form: Form::Delta { base, depth },
+                })
             }
         }
     }

@@ -10,17 +10,17 @@ use sha2::Digest;
 
 use super::compress::{CompressPool, Compressed, Job, StorageConfig};
 use super::error::StoreError;
+use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::pack::{record_header, PACK_TARGET};
 use super::tables::*;
-use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::{alias_key, rebuilt, similar, Store};
-use crate::recompress;
 use crate::chunk::{Chunker, ChunkerConfig};
 use crate::dag::builder::BuiltDag;
 use crate::dag::{BlockHash, BlockSink, Cid, DagBuilder};
 use crate::nix::hash::{HashAlgo, NarHash, NixHash};
 use crate::nix::nar::{self, NarSink, NarSummary};
 use crate::nix::narinfo::NarInfo;
+use crate::recompress;
 
 /// A manifest entry made visible by [`Ingest::commit`].
 #[derive(Debug, Clone)]
@@ -227,7 +227,8 @@ impl<'s> Ingest<'s> {
         let stored_len = patches.len() as u32;
         let header = record_header(&hash, raw_len, stored_len, RecordKind::Patched);
         let (pack, offset) = self.append(&[&header, patches], None)?;
-        self.pending.insert(hash, BlockLoc { pack, offset, stored_len, raw_len, form: Form::Patched { base: norm_hash } });
+        self.pending
+            .insert(hash, BlockLoc { pack, offset, stored_len, raw_len, form: Form::Patched { base: norm_hash } });
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
         Ok(())
@@ -604,7 +605,12 @@ fn commit_nar(
 
 /// Store a NAR read from `r`, validating it as it streams. When `info` is given (a store path's
 /// metadata), its NarHash and NarSize must match and it is recorded with the NAR.
-pub fn add_nar(store: &Store, mut r: impl Read, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+pub fn add_nar(
+    store: &Store,
+    mut r: impl Read,
+    cfg: ChunkerConfig,
+    info: Option<NarInfo>,
+) -> Result<NarAdded, StoreError> {
     // A flat file holding a compressed tarball may be kept as its content plus a recipe: look at the
     // NAR's first bytes, and if they say so, take the (bounded) NAR whole.
     let mut head = Vec::with_capacity(FLAT_HEAD);
@@ -824,8 +830,7 @@ pub fn add_file(
         }
         None => {
             let mut builder = DagBuilder::new(&mut ingest);
-            let mut chunker =
-                Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
+            let mut chunker = Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
             update(&head);
             chunker.write(&head).map_err(StoreError::from_io)?;
             let mut buf = vec![0u8; 256 * 1024];

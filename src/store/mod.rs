@@ -12,13 +12,14 @@
 
 mod compress;
 mod error;
-#[cfg(test)] mod form_tests;
+#[cfg(test)]
+mod form_tests;
 mod gc;
 mod ingest;
+mod normalize;
 pub mod pack;
 mod read;
 mod rebuilt;
-mod normalize;
 mod similar;
 mod stats;
 pub mod tables;
@@ -33,8 +34,8 @@ use std::sync::Mutex;
 use fs2::FileExt;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use self::error::IoContext;
 pub use self::compress::{StorageConfig, StorageConfigError};
+use self::error::IoContext;
 pub use self::error::StoreError;
 pub use self::gc::GcReport;
 pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};

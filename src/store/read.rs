@@ -26,9 +26,12 @@ const MAX_BASES: u32 = 12;
 /// frame's members one after the other, and must not decompress the frame once per member.
 const FRAME_CACHE: usize = 8;
 
-/// The most recently used decompressed frames, newest last, keyed by (pack, record offset).
+/// A decompressed frame and where its record is: (pack, offset).
+type CachedFrame = ((u32, u64), Arc<Vec<u8>>);
+
+/// The most recently used decompressed frames, newest last.
 #[derive(Default)]
-pub(crate) struct FrameCache(Mutex<Vec<((u32, u64), Arc<Vec<u8>>)>>);
+pub(crate) struct FrameCache(Mutex<Vec<CachedFrame>>);
 
 impl FrameCache {
     fn get(&self, key: (u32, u64)) -> Option<Arc<Vec<u8>>> {

@@ -338,8 +338,13 @@ mod tests {
 
     #[test]
     fn framed_and_delta_locations_round_trip() {
-        let framed =
-            BlockLoc { pack: 2, offset: 99, stored_len: 50, raw_len: 7, form: Form::Framed { frame_len: 20, start: 13, dict: 5 } };
+        let framed = BlockLoc {
+            pack: 2,
+            offset: 99,
+            stored_len: 50,
+            raw_len: 7,
+            form: Form::Framed { frame_len: 20, start: 13, dict: 5 },
+        };
         assert_eq!(
             data_encoding::HEXLOWER.encode(&framed.encode()),
             concat!("02000000", "6300000000000000", "32000000", "07000000", "02", "14000000", "0d000000", "05000000")
@@ -364,10 +369,22 @@ mod tests {
         b[20] = 4;
         assert!(BlockLoc::decode(&b).is_err(), "kind 4 (dictionaries) is not defined");
         // A block reaching past its frame, a delta of depth 0, and truncated tails.
-        let outside =
-            BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 8, form: Form::Framed { frame_len: 20, start: 13, dict: 0 } };
+        let outside = BlockLoc {
+            pack: 1,
+            offset: 16,
+            stored_len: 5,
+            raw_len: 8,
+            form: Form::Framed { frame_len: 20, start: 13, dict: 0 },
+        };
         assert!(BlockLoc::decode(&outside.encode()).is_err());
-        let mut d = BlockLoc { pack: 1, offset: 16, stored_len: 5, raw_len: 7, form: Form::Delta { base: BlockHash([1; 32]), depth: 1 } }.encode();
+        let mut d = BlockLoc {
+            pack: 1,
+            offset: 16,
+            stored_len: 5,
+            raw_len: 7,
+            form: Form::Delta { base: BlockHash([1; 32]), depth: 1 },
+        }
+        .encode();
         d[21] = 0;
         assert!(BlockLoc::decode(&d).is_err());
         assert!(BlockLoc::decode(&d[..40]).is_err());
