@@ -648,3 +648,600 @@ fn a_later_copy_of_a_block_does_not_break_deltas_committed_on_the_first() {
 fn a_later_copy_of_a_block_does_not_break_deltas_compressed_against_the_first() {
     later_copy_of_a_base(false);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Compressed tarballs kept as content + recipe (`Form::Rebuilt`).
+
+mod rebuilt_and_patched {
+    use std::io::Read;
+    use std::os::raw::c_int;
+    use std::path::{Path, PathBuf};
+
+    use super::super::rebuilt::RecipeBlock;
+    use super::*;
+    use crate::chunk::ChunkerConfig;
+    use crate::dag::cid::{block_hash, Cid, RAW_CODEC};
+    use crate::dag::{walk, DagReader, WalkMode};
+    use crate::store::{add_file, add_path, NarAdded};
+
+    unsafe extern "C" fn zalloc(_: libz_sys::voidpf, items: libz_sys::uInt, size: libz_sys::uInt) -> libz_sys::voidpf {
+        // SAFETY: calloc with any sizes is sound; zlib handles a null result.
+        unsafe { libc::calloc(items as libc::size_t, size as libc::size_t) }
+    }
+
+    unsafe extern "C" fn zfree(_: libz_sys::voidpf, ptr: libz_sys::voidpf) {
+        // SAFETY: zlib frees only what `zalloc` gave it.
+        unsafe { libc::free(ptr) }
+    }
+
+    /// `data` gzipped by the C zlib's own gzip wrapper (`windowBits` 31: header with mtime 0, XFL, OS).
+    fn gzip(data: &[u8], level: i32, mem_level: i32) -> Vec<u8> {
+        use libz_sys as z;
+        let mut strm = Box::new(z::z_stream {
+            next_in: std::ptr::null_mut(),
+            avail_in: 0,
+            total_in: 0,
+            next_out: std::ptr::null_mut(),
+            avail_out: 0,
+            total_out: 0,
+            msg: std::ptr::null_mut(),
+            state: std::ptr::null_mut(),
+            zalloc,
+            zfree,
+            opaque: std::ptr::null_mut(),
+            data_type: 0,
+            adler: 0,
+            reserved: 0,
+        });
+        // SAFETY: a fresh boxed stream; input and output pointers describe live buffers of the given
+        // lengths for the one deflate call; the stream is ended once.
+        unsafe {
+            let rc = z::deflateInit2_(
+                &mut *strm,
+                level,
+                z::Z_DEFLATED,
+                31,
+                mem_level,
+                z::Z_DEFAULT_STRATEGY,
+                z::zlibVersion(),
+                std::mem::size_of::<z::z_stream>() as c_int,
+            );
+            assert_eq!(rc, z::Z_OK);
+            let bound = z::deflateBound(&mut *strm, data.len() as z::uLong) as usize + 1024;
+            let mut out = vec![0u8; bound];
+            strm.next_in = data.as_ptr() as *mut u8;
+            strm.avail_in = data.len() as z::uInt;
+            strm.next_out = out.as_mut_ptr();
+            strm.avail_out = out.len() as z::uInt;
+            assert_eq!(z::deflate(&mut *strm, z::Z_FINISH), z::Z_STREAM_END);
+            let n = strm.total_out as usize;
+            z::deflateEnd(&mut *strm);
+            out.truncate(n);
+            assert_eq!(&out[..3], &[0x1f, 0x8b, 8]);
+            out
+        }
+    }
+
+    /// A tar-like stream: 512-byte headers, then `file_len` bytes of text per file padded to 512, then
+    /// two zero records.
+    fn tar_stream(seed: u64, files: usize, file_len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..files {
+            let mut h = vec![0u8; 512];
+            let name = format!("source-1.0/src/file{i}.txt");
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            let size = format!("{file_len:011o}\0");
+            h[124..124 + size.len()].copy_from_slice(size.as_bytes());
+            h[257..262].copy_from_slice(b"ustar");
+            out.extend_from_slice(&h);
+            out.extend_from_slice(&text(seed * 1000 + i as u64, file_len));
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    /// About 300 KiB of tar content.
+    fn tarball_content(seed: u64) -> Vec<u8> {
+        tar_stream(seed, 10, 30_000)
+    }
+
+    /// The NAR of `path`, as `nix-store --dump` writes it.
+    fn dump(path: &Path) -> Vec<u8> {
+        let mut nar = Vec::new();
+        crate::nix::nar::dump_path(path, &mut nar).unwrap();
+        nar
+    }
+
+    fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Raw leaves under `root`, in stream order (the first occurrence of each).
+    fn leaves(store: &Store, root: &Cid, size: u64) -> Vec<BlockHash> {
+        blocks_under(store, root, size).into_iter().filter(|(_, c)| *c == RAW_CODEC).map(|(h, _)| h).collect()
+    }
+
+    /// Every block under `root` with its codec.
+    fn blocks_under(store: &Store, root: &Cid, size: u64) -> Vec<(BlockHash, u64)> {
+        let mut seen = crate::dag::reader::Seen::new();
+        let mut out = Vec::new();
+        walk(store, root, Some(size), &mut seen, WalkMode::NodesOnly, &mut |cid, _| {
+            out.push((block_hash(cid).unwrap(), cid.codec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn read_all(store: &Store, root: Cid) -> Vec<u8> {
+        let mut v = Vec::new();
+        DagReader::new(store, root).unwrap().read_to_end(&mut v).unwrap();
+        v
+    }
+
+    /// The stream under `root` reads back as `want`, whole and leaf by leaf through `read_block`.
+    fn assert_stream(store: &Store, root: Cid, want: &[u8]) {
+        assert!(read_all(store, root) == want, "the stream does not read back byte-exact");
+        let mut cat = Vec::new();
+        for h in leaves(store, &root, want.len() as u64) {
+            cat.extend_from_slice(&store.read_block(&h).unwrap().unwrap_or_else(|| panic!("leaf {h} is gone")));
+        }
+        assert!(cat == want, "the leaves, read one by one, do not make up the stream");
+    }
+
+    fn forms_of(store: &Store, hs: &[BlockHash]) -> Vec<Form> {
+        hs.iter().map(|h| store.block_loc(h).unwrap().unwrap_or_else(|| panic!("{h} not indexed")).form).collect()
+    }
+
+    fn block_count(store: &Store) -> u64 {
+        store.stats().unwrap().blocks
+    }
+
+    /// The recipe every leaf of `nar` names (asserting they are all rebuilt, from one recipe).
+    fn recipe_of(store: &Store, nar: &NarAdded) -> BlockHash {
+        let forms = forms_of(store, &leaves(store, &nar.root, nar.nar_size));
+        let mut recipes: Vec<BlockHash> = forms
+            .iter()
+            .map(|f| match f {
+                Form::Rebuilt { recipe, .. } => *recipe,
+                other => panic!("a leaf of the tarball's NAR is {other:?}, not rebuilt"),
+            })
+            .collect();
+        recipes.dedup();
+        assert_eq!(recipes.len(), 1, "{forms:?}");
+        recipes[0]
+    }
+
+    /// Every block of the recipe's content DAG.
+    fn content_blocks(store: &Store, recipe: &BlockHash) -> Vec<(BlockHash, u64)> {
+        let rb = RecipeBlock::decode(&store.read_block(recipe).unwrap().unwrap()).unwrap();
+        blocks_under(store, &rb.content_root, rb.content_size)
+    }
+
+    /// A store holding one gzipped tarball added as a path; returns it, its NAR, and the NAR's bytes.
+    fn store_with_tarball(dir: &Path, cfg: StorageConfig) -> (Store, NarAdded, Vec<u8>) {
+        let store = Store::open(&dir.join("store")).unwrap();
+        store.set_storage(cfg);
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let file = write_file(&src, "source-1.0.tar.gz", &gzip(&tarball_content(1), 9, 8));
+        let nar = dump(&file);
+        let added = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+        assert_eq!((added.nar_size, added.nar_hash), (nar.len() as u64, NarHash(sha256(&nar))));
+        (store, added, nar)
+    }
+
+    fn sha256(b: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(b).into()
+    }
+
+    #[test]
+    fn gzipped_tarball_is_rebuilt_from_its_content_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, added, nar) = store_with_tarball(dir.path(), StorageConfig::default());
+        let recipe = recipe_of(&store, &added);
+        assert_stream(&store, added.root, &nar);
+        let s = store.stats().unwrap();
+        assert!(s.forms.rebuilt_blocks > 0, "{:?}", s.forms);
+        assert_eq!(s.forms.rebuilt_raw_bytes, nar.len() as u64, "the NAR's leaves are all rebuilt: {:?}", s.forms);
+        // The content is kept decompressed: its DAG is the tar stream.
+        let rb = RecipeBlock::decode(&store.read_block(&recipe).unwrap().unwrap()).unwrap();
+        assert!(read_all(&store, rb.content_root) == tarball_content(1));
+        assert!(nar.starts_with(&rb.prefix) && nar.ends_with(&rb.suffix));
+        assert_clean(&store);
+
+        let store = reopen(store, &dir.path().join("store"));
+        assert_eq!(recipe_of(&store, &added), recipe);
+        assert_stream(&store, added.root, &nar);
+        // Leaves out of order too (each regenerates or reuses the output).
+        for h in leaves(&store, &added.root, added.nar_size).iter().rev() {
+            let b = store.read_block(h).unwrap().unwrap();
+            assert_eq!(BlockHash::of(&b), *h);
+        }
+        assert!(store.stats().unwrap().forms.rebuilt_blocks > 0);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn gzipped_tarball_added_as_a_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let gz = gzip(&tarball_content(2), 9, 8);
+        let added = add_file(&store, &gz[..], "source-2.0.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
+        assert_eq!((added.size, added.sha256), (gz.len() as u64, sha256(&gz)));
+        assert_stream(&store, added.root, &gz);
+        // add_file takes the content + recipe path too: the file's leaves are rebuilt.
+        let forms = forms_of(&store, &leaves(&store, &added.root, added.size));
+        assert!(forms.iter().all(|f| matches!(f, Form::Rebuilt { .. })), "{forms:?}");
+        let store = reopen(store, dir.path());
+        let (_, entry) = store
+            .file(&crate::nix::hash::NixHash {
+                algo: crate::nix::hash::HashAlgo::Sha256,
+                digest: added.sha256.to_vec(),
+            })
+            .unwrap()
+            .unwrap();
+        assert!(read_all(&store, entry.root_cid().unwrap()) == gz);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn a_slightly_edited_tarball_costs_far_fewer_pack_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first, _) = store_with_tarball(dir.path(), StorageConfig::default());
+        let after_first = store.stats().unwrap().pack_bytes;
+        let v2 = edited(&tarball_content(1), 7);
+        let file = write_file(&dir.path().join("src"), "source-1.1.tar.gz", &gzip(&v2, 9, 8));
+        let nar2 = dump(&file);
+        let second = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+        let after_second = store.stats().unwrap().pack_bytes;
+        let (c1, c2) = (after_first, after_second - after_first);
+        eprintln!("pack bytes: first tarball {c1}, edited one {c2}");
+        assert!(c2 * 5 < c1, "the first tarball took {c1} pack bytes, the edited one {c2}");
+        let r2 = recipe_of(&store, &second);
+        assert_ne!(r2, recipe_of(&store, &first));
+        assert_stream(&store, second.root, &nar2);
+        let store = reopen(store, &dir.path().join("store"));
+        assert_stream(&store, second.root, &nar2);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn tarballs_off_keeps_no_rebuilt_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, added, nar) =
+            store_with_tarball(dir.path(), StorageConfig { tarballs: false, ..Default::default() });
+        let forms = forms_of(&store, &leaves(&store, &added.root, added.nar_size));
+        assert!(!forms.iter().any(|f| matches!(f, Form::Rebuilt { .. })), "{forms:?}");
+        assert_eq!(store.stats().unwrap().forms.rebuilt_blocks, 0);
+        assert_stream(&store, added.root, &nar);
+        // add_file too.
+        let gz = gzip(&tarball_content(3), 9, 8);
+        let f = add_file(&store, &gz[..], "x.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
+        assert_stream(&store, f.root, &gz);
+        assert_eq!(store.stats().unwrap().forms.rebuilt_blocks, 0);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn gzip_from_an_unknown_compressor_is_stored_as_it_is() {
+        // Stored (level 0) deflate blocks and memLevel 1 are not among the analyzer's candidates.
+        for (level, mem_level) in [(0, 8), (6, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let file = write_file(dir.path(), "odd.tar.gz", &gzip(&tarball_content(4), level, mem_level));
+            let nar = dump(&file);
+            let added = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+            let forms = forms_of(&store, &leaves(&store, &added.root, added.nar_size));
+            assert!(
+                !forms.iter().any(|f| matches!(f, Form::Rebuilt { .. })),
+                "level {level} mem {mem_level}: {forms:?}"
+            );
+            assert_eq!(store.stats().unwrap().forms.rebuilt_blocks, 0);
+            assert_stream(&store, added.root, &nar);
+            assert_clean(&store);
+            // Content blocks the failed analysis stored are garbage; GC removes them and nothing else.
+            store.gc().unwrap();
+            assert_stream(&store, added.root, &nar);
+            let gz = std::fs::read(&file).unwrap();
+            let f = add_file(&store, &gz[..], "odd.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
+            let forms = forms_of(&store, &leaves(&store, &f.root, f.size));
+            assert!(!forms.iter().any(|f| matches!(f, Form::Rebuilt { .. })), "{forms:?}");
+            let store = reopen(store, dir.path());
+            assert_stream(&store, added.root, &nar);
+            assert_stream(&store, f.root, &gz);
+            assert_clean(&store);
+        }
+    }
+
+    #[test]
+    fn damaged_content_block_is_reported_against_the_rebuilt_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        // One record per block, so the damage hits one content block and not its neighbours.
+        let cfg = StorageConfig { frame_bytes: 0, ..Default::default() };
+        let (store, added, _) = store_with_tarball(dir.path(), cfg);
+        let recipe = recipe_of(&store, &added);
+        let nar_leaves = leaves(&store, &added.root, added.nar_size);
+        let content: Vec<BlockHash> =
+            content_blocks(&store, &recipe).into_iter().filter(|(_, c)| *c == RAW_CODEC).map(|(h, _)| h).collect();
+        assert!(content.len() > 1, "{content:?}");
+        let victim = content[content.len() / 2];
+        let l = store.block_loc(&victim).unwrap().unwrap();
+        assert!(matches!(l.form, Form::Zstd | Form::Raw), "{l:?}");
+        drop(store);
+        flip_payload_byte(&dir.path().join("store"), &l, 0);
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let problems = problems_of(&store);
+        assert!(reported(&problems, &victim, ""), "the content block is not reported: {problems:#?}");
+        for h in &nar_leaves {
+            assert!(reported(&problems, h, "recipe"), "rebuilt leaf {h} is not reported: {problems:#?}");
+            assert!(store.read_block(h).is_err(), "rebuilt leaf {h} read from damaged content");
+        }
+        if let Ok(mut r) = DagReader::new(&store, added.root) {
+            assert!(r.read_to_end(&mut Vec::new()).is_err(), "the NAR read back from damaged content");
+        }
+        // GC marks leaves by presence only, so damage inside a content leaf does not stop it; it must
+        // still keep everything the recipe names.
+        let r = store.gc().unwrap();
+        assert_eq!(r.removed_blocks, 0, "{r:?}");
+        assert!(store.block_loc(&recipe).unwrap().is_some() && store.block_loc(&victim).unwrap().is_some());
+    }
+
+    #[test]
+    fn missing_recipe_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, added, _) = store_with_tarball(dir.path(), StorageConfig::default());
+        let recipe = recipe_of(&store, &added);
+        let nar_leaves = leaves(&store, &added.root, added.nar_size);
+        {
+            let txn = store.db().begin_write().unwrap();
+            assert!(txn.open_table(BLOCKS).unwrap().remove(recipe.0.as_slice()).unwrap().is_some());
+            txn.commit().unwrap();
+        }
+        let store = reopen(store, &dir.path().join("store"));
+        let problems = problems_of(&store);
+        for h in &nar_leaves {
+            assert!(
+                reported(&problems, h, &format!("recipe {recipe} is missing")),
+                "rebuilt leaf {h} not reported: {problems:#?}"
+            );
+            assert!(store.read_block(h).is_err());
+        }
+    }
+
+    #[test]
+    fn gc_keeps_recipe_and_content_while_the_tarball_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, added, nar) = store_with_tarball(dir.path(), StorageConfig::default());
+        let recipe = recipe_of(&store, &added);
+        let content = content_blocks(&store, &recipe);
+        let before = block_count(&store);
+        let r = store.gc().unwrap();
+        assert_eq!(r.removed_blocks, 0, "{r:?}");
+        assert_eq!(block_count(&store), before);
+        assert!(store.block_loc(&recipe).unwrap().is_some(), "the recipe was collected");
+        for (h, _) in &content {
+            assert!(store.block_loc(h).unwrap().is_some(), "content block {h} was collected");
+        }
+        let store = reopen(store, &dir.path().join("store"));
+        assert_stream(&store, added.root, &nar);
+        assert_clean(&store);
+
+        assert!(store.forget_nar(&added.nar_hash).unwrap());
+        let r = store.gc().unwrap();
+        assert!(r.removed_blocks > content.len() as u64, "{r:?}");
+        assert!(store.block_loc(&recipe).unwrap().is_none());
+        for (h, _) in &content {
+            assert!(store.block_loc(h).unwrap().is_none(), "content block {h} outlived its tarball");
+        }
+        assert_eq!(block_count(&store), 0);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn gc_keeps_the_content_another_tarball_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first, _) = store_with_tarball(dir.path(), StorageConfig::default());
+        let file =
+            write_file(&dir.path().join("src"), "source-1.1.tar.gz", &gzip(&edited(&tarball_content(1), 8), 9, 8));
+        let nar2 = dump(&file);
+        let second = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+        let r2 = recipe_of(&store, &second);
+        assert!(store.forget_nar(&first.nar_hash).unwrap());
+        store.gc().unwrap();
+        let store = reopen(store, &dir.path().join("store"));
+        assert_stream(&store, second.root, &nar2);
+        for (h, _) in content_blocks(&store, &r2) {
+            assert!(store.block_loc(&h).unwrap().is_some());
+        }
+        assert_clean(&store);
+        assert!(store.forget_nar(&second.nar_hash).unwrap());
+        store.gc().unwrap();
+        assert_eq!(block_count(&store), 0);
+        assert_clean(&store);
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Store-path hash parts normalized out (`Form::Patched`).
+
+    const H1: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+    const H2: &str = "zyxwvsrqpnmlkjihgfdcba9876543210";
+
+    /// A tree of four ~50 KiB files with a reference to `/nix/store/<hash>-…` every ~4 KiB, and a
+    /// symlink into the store.
+    fn tree(dir: &Path, hash: &str) -> PathBuf {
+        let root = dir.join(format!("out-{}", &hash[..4]));
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        for i in 0..4u64 {
+            let mut f = Vec::new();
+            for j in 0..13u64 {
+                f.extend_from_slice(&text(500 + i * 100 + j, 4000));
+                f.extend_from_slice(format!("\nexec /nix/store/{hash}-dep-{j}/bin/tool \"$@\"\n").as_bytes());
+            }
+            std::fs::write(root.join("bin").join(format!("prog{i}")), f).unwrap();
+        }
+        std::os::unix::fs::symlink(format!("/nix/store/{hash}-dep-0/lib"), root.join("lib")).unwrap();
+        root
+    }
+
+    struct Rebuilds {
+        dir: tempfile::TempDir,
+        store: Store,
+        nars: [(NarAdded, Vec<u8>); 2],
+    }
+
+    impl Rebuilds {
+        fn store_dir(&self) -> PathBuf {
+            self.dir.path().join("store")
+        }
+    }
+
+    fn two_builds(cfg: StorageConfig) -> Rebuilds {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        store.set_storage(cfg);
+        let add = |h: &str| {
+            let t = tree(dir.path(), h);
+            let nar = dump(&t);
+            let a = add_path(&store, &t, ChunkerConfig::default(), None).unwrap();
+            (a, nar)
+        };
+        let nars = [add(H1), add(H2)];
+        assert_ne!(nars[0].1, nars[1].1);
+        assert_eq!(nars[0].1.len(), nars[1].1.len());
+        Rebuilds { dir, store, nars }
+    }
+
+    /// The normalized bases of the patched leaves of `nar`, with those leaves.
+    fn patched_leaves(store: &Store, nar: &NarAdded) -> Vec<(BlockHash, BlockHash)> {
+        leaves(store, &nar.root, nar.nar_size)
+            .into_iter()
+            .filter_map(|h| match store.block_loc(&h).unwrap().unwrap().form {
+                Form::Patched { base } => Some((h, base)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rebuilds_differing_in_hash_parts_share_normalized_blocks() {
+        let b = two_builds(StorageConfig::default());
+        let store = &b.store;
+        for (a, nar) in &b.nars {
+            assert_stream(store, a.root, nar);
+        }
+        let p1 = patched_leaves(store, &b.nars[0].0);
+        let p2 = patched_leaves(store, &b.nars[1].0);
+        assert!(!p2.is_empty());
+        let leaves2 = leaves(store, &b.nars[1].0.root, b.nars[1].0.nar_size);
+        let leaves1 = leaves(store, &b.nars[0].0.root, b.nars[0].0.nar_size);
+        for h in &leaves2 {
+            if !leaves1.contains(h) {
+                assert!(p2.iter().any(|(l, _)| l == h), "leaf {h} of the rebuild is new and not patched");
+            }
+        }
+        let bases = |p: &[(BlockHash, BlockHash)]| {
+            let mut v: Vec<BlockHash> = p.iter().map(|(_, b)| *b).collect();
+            v.sort_by_key(|h| h.0);
+            v
+        };
+        assert_eq!(bases(&p1), bases(&p2), "the rebuild's patched leaves use the first build's normalized blocks");
+        for (_, base) in &p2 {
+            let f = store.block_loc(base).unwrap().unwrap().form;
+            assert!(!matches!(f, Form::Patched { .. } | Form::Rebuilt { .. }), "{f:?}");
+        }
+        let s = store.stats().unwrap();
+        assert!(s.forms.patched_blocks > 0, "{:?}", s.forms);
+        let nar_bytes = (b.nars[0].1.len() + b.nars[1].1.len()) as u64;
+        assert!(s.forms.patched_stored_bytes * 20 < nar_bytes, "patch records are small: {:?}", s.forms);
+        assert_clean(store);
+        let dir = b.store_dir();
+        let nars = b.nars.clone();
+        let store = reopen(b.store, &dir);
+        for (a, nar) in &nars {
+            assert_stream(&store, a.root, nar);
+        }
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn normalize_off_keeps_no_patched_forms() {
+        let b = two_builds(StorageConfig { normalize: false, ..Default::default() });
+        for (a, nar) in &b.nars {
+            assert!(patched_leaves(&b.store, a).is_empty());
+            assert_stream(&b.store, a.root, nar);
+        }
+        assert_eq!(b.store.stats().unwrap().forms.patched_blocks, 0);
+        assert_clean(&b.store);
+    }
+
+    #[test]
+    fn damaged_normalized_form_is_reported_against_the_patched_block() {
+        let b = two_builds(StorageConfig::default());
+        let (leaf, base) = patched_leaves(&b.store, &b.nars[1].0)[0];
+        let l = b.store.block_loc(&base).unwrap().unwrap();
+        let dir = b.store_dir();
+        drop(b.store);
+        flip_payload_byte(&dir, &l, 0);
+        let store = Store::open(&dir).unwrap();
+        let problems = problems_of(&store);
+        assert!(reported(&problems, &leaf, "normalized form"), "{problems:#?}");
+        assert!(store.read_block(&leaf).is_err());
+        let mut v = Vec::new();
+        assert!(DagReader::new(&store, b.nars[1].0.root).unwrap().read_to_end(&mut v).is_err());
+    }
+
+    #[test]
+    fn missing_normalized_form_is_reported() {
+        let b = two_builds(StorageConfig::default());
+        let p = patched_leaves(&b.store, &b.nars[1].0);
+        let (leaf, base) = p[0];
+        {
+            let txn = b.store.db().begin_write().unwrap();
+            assert!(txn.open_table(BLOCKS).unwrap().remove(base.0.as_slice()).unwrap().is_some());
+            txn.commit().unwrap();
+        }
+        let dir = b.store_dir();
+        let store = reopen(b.store, &dir);
+        let problems = problems_of(&store);
+        assert!(reported(&problems, &leaf, &format!("normalized form {base} is missing")), "{problems:#?}");
+        for (l, bb) in &p {
+            if *bb == base {
+                assert!(store.read_block(l).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn gc_keeps_normalized_forms_while_a_rebuild_needs_them() {
+        let b = two_builds(StorageConfig::default());
+        let store = &b.store;
+        let p1 = patched_leaves(store, &b.nars[0].0);
+        let p2 = patched_leaves(store, &b.nars[1].0);
+        assert!(store.forget_nar(&b.nars[0].0.nar_hash).unwrap());
+        let r = store.gc().unwrap();
+        assert!(r.removed_blocks > 0, "the first build's patch records are garbage: {r:?}");
+        for (leaf, base) in &p2 {
+            assert!(store.block_loc(base).unwrap().is_some(), "normalized form {base} of {leaf} was collected");
+        }
+        for (leaf, _) in &p1 {
+            assert!(store.block_loc(leaf).unwrap().is_none(), "patched leaf {leaf} of the forgotten build survived");
+        }
+        let dir = b.store_dir();
+        let second = b.nars[1].clone();
+        let store = reopen(b.store, &dir);
+        assert_stream(&store, second.0.root, &second.1);
+        assert_clean(&store);
+        assert!(store.forget_nar(&second.0.nar_hash).unwrap());
+        store.gc().unwrap();
+        for (_, base) in &p2 {
+            assert!(store.block_loc(base).unwrap().is_none());
+        }
+        assert_eq!(block_count(&store), 0);
+        assert_clean(&store);
+    }
+}
