@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 
 mod gzip;
 mod race;
-mod zlib;
+pub(crate) mod zlib;
 
 /// The compressed formats [`detect`] recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

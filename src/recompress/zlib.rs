@@ -21,7 +21,8 @@ unsafe extern "C" fn zfree(_opaque: z::voidpf, ptr: z::voidpf) {
     unsafe { libc::free(ptr) }
 }
 
-fn new_stream() -> Box<z::z_stream> {
+/// A zeroed stream with our allocator, ready for `deflateInit2_`/`inflateInit2_` (tests use it too).
+pub(crate) fn new_stream() -> Box<z::z_stream> {
     Box::new(z::z_stream {
         next_in: std::ptr::null_mut(),
         avail_in: 0,

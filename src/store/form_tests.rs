@@ -664,35 +664,11 @@ mod rebuilt_and_patched {
     use crate::dag::{walk, DagReader, WalkMode};
     use crate::store::{add_file, add_path, NarAdded};
 
-    unsafe extern "C" fn zalloc(_: libz_sys::voidpf, items: libz_sys::uInt, size: libz_sys::uInt) -> libz_sys::voidpf {
-        // SAFETY: calloc with any sizes is sound; zlib handles a null result.
-        unsafe { libc::calloc(items as libc::size_t, size as libc::size_t) }
-    }
-
-    unsafe extern "C" fn zfree(_: libz_sys::voidpf, ptr: libz_sys::voidpf) {
-        // SAFETY: zlib frees only what `zalloc` gave it.
-        unsafe { libc::free(ptr) }
-    }
 
     /// `data` gzipped by the C zlib's own gzip wrapper (`windowBits` 31: header with mtime 0, XFL, OS).
     fn gzip(data: &[u8], level: i32, mem_level: i32) -> Vec<u8> {
         use libz_sys as z;
-        let mut strm = Box::new(z::z_stream {
-            next_in: std::ptr::null_mut(),
-            avail_in: 0,
-            total_in: 0,
-            next_out: std::ptr::null_mut(),
-            avail_out: 0,
-            total_out: 0,
-            msg: std::ptr::null_mut(),
-            state: std::ptr::null_mut(),
-            zalloc,
-            zfree,
-            opaque: std::ptr::null_mut(),
-            data_type: 0,
-            adler: 0,
-            reserved: 0,
-        });
+        let mut strm = crate::recompress::zlib::new_stream();
         // SAFETY: a fresh boxed stream; input and output pointers describe live buffers of the given
         // lengths for the one deflate call; the stream is ended once.
         unsafe {
