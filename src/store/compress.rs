@@ -39,7 +39,7 @@ impl Default for StorageConfig {
         StorageConfig {
             frame_bytes: 1 << 20,
             level: 9,
-            delta_level: 9,
+            delta_level: 3,
             max_delta_depth: 3,
             normalize: true,
             tarballs: true,
@@ -148,6 +148,13 @@ pub enum Compressed {
         /// What `payload` is: raw, zstd, or a delta.
         form: Form,
     },
+    /// A delta that did not pay: the block goes into a frame after all.
+    Rejected {
+        /// Its name.
+        hash: BlockHash,
+        /// Its bytes.
+        raw: Vec<u8>,
+    },
     /// Several blocks in one zstd frame.
     Frame {
         /// Members in order: name, length, start in the decompressed frame.
@@ -219,6 +226,8 @@ pub enum Job {
 struct Worker {
     cfg: StorageConfig,
     single: zstd::bulk::Compressor<'static>,
+    /// Level 3, to judge whether a delta pays.
+    fast: zstd::bulk::Compressor<'static>,
 }
 
 impl Worker {
@@ -242,9 +251,15 @@ impl Worker {
             }
             Job::Delta { hash, raw, base, base_raw, depth } => {
                 let d = delta_compress(self.cfg.delta_level, &base_raw, &raw)?;
-                // A base that turned out not to help: keep the block alone rather than tie it to a chain.
-                if d.len() * 10 >= raw.len() * 9 {
-                    return single(&mut self.single, hash, raw);
+                // A weak match: when the delta is not clearly smaller than the block compressed alone, the
+                // block does better in a frame with its neighbours (and stays off a chain).
+                let alone = self.fast.compress(&raw)?.len();
+                if d.len() * 4 >= alone * 3 {
+                    return Ok(if self.cfg.frame_bytes == 0 {
+                        single(&mut self.single, hash, raw)?
+                    } else {
+                        Compressed::Rejected { hash, raw }
+                    });
                 }
                 Ok(Compressed::Single {
                     hash,
@@ -279,8 +294,10 @@ impl CompressPool {
             let handle = std::thread::Builder::new()
                 .name(format!("nixdag-zstd-{i}"))
                 .spawn(move || {
-                    let mut w = match zstd::bulk::Compressor::new(cfg.level) {
-                        Ok(single) => Worker { cfg, single },
+                    let compressors = zstd::bulk::Compressor::new(cfg.level)
+                        .and_then(|single| Ok((single, zstd::bulk::Compressor::new(3)?)));
+                    let mut w = match compressors {
+                        Ok((single, fast)) => Worker { cfg, single, fast },
                         Err(e) => {
                             let _ = result_tx.send(Err(e));
                             return;

@@ -252,32 +252,45 @@ impl<'s> Ingest<'s> {
 
     /// Append the records the compression threads have finished; with `all`, wait for every one.
     fn write_compressed(&mut self, all: bool) -> Result<(), StoreError> {
-        if all {
-            self.flush_frame()?;
-        }
-        while let Some(c) = match &mut self.pool {
-            Some(p) => p.next(all)?,
-            None => None,
-        } {
-            match c {
-                Compressed::Single { hash, raw_len, payload, form } => {
-                    let stored_len = payload.len() as u32;
-                    let header = record_header(&hash, raw_len, stored_len, form.kind());
-                    let (pack, offset) = self.append(&[&header, &payload], None)?;
-                    self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
-                }
-                Compressed::Frame { members, frame_len, payload } => {
-                    let stored_len = payload.len() as u32;
-                    let header = record_header(&BlockHash::of(&payload), frame_len, stored_len, RecordKind::Frame);
-                    let (pack, offset) = self.append(&[&header, &payload], None)?;
-                    for (hash, raw_len, start) in members {
-                        let form = Form::Framed { frame_len, start, dict: 0 };
+        loop {
+            if all {
+                self.flush_frame()?;
+            }
+            while let Some(c) = match &mut self.pool {
+                Some(p) => p.next(all)?,
+                None => None,
+            } {
+                match c {
+                    Compressed::Single { hash, raw_len, payload, form } => {
+                        let stored_len = payload.len() as u32;
+                        let header = record_header(&hash, raw_len, stored_len, form.kind());
+                        let (pack, offset) = self.append(&[&header, &payload], None)?;
                         self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
+                    }
+                    Compressed::Rejected { hash, raw } => {
+                        self.frame_bytes += raw.len();
+                        self.frame.push((hash, raw));
+                        // While draining (`all`), rejected blocks gather and go out together below.
+                        if !all && self.frame_bytes >= self.cfg.frame_bytes {
+                            self.flush_frame()?;
+                        }
+                    }
+                    Compressed::Frame { members, frame_len, payload } => {
+                        let stored_len = payload.len() as u32;
+                        let header =
+                            record_header(&BlockHash::of(&payload), frame_len, stored_len, RecordKind::Frame);
+                        let (pack, offset) = self.append(&[&header, &payload], None)?;
+                        for (hash, raw_len, start) in members {
+                            let form = Form::Framed { frame_len, start, dict: 0 };
+                            self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
+                        }
                     }
                 }
             }
+            if !all || self.frame.is_empty() {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// A new block's record is written: index it at commit, and offer it as a delta base if its chain
