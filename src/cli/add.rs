@@ -25,7 +25,7 @@ pub struct AddArgs {
     closure: bool,
     #[command(flatten)]
     chunker: ChunkerArg,
-    /// How new blocks are stored: `frames=1M,level=9,delta-level=9,delta=3,normalize=on,tarballs=on` (the
+    /// How new blocks are stored: `frames=1M,level=6,delta-level=6,delta=3,normalize=on,tarballs=on` (the
     /// defaults; `frames=0` and `delta=0` turn frames and deltas off), or `legacy` (format 1's way: each
     /// block alone, zstd -3). See docs/STORAGE.md
     #[arg(long, value_name = "OPTIONS", default_value = "")]

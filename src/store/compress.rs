@@ -38,8 +38,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             frame_bytes: 1 << 20,
-            level: 9,
-            delta_level: 3,
+            level: 6,
+            delta_level: 6,
             max_delta_depth: 3,
             normalize: true,
             tarballs: true,
@@ -65,8 +65,8 @@ impl StorageConfig {
         }
     }
 
-    /// Parse `key=value,…` over the defaults: `frames=1M` (`0`/`off`: per block), `level=9`,
-    /// `delta-level=9`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=on|off`; `legacy` is
+    /// Parse `key=value,…` over the defaults: `frames=1M` (`0`/`off`: per block), `level=6`,
+    /// `delta-level=6`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=on|off`; `legacy` is
     /// [`per_block`](Self::per_block).
     pub fn parse(s: &str) -> Result<Self, StorageConfigError> {
         let mut c = StorageConfig::default();
