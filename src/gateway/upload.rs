@@ -62,11 +62,17 @@ struct Checked {
     inner: ChannelReader,
     sha: sha2::Sha256,
     expected: NarHash,
+    /// The hash was compared already (a reader may be asked for more after its end, and must say 0 again).
+    finished: bool,
 }
 
 impl Checked {
-    /// Read whatever the decoder left unread and compare hashes.
+    /// Read whatever the decoder left unread and compare hashes (once).
     fn finish(&mut self) -> io::Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
         let mut buf = [0u8; 8192];
         while self.read(&mut buf)? > 0 {}
         let got = NarHash(self.sha.finalize_reset().into());
@@ -143,7 +149,7 @@ pub(super) async fn put_nar(
     let (reader, pump) = reader_from_body(body);
     let store = gw.store.clone();
     let ingest = tokio::task::spawn_blocking(move || {
-        let raw = Checked { inner: reader, sha: sha2::Sha256::new(), expected: file_hash };
+        let raw = Checked { inner: reader, sha: sha2::Sha256::new(), expected: file_hash, finished: false };
         let decoded = Decoded::new(compression, raw)
             .map_err(|e| StoreError::Io { context: "starting decompression".into(), source: e })?;
         store::add_nar(&store, BufReader::with_capacity(1 << 20, decoded), ChunkerConfig::default(), None)

@@ -664,7 +664,6 @@ mod rebuilt_and_patched {
     use crate::dag::{walk, DagReader, WalkMode};
     use crate::store::{add_file, add_path, NarAdded};
 
-
     /// `data` gzipped by the C zlib's own gzip wrapper (`windowBits` 31: header with mtime 0, XFL, OS).
     fn gzip(data: &[u8], level: i32, mem_level: i32) -> Vec<u8> {
         use libz_sys as z;

@@ -277,8 +277,7 @@ impl<'s> Ingest<'s> {
                     }
                     Compressed::Frame { members, frame_len, payload } => {
                         let stored_len = payload.len() as u32;
-                        let header =
-                            record_header(&BlockHash::of(&payload), frame_len, stored_len, RecordKind::Frame);
+                        let header = record_header(&BlockHash::of(&payload), frame_len, stored_len, RecordKind::Frame);
                         let (pack, offset) = self.append(&[&header, &payload], None)?;
                         for (hash, raw_len, start) in members {
                             let form = Form::Framed { frame_len, start, dict: 0 };
@@ -627,21 +626,40 @@ pub fn add_nar(
     // A flat file holding a compressed tarball may be kept as its content plus a recipe: look at the
     // NAR's first bytes, and if they say so, take the (bounded) NAR whole.
     let mut head = Vec::with_capacity(FLAT_HEAD);
-    (&mut r).take(FLAT_HEAD as u64).read_to_end(&mut head).map_err(StoreError::io("reading the NAR"))?;
-    if let Some(total) = flat_compressed_nar_len(&head).filter(|t| *t <= rebuilt::REBUILD_MAX) {
-        (&mut r)
-            .take((total + 1).saturating_sub(head.len() as u64))
-            .read_to_end(&mut head)
-            .map_err(StoreError::io("reading the NAR"))?;
+    let mut failed = (&mut r).take(FLAT_HEAD as u64).read_to_end(&mut head).err();
+    if let Some(total) = flat_compressed_nar_len(&head).filter(|t| *t <= rebuilt::REBUILD_MAX && failed.is_none()) {
+        failed = (&mut r).take((total + 1).saturating_sub(head.len() as u64)).read_to_end(&mut head).err();
         // Longer than its header says: not a NAR this takes whole; the streaming parser says what is wrong.
-        if head.len() as u64 <= total {
+        if failed.is_none() && head.len() as u64 <= total {
             return add_nar_bytes(store, &head, cfg, info);
         }
     }
-    let r = io::Cursor::new(head).chain(r);
+    // A read error while peeking reaches the parser where it happened, so it is reported (and classed)
+    // as any read error in the middle of a NAR.
+    let r = Replay { head: io::Cursor::new(head), failed, rest: r };
     let mut ingest = store.begin_ingest();
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(r, &mut sink))?;
     commit_nar(ingest, summary, dag, info)
+}
+
+/// Bytes read ahead, then the error that stopped the read-ahead (if any), then the rest of the stream.
+struct Replay<R> {
+    head: io::Cursor<Vec<u8>>,
+    failed: Option<io::Error>,
+    rest: R,
+}
+
+impl<R: Read> Read for Replay<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.head.read(out)?;
+        if n > 0 || out.is_empty() {
+            return Ok(n);
+        }
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => self.rest.read(out),
+        }
+    }
 }
 
 /// Bytes of a NAR enough to see whether it is one regular file and what its contents start with.

@@ -8,8 +8,8 @@
 //! before the compressed file in the stream (a flat-file NAR's header), the content root, the
 //! compressor's parameters, and the bytes after it. The stream's own leaves, which the DAG names as
 //! always, become [`Form::Rebuilt`] index entries: "bytes `start..start + len` of that recipe's output".
-//! Reading one regenerates the whole output once and keeps it for the next leaves (the output is
-//! bounded by [`REBUILD_MAX`]).
+//! Reading one regenerates the whole output once and keeps it for the next leaves (an output is bounded
+//! by [`REBUILD_MAX`], the cache by 128 MiB). Ingest holds such a file whole in memory, bounded the same.
 
 use std::sync::{Arc, Mutex};
 
@@ -87,19 +87,24 @@ impl RecipeBlock {
     }
 }
 
-/// The last regenerated output, for the next leaf of the same stream.
+/// Regenerated outputs kept for the next leaves of the same streams, newest last: several, so readers of
+/// different tarballs (concurrent gateway downloads) do not regenerate each other's stream per leaf.
 #[derive(Default)]
-pub(crate) struct OutputCache(Mutex<Option<(BlockHash, Arc<Vec<u8>>)>>);
+pub(crate) struct OutputCache(Mutex<Vec<(BlockHash, Arc<Vec<u8>>)>>);
+
+/// Bytes of regenerated outputs kept; the newest is kept whatever its size (at most [`REBUILD_MAX`]).
+const OUTPUT_CACHE_BYTES: usize = 128 << 20;
 
 impl super::Store {
     /// The whole output of recipe block `recipe`: prefix, recompressed content, suffix.
     pub(crate) fn rebuilt_output(&self, recipe: &BlockHash) -> Result<Arc<Vec<u8>>, String> {
         {
-            let c = self.outputs().0.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((h, out)) = &*c {
-                if h == recipe {
-                    return Ok(out.clone());
-                }
+            let mut c = self.outputs().0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = c.iter().position(|(h, _)| h == recipe) {
+                let e = c.remove(i);
+                let out = e.1.clone();
+                c.push(e);
+                return Ok(out);
             }
         }
         let bytes = self
@@ -117,7 +122,12 @@ impl super::Store {
             return Err(format!("recipe {recipe} rebuilds {} bytes, more than a recipe may", out.len()));
         }
         let out = Arc::new(out);
-        *self.outputs().0.lock().unwrap_or_else(|p| p.into_inner()) = Some((*recipe, out.clone()));
+        let mut c = self.outputs().0.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|(h, _)| h != recipe);
+        c.push((*recipe, out.clone()));
+        while c.len() > 1 && c.iter().map(|(_, o)| o.len()).sum::<usize>() > OUTPUT_CACHE_BYTES {
+            c.remove(0);
+        }
         Ok(out)
     }
 

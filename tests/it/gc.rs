@@ -37,7 +37,7 @@ fn gc_keeps_shared_blocks_and_frees_the_rest() {
     store.ok(&["gc"]);
     let empty = store.stats();
     assert_eq!(empty["blocks"], 0);
-    assert_eq!(empty["stored_bytes"], 0, "packs with no live record are deleted");
+    assert_eq!(empty["pack_bytes"], 0, "packs with no live record are deleted");
     store.verify();
 }
 
