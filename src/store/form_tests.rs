@@ -649,6 +649,48 @@ fn a_later_copy_of_a_block_does_not_break_deltas_compressed_against_the_first() 
     later_copy_of_a_base(false);
 }
 
+/// Regression (review): a damaged index that makes a rebuilt block its own recipe, or a delta whose base
+/// is rebuilt from that delta, must give an error, not recurse until the stack overflows.
+#[test]
+fn index_cycles_through_recipes_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(43, 64 * 1024));
+    add(&store, &[&v1]);
+    let v2 = blk(edited(&v1.1, 4));
+    add(&store, &[&v2]);
+    assert_eq!(loc(&store, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+    let x = BlockHash([0x77; 32]);
+    {
+        let txn = store.db().begin_write().unwrap();
+        {
+            let mut t = txn.open_table(BLOCKS).unwrap();
+            let own = BlockLoc {
+                pack: 0,
+                offset: 0,
+                stored_len: 0,
+                raw_len: 10,
+                form: Form::Rebuilt { recipe: x, start: 0 },
+            };
+            t.insert(x.0.as_slice(), own.encode().as_slice()).unwrap();
+            // v1, the base of v2, rebuilt from a recipe that is v2.
+            let back = BlockLoc {
+                pack: 0,
+                offset: 0,
+                stored_len: 0,
+                raw_len: v1.1.len() as u32,
+                form: Form::Rebuilt { recipe: v2.0, start: 0 },
+            };
+            t.insert(v1.0 .0.as_slice(), back.encode().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    assert!(store.read_block(&x).is_err());
+    assert!(store.read_block(&v2.0).is_err());
+    assert!(store.read_block(&v1.0).is_err());
+    assert!(!problems_of(&store).is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Compressed tarballs kept as content + recipe (`Form::Rebuilt`).
 

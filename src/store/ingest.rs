@@ -209,12 +209,13 @@ impl<'s> Ingest<'s> {
         if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
             return Ok(());
         }
-        let norm_hash = BlockHash::of(norm);
-        self.put(norm_hash, norm)?;
+        // Already stored (perhaps whole, by an ingest without normalization): nothing to add.
         self.protect(hash);
         if self.store.block_loc(&hash)?.is_some() {
             return Ok(());
         }
+        let norm_hash = BlockHash::of(norm);
+        self.put(norm_hash, norm)?;
         // Only in a crafted store could the normal form itself be patched; then keep the chunk whole.
         let base_patched = match self.pending.get(&norm_hash) {
             Some(l) => matches!(l.form, Form::Patched { .. }),
@@ -670,10 +671,10 @@ const FLAT_HEAD: usize = 256;
 fn flat_compressed_nar_len(head: &[u8]) -> Option<u64> {
     let mut p = head;
     let token = |p: &mut &[u8]| -> Option<Vec<u8>> {
-        let len = u64::from_le_bytes(p.get(..8)?.try_into().ok()?) as usize;
+        let len = usize::try_from(u64::from_le_bytes(p.get(..8)?.try_into().ok()?)).ok()?;
         let padded = len.checked_add(7)? / 8 * 8;
-        let t = p.get(8..8 + len)?.to_vec();
-        *p = p.get(8 + padded..)?;
+        let t = p.get(8..8usize.checked_add(len)?)?.to_vec();
+        *p = p.get(8usize.checked_add(padded)?..)?;
         Some(t)
     };
     for want in [&b"nix-archive-1"[..], b"(", b"type", b"regular"] {
@@ -695,7 +696,7 @@ fn flat_compressed_nar_len(head: &[u8]) -> Option<u64> {
     recompress::detect(p.get(8..)?)?;
     let header = (head.len() - p.len()) as u64 + 8;
     // Contents, padding, then the closing ")" token (8 + 8 bytes).
-    Some(header + len.checked_add(7)? / 8 * 8 + 16)
+    header.checked_add(len.checked_add(7)? / 8 * 8)?.checked_add(16)
 }
 
 /// Store a NAR held in memory: as content plus recipe when it is a rebuildable compressed flat file,

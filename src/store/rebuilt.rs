@@ -95,9 +95,31 @@ pub(crate) struct OutputCache(Mutex<Vec<(BlockHash, Arc<Vec<u8>>)>>);
 /// Bytes of regenerated outputs kept; the newest is kept whatever its size (at most [`REBUILD_MAX`]).
 const OUTPUT_CACHE_BYTES: usize = 128 << 20;
 
+thread_local! {
+    static REBUILDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as regenerating a recipe's output until dropped.
+struct RebuildGuard;
+
+impl RebuildGuard {
+    fn enter() -> Option<RebuildGuard> {
+        REBUILDING.with(|r| if r.replace(true) { None } else { Some(RebuildGuard) })
+    }
+}
+
+impl Drop for RebuildGuard {
+    fn drop(&mut self) {
+        REBUILDING.with(|r| r.set(false));
+    }
+}
+
 impl super::Store {
     /// The whole output of recipe block `recipe`: prefix, recompressed content, suffix.
     pub(crate) fn rebuilt_output(&self, recipe: &BlockHash) -> Result<Arc<Vec<u8>>, String> {
+        // A recipe's content never holds rebuilt blocks, so a rebuild inside a rebuild means a damaged
+        // index links a recipe to itself: an error, not an endless recursion.
+        let _guard = RebuildGuard::enter().ok_or_else(|| format!("recipe {recipe} is reached from its own output"))?;
         {
             let mut c = self.outputs().0.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(i) = c.iter().position(|(h, _)| h == recipe) {

@@ -250,6 +250,9 @@ impl BlockLoc {
             raw_len: u32_at(16),
             form,
         };
+        if matches!(form, Form::Rebuilt { .. }) && (loc.pack, loc.offset, loc.stored_len) != (0, 0, 0) {
+            return Err(bad("a rebuilt block has no record, but its location names one".into()));
+        }
         if let Form::Framed { frame_len, start, .. } = form {
             if u64::from(start) + u64::from(loc.raw_len) > u64::from(frame_len) {
                 return Err(bad(format!("block {start}+{} lies outside its {frame_len}-byte frame", loc.raw_len)));
