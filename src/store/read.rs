@@ -22,9 +22,11 @@ thread_local! {
 /// form, or a recipe's content.
 const MAX_BASES: u32 = 12;
 
-/// Decompressed frames kept for the next read: a sequential read (`cat`, a NAR download) touches each
-/// frame's members one after the other, and must not decompress the frame once per member.
-const FRAME_CACHE: usize = 8;
+/// Bytes of decompressed frames kept for the next reads. A sequential read (`cat`, a NAR download) touches
+/// each frame's members one after the other and must not decompress the frame once per member; a NAR
+/// stored as deltas also reads its bases from the frames of the version before, interleaved with its own.
+/// 8 frames thrashed on such NARs (openjdk: 450 MiB/s); 64 MiB reads them at 536 MiB/s (docs/STORAGE.md).
+const FRAME_CACHE_BYTES: usize = 64 << 20;
 
 /// A decompressed frame and where its record is: (pack, offset).
 type CachedFrame = ((u32, u64), Arc<Vec<u8>>);
@@ -46,10 +48,11 @@ impl FrameCache {
     fn put(&self, key: (u32, u64), frame: Arc<Vec<u8>>) {
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
         v.retain(|(k, _)| *k != key);
-        if v.len() >= FRAME_CACHE {
-            v.remove(0);
-        }
         v.push((key, frame));
+        let mut total: usize = v.iter().map(|(_, f)| f.len()).sum();
+        while v.len() > 1 && total > FRAME_CACHE_BYTES {
+            total -= v.remove(0).1.len();
+        }
     }
 
     /// Forget everything (records moved or deleted by compaction).
