@@ -98,6 +98,17 @@ impl<'s> Ingest<'s> {
         }
     }
 
+    /// Whether `hash` still has to be written: not in this ingest, not in the store. A block found in the
+    /// store stays protected for the rest of the ingest. Protect before looking: a GC that has not swept
+    /// yet will now keep the block; one that already swept it committed first, and the lookup sees it gone.
+    fn is_new(&mut self, hash: BlockHash) -> Result<bool, StoreError> {
+        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
+            return Ok(false);
+        }
+        self.protect(hash);
+        Ok(self.store.block_loc(&hash)?.is_none())
+    }
+
     /// Register `hash` as needed by this ingest, so a concurrent GC keeps it.
     fn protect(&mut self, hash: BlockHash) {
         *self.store.protected().lock().entry(hash).or_insert(0) += 1;
@@ -153,13 +164,7 @@ impl<'s> Ingest<'s> {
 
     /// Store a block unless the store (or this ingest) has it already.
     pub fn put(&mut self, hash: BlockHash, bytes: &[u8]) -> Result<(), StoreError> {
-        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
-            return Ok(());
-        }
-        // Protect before looking: a GC that has not swept yet will now keep the block; one that already
-        // swept it committed first, and the lookup below sees it gone.
-        self.protect(hash);
-        if self.store.block_loc(&hash)?.is_some() {
+        if !self.is_new(hash)? {
             return Ok(());
         }
         let raw_len = u32::try_from(bytes.len()).map_err(|_| StoreError::CorruptBlock {
@@ -206,12 +211,8 @@ impl<'s> Ingest<'s> {
         norm: &[u8],
         patches: &[u8],
     ) -> Result<(), StoreError> {
-        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
-            return Ok(());
-        }
         // Already stored (perhaps whole, by an ingest without normalization): nothing to add.
-        self.protect(hash);
-        if self.store.block_loc(&hash)?.is_some() {
+        if !self.is_new(hash)? {
             return Ok(());
         }
         let norm_hash = BlockHash::of(norm);
@@ -237,11 +238,7 @@ impl<'s> Ingest<'s> {
 
     /// Index a leaf that is a slice of recipe block `recipe`'s output; it has no record of its own.
     fn put_rebuilt(&mut self, hash: BlockHash, raw_len: u32, recipe: BlockHash, start: u64) -> Result<(), StoreError> {
-        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
-            return Ok(());
-        }
-        self.protect(hash);
-        if self.store.block_loc(&hash)?.is_some() {
+        if !self.is_new(hash)? {
             return Ok(());
         }
         let form = Form::Rebuilt { recipe, start };
