@@ -100,23 +100,19 @@ impl Store {
                         .with_borrow_mut(|d| d.decompress(&payload, loc.raw_len as usize))
                         .map_err(|e| corrupt(format!("zstd: {e}")))?,
                     Form::Delta { base, depth } => {
-                        let base_raw = self.delta_base(hash, loc, &base, depth, budget)?;
+                        let base_raw = self.read_base(hash, loc, &base, budget, "delta base", |f| {
+                            (f.depth() >= depth).then(|| {
+                                format!("its delta base {base} has chain depth {}, not less than {depth}", f.depth())
+                            })
+                        })?;
                         delta_decompress(&base_raw, &payload, loc.raw_len as usize)
                             .map_err(|e| corrupt(format!("delta against {base}: {e}")))?
                     }
                     Form::Patched { base } => {
-                        let base_loc = self
-                            .block_loc(&base)?
-                            .ok_or_else(|| corrupt(format!("its normalized form {base} is missing")))?;
-                        if let Form::Patched { .. } = base_loc.form {
-                            return Err(corrupt(format!("its normalized form {base} is itself patched")));
-                        }
-                        if budget == 0 {
-                            return Err(corrupt("its chain of bases is too long".into()));
-                        }
-                        let mut b = self
-                            .read_within(&base, &base_loc, budget - 1)
-                            .map_err(|e| corrupt(format!("its normalized form is damaged: {e}")))?;
+                        let mut b = self.read_base(hash, loc, &base, budget, "normalized form", |f| {
+                            matches!(f, Form::Patched { .. })
+                                .then(|| format!("its normalized form {base} is itself patched"))
+                        })?;
                         apply_patches(&mut b, &payload).map_err(|e| corrupt(format!("patches: {e}")))?;
                         b
                     }
@@ -145,29 +141,28 @@ impl Store {
         Ok(bytes)
     }
 
-    /// The raw bytes of a delta's base, checked; a base that is missing, unreadable or not shallower
-    /// than the delta (which would allow a cycle) is reported against the delta block.
-    fn delta_base(
+    /// The raw bytes of the block `hash` is read through (`what`: a delta's base, a patched block's
+    /// normalized form), checked. A base that is missing, unreadable, or that `unfit` objects to (one that
+    /// would allow a cycle), and a chain longer than `budget`, are reported against `hash`.
+    fn read_base(
         &self,
         hash: &BlockHash,
         loc: &BlockLoc,
         base: &BlockHash,
-        depth: u8,
         budget: u32,
+        what: &str,
+        unfit: impl FnOnce(&Form) -> Option<String>,
     ) -> Result<Vec<u8>, StoreError> {
         let corrupt =
             |reason: String| StoreError::CorruptBlock { hash: *hash, pack: loc.pack, offset: loc.offset, reason };
         if budget == 0 {
             return Err(corrupt("its chain of bases is too long (a damaged index links blocks in a circle)".into()));
         }
-        let base_loc = self.block_loc(base)?.ok_or_else(|| corrupt(format!("its delta base {base} is missing")))?;
-        if base_loc.form.depth() >= depth {
-            return Err(corrupt(format!(
-                "its delta base {base} has chain depth {}, not less than {depth}",
-                base_loc.form.depth()
-            )));
+        let base_loc = self.block_loc(base)?.ok_or_else(|| corrupt(format!("its {what} {base} is missing")))?;
+        if let Some(why) = unfit(&base_loc.form) {
+            return Err(corrupt(why));
         }
-        self.read_within(base, &base_loc, budget - 1).map_err(|e| corrupt(format!("its delta base is damaged: {e}")))
+        self.read_within(base, &base_loc, budget - 1).map_err(|e| corrupt(format!("its {what} is damaged: {e}")))
     }
 
     /// The decompressed frame a framed block lives in, from the cache or the pack.
