@@ -32,6 +32,9 @@ pub struct StorageConfig {
     /// Keep compressed tarballs that can be rebuilt byte for byte as their content plus a recipe
     /// (`rebuilt.rs`). Costs a deflate pass at ingest and on every read of such a tarball.
     pub tarballs: bool,
+    /// Compress frames with a zstd dictionary trained from the store's own blocks (the first ingest that
+    /// stores enough new blocks trains it; later frames name it). Pays for small frames only.
+    pub dict: bool,
 }
 
 impl Default for StorageConfig {
@@ -43,6 +46,7 @@ impl Default for StorageConfig {
             max_delta_depth: 3,
             normalize: true,
             tarballs: true,
+            dict: false,
         }
     }
 }
@@ -62,11 +66,12 @@ impl StorageConfig {
             max_delta_depth: 0,
             normalize: false,
             tarballs: false,
+            dict: false,
         }
     }
 
     /// Parse `key=value,…` over the defaults: `frames=1M` (`0`/`off`: per block), `level=6`,
-    /// `delta-level=6`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=on|off`; `legacy` is
+    /// `delta-level=6`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=on|off`, `dict=on|off`; `legacy` is
     /// [`per_block`](Self::per_block).
     pub fn parse(s: &str) -> Result<Self, StorageConfigError> {
         let mut c = StorageConfig::default();
@@ -112,21 +117,21 @@ impl StorageConfig {
                     }
                     c.max_delta_depth = n as u8;
                 }
-                "normalize" | "tarballs" => {
+                "normalize" | "tarballs" | "dict" => {
                     let on = match v {
                         "on" => true,
                         "off" => false,
                         _ => return Err(StorageConfigError(format!("{k}={v}: expected on or off"))),
                     };
-                    if k == "normalize" {
-                        c.normalize = on;
-                    } else {
-                        c.tarballs = on;
+                    match k {
+                        "normalize" => c.normalize = on,
+                        "tarballs" => c.tarballs = on,
+                        _ => c.dict = on,
                     }
                 }
                 _ => {
                     return Err(StorageConfigError(format!(
-                        "{k:?} is unknown (frames, level, delta-level, delta, normalize, tarballs)"
+                        "{k:?} is unknown (frames, level, delta-level, delta, normalize, tarballs, dict)"
                     )))
                 }
             }
@@ -163,7 +168,36 @@ pub enum Compressed {
         frame_len: u32,
         /// The zstd frame.
         payload: Vec<u8>,
+        /// The dictionary block it was compressed with.
+        dict: Option<BlockHash>,
     },
+}
+
+/// A trained zstd dictionary and the block that holds it.
+#[derive(Clone)]
+pub struct Dictionary {
+    /// The block's name.
+    pub hash: BlockHash,
+    /// Its bytes.
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// Largest dictionary trained (zstd's default size).
+pub const DICT_MAX: usize = 112_640;
+
+/// Train a dictionary on `samples` (blocks or pieces of them, concatenated) of the given sizes; `None`
+/// when zstd finds too little to learn from.
+pub fn train_dictionary(samples: &[u8], sizes: &[usize]) -> Option<Vec<u8>> {
+    zstd::dict::from_continuous(samples, sizes, DICT_MAX).ok().filter(|d| d.len() >= 1024)
+}
+
+/// Undo a frame compressed with [`Dictionary`] `dict`: exactly `len` bytes or an error.
+pub fn dict_decompress(dict: &[u8], payload: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
+    let out = zstd::bulk::Decompressor::with_dictionary(dict)?.decompress(payload, len)?;
+    if out.len() != len {
+        return Err(std::io::Error::other(format!("{} bytes after decompression, expected {len}", out.len())));
+    }
+    Ok(out)
 }
 
 /// Compress one block alone; raw when zstd does not shrink it.
@@ -220,8 +254,8 @@ pub fn delta_decompress(base: &[u8], payload: &[u8], raw_len: usize) -> std::io:
 pub enum Job {
     /// One block alone.
     Single(BlockHash, Vec<u8>),
-    /// Neighbouring blocks into one frame.
-    Frame(Vec<(BlockHash, Vec<u8>)>),
+    /// Neighbouring blocks into one frame, with a dictionary if the store has one.
+    Frame(Vec<(BlockHash, Vec<u8>)>, Option<Dictionary>),
     /// One block against a similar stored one.
     Delta {
         /// The new block.
@@ -242,17 +276,19 @@ struct Worker {
     single: zstd::bulk::Compressor<'static>,
     /// Level 3, to judge whether a delta pays.
     fast: zstd::bulk::Compressor<'static>,
+    /// A compressor loaded with the dictionary last used (loading one costs more than a small frame).
+    with_dict: Option<(BlockHash, zstd::bulk::Compressor<'static>)>,
 }
 
 impl Worker {
     fn run(&mut self, job: Job) -> std::io::Result<Compressed> {
         match job {
             Job::Single(hash, raw) => single(&mut self.single, hash, raw),
-            Job::Frame(blocks) if blocks.len() == 1 => {
+            Job::Frame(blocks, None) if blocks.len() == 1 => {
                 let (hash, raw) = blocks.into_iter().next().expect("one block");
                 single(&mut self.single, hash, raw)
             }
-            Job::Frame(blocks) => {
+            Job::Frame(blocks, dict) => {
                 let total: usize = blocks.iter().map(|(_, b)| b.len()).sum();
                 let mut joined = Vec::with_capacity(total);
                 let mut members = Vec::with_capacity(blocks.len());
@@ -260,8 +296,18 @@ impl Worker {
                     members.push((*hash, raw.len() as u32, joined.len() as u32));
                     joined.extend_from_slice(raw);
                 }
-                let payload = self.single.compress(&joined)?;
-                Ok(Compressed::Frame { members, frame_len: joined.len() as u32, payload })
+                let payload = match &dict {
+                    None => self.single.compress(&joined)?,
+                    Some(d) => {
+                        if self.with_dict.as_ref().map(|(h, _)| *h) != Some(d.hash) {
+                            let c = zstd::bulk::Compressor::with_dictionary(self.cfg.level, &d.bytes)?;
+                            self.with_dict = Some((d.hash, c));
+                        }
+                        let (_, c) = self.with_dict.as_mut().expect("just loaded");
+                        c.compress(&joined)?
+                    }
+                };
+                Ok(Compressed::Frame { members, frame_len: joined.len() as u32, payload, dict: dict.map(|d| d.hash) })
             }
             Job::Delta { hash, raw, base, base_raw, depth } => {
                 let d = delta_compress(self.cfg.delta_level, &base_raw, &raw)?;
@@ -311,7 +357,7 @@ impl CompressPool {
                     let compressors = zstd::bulk::Compressor::new(cfg.level)
                         .and_then(|single| Ok((single, zstd::bulk::Compressor::new(3)?)));
                     let mut w = match compressors {
-                        Ok((single, fast)) => Worker { cfg, single, fast },
+                        Ok((single, fast)) => Worker { cfg, single, fast, with_dict: None },
                         Err(e) => {
                             let _ = result_tx.send(Err(e));
                             return;
@@ -419,7 +465,9 @@ mod tests {
         let c = StorageConfig::parse("frames=1M,level=19,delta=off").unwrap();
         assert_eq!((c.frame_bytes, c.level, c.max_delta_depth), (1 << 20, 19, 0));
         assert_eq!(StorageConfig::parse("legacy").unwrap(), StorageConfig::per_block());
-        for bad in ["frames", "level=0", "level=23", "delta=9", "frames=17M", "colour=blue", "frames=x"] {
+        assert!(StorageConfig::parse("dict=on").unwrap().dict);
+        assert!(!StorageConfig::parse("dict=on,legacy").unwrap().dict);
+        for bad in ["frames", "level=0", "level=23", "delta=9", "frames=17M", "colour=blue", "frames=x", "dict=yes"] {
             assert!(StorageConfig::parse(bad).is_err(), "{bad}");
         }
     }

@@ -1,4 +1,4 @@
-//! The stored forms of format 2 (frames, deltas) end to end through the store: each form reads back
+//! The stored forms of formats 2 and 3 (frames, dictionaries, deltas, normalized and rebuilt blocks) end to end through the store: each form reads back
 //! byte-exact after a reopen, damage to a frame or a delta base is reported as such and never turns
 //! into wrong bytes, GC keeps every base a stored block still needs, and a format-1 store is upgraded.
 
@@ -211,7 +211,7 @@ fn framed_blocks_share_one_record_and_round_trip() {
     for (b, l) in blocks.iter().zip(&locs) {
         let Form::Framed { frame_len, start, dict } = l.form else { panic!("{} is not framed: {l:?}", b.0) };
         assert_eq!((l.pack, l.offset, l.stored_len), (locs[0].pack, locs[0].offset, locs[0].stored_len));
-        assert_eq!((frame_len, dict), (total, 0));
+        assert_eq!((frame_len, dict), (total, None));
         assert_eq!(l.raw_len as usize, b.1.len());
         starts.push(start);
     }
@@ -550,7 +550,7 @@ fn format_1_store_is_upgraded_on_open() {
     store.set_storage(StorageConfig::per_block());
     let a = blk(text(90, 30_000));
     add(&store, &[&a]);
-    assert_eq!(format_of(&store), 2);
+    assert_eq!(format_of(&store), 3);
     // What a version-1 store looks like: format 1, no similarity index.
     {
         let txn = store.db().begin_write().unwrap();
@@ -559,7 +559,7 @@ fn format_1_store_is_upgraded_on_open() {
         txn.commit().unwrap();
     }
     let store = reopen(store, dir.path());
-    assert_eq!(format_of(&store), 2);
+    assert_eq!(format_of(&store), 3);
     {
         let txn = store.db().begin_read().unwrap();
         assert_eq!(txn.open_table(SIMILAR).unwrap().len().unwrap(), 0);
@@ -579,21 +579,21 @@ fn format_1_store_is_upgraded_on_open() {
 }
 
 #[test]
-fn format_3_store_is_refused() {
+fn format_4_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let a = blk(text(92, 10_000));
     add(&store, &[&a]);
     {
         let txn = store.db().begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("format", 3u32.to_le_bytes().as_slice()).unwrap();
+        txn.open_table(META).unwrap().insert("format", 4u32.to_le_bytes().as_slice()).unwrap();
         txn.commit().unwrap();
     }
     drop(store);
     match Store::open(dir.path()) {
-        Err(StoreError::Version { got: 3, expected: 2, .. }) => {}
+        Err(StoreError::Version { got: 4, expected: 3, .. }) => {}
         Err(e) => panic!("wrong error: {e}"),
-        Ok(_) => panic!("a format-3 store was opened"),
+        Ok(_) => panic!("a format-4 store was opened"),
     }
 }
 
@@ -1260,5 +1260,153 @@ mod rebuilt_and_patched {
         }
         assert_eq!(block_count(&store), 0);
         assert_clean(&store);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dictionaries.
+
+mod dictionaries {
+    use super::*;
+
+    /// Small frames, no deltas, dictionaries on: a store whose first ingest (`trained`, ~4.7 MiB of text
+    /// blocks) trains a dictionary part-way through, and whose second (`later`) uses it from the start.
+    fn store_with_dictionary(dir: &Path) -> (Store, Vec<Blk>, Vec<Blk>) {
+        let store = Store::open(dir).unwrap();
+        store.set_storage(StorageConfig { frame_bytes: 64 * 1024, max_delta_depth: 0, dict: true, ..Default::default() });
+        let trained: Vec<Blk> = (0..300).map(|i| blk(text(5000 + i, 16 * 1024))).collect();
+        add(&store, &trained.iter().collect::<Vec<_>>());
+        let later: Vec<Blk> = (0..10).map(|i| blk(text(7000 + i, 20_000))).collect();
+        add(&store, &later.iter().collect::<Vec<_>>());
+        (store, trained, later)
+    }
+
+    fn dict_of(store: &Store, b: &Blk) -> Option<BlockHash> {
+        match loc(store, b).form {
+            Form::Framed { dict, .. } => dict,
+            f => panic!("{} is not framed: {f:?}", b.0),
+        }
+    }
+
+    #[test]
+    fn frames_compressed_with_a_trained_dictionary_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, trained, later) = store_with_dictionary(dir.path());
+        let d = store.dictionary().unwrap().expect("a dictionary was trained");
+        // Frames before training have none, the rest name it; the dictionary is a plain block of its own.
+        assert_eq!(dict_of(&store, &trained[0]), None);
+        assert_eq!(dict_of(&store, trained.last().unwrap()), Some(d));
+        for b in &later {
+            assert_eq!(dict_of(&store, b), Some(d));
+        }
+        assert!(matches!(store.block_loc(&d).unwrap().unwrap().form, Form::Raw));
+        let store = reopen(store, dir.path());
+        assert_eq!(format_of(&store), 3);
+        let all: Vec<&Blk> = trained.iter().chain(&later).collect();
+        assert_reads(&store, &all);
+        assert_clean(&store);
+        let f = store.stats().unwrap().forms;
+        assert_eq!(f.dictionaries, 1);
+        assert!(f.frames_with_dict >= 10 && f.frames_with_dict < f.frames, "{f:?}");
+        // A store reopened with dictionaries off still reads them, and writes frames without one.
+        let extra = blk(text(9000, 30_000));
+        store.set_storage(StorageConfig { frame_bytes: 64 * 1024, max_delta_depth: 0, ..Default::default() });
+        add(&store, &[&extra]);
+        assert!(!matches!(loc(&store, &extra).form, Form::Framed { dict: Some(_), .. }));
+        assert_reads(&store, &all);
+    }
+
+    #[test]
+    fn damaged_dictionary_is_reported_for_every_frame_that_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, later) = store_with_dictionary(dir.path());
+        let d = store.dictionary().unwrap().unwrap();
+        let dl = store.block_loc(&d).unwrap().unwrap();
+        drop(store);
+        flip_payload_byte(dir.path(), &dl, u64::from(dl.stored_len) / 2);
+        let store = Store::open(dir.path()).unwrap();
+        let problems = problems_of(&store);
+        assert!(reported(&problems, &d, "hash to"), "the dictionary itself: {problems:#?}");
+        for b in &later {
+            assert!(
+                reported(&problems, &b.0, "its dictionary is damaged"),
+                "{} not reported: {problems:#?}",
+                b.0
+            );
+            assert!(store.read_block(&b.0).is_err());
+        }
+    }
+
+    #[test]
+    fn missing_dictionary_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, later) = store_with_dictionary(dir.path());
+        let d = store.dictionary().unwrap().unwrap();
+        {
+            let txn = store.db().begin_write().unwrap();
+            assert!(txn.open_table(BLOCKS).unwrap().remove(d.0.as_slice()).unwrap().is_some());
+            txn.commit().unwrap();
+        }
+        let store = reopen(store, dir.path());
+        let problems = problems_of(&store);
+        for b in &later {
+            assert!(reported(&problems, &b.0, &format!("dictionary {d} is missing")), "{problems:#?}");
+        }
+        // An ingest after it does not use the lost dictionary: it trains a new one.
+        store.set_storage(StorageConfig { frame_bytes: 64 * 1024, max_delta_depth: 0, dict: true, ..Default::default() });
+        let more: Vec<Blk> = (0..300).map(|i| blk(text(11_000 + i, 16 * 1024))).collect();
+        add(&store, &more.iter().collect::<Vec<_>>());
+        let d2 = store.dictionary().unwrap().unwrap();
+        assert_ne!(d2, d);
+        assert_eq!(dict_of(&store, more.last().unwrap()), Some(d2));
+        assert_reads(&store, &more.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn gc_keeps_a_dictionary_while_a_frame_or_the_store_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, trained, later) = store_with_dictionary(dir.path());
+        let d = store.dictionary().unwrap().unwrap();
+        // No longer the store's dictionary (as after a newer one was trained), but live frames use it.
+        {
+            let txn = store.db().begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(super::super::tables::META_DICT).unwrap();
+            txn.commit().unwrap();
+        }
+        let trained_nars: Vec<NarHash> = trained.iter().map(|b| nar_of(b).0).collect();
+        for n in &trained_nars {
+            assert!(store.forget_nar(n).unwrap());
+        }
+        store.gc().unwrap();
+        assert!(store.block_loc(&d).unwrap().is_some(), "frames of `later` need the dictionary");
+        let store = reopen(store, dir.path());
+        assert_reads(&store, &later.iter().collect::<Vec<_>>());
+        assert_clean(&store);
+        // Nothing needs it any more: it goes.
+        for b in &later {
+            assert!(store.forget_nar(&nar_of(b).0).unwrap());
+        }
+        store.gc().unwrap();
+        assert!(store.block_loc(&d).unwrap().is_none());
+        assert_eq!(store.stats().unwrap().blocks, 0);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn gc_keeps_the_stores_dictionary_before_any_frame_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, trained, later) = store_with_dictionary(dir.path());
+        let d = store.dictionary().unwrap().unwrap();
+        for b in trained.iter().chain(&later) {
+            assert!(store.forget_nar(&nar_of(b).0).unwrap());
+        }
+        store.gc().unwrap();
+        assert!(store.block_loc(&d).unwrap().is_some());
+        assert_clean(&store);
+        let next = blk(text(12_345, 40_000));
+        add(&store, &[&next]);
+        assert_eq!(dict_of(&store, &next), Some(d));
+        let store = reopen(store, dir.path());
+        assert_reads(&store, &[&next]);
     }
 }

@@ -76,6 +76,8 @@ impl Store {
                 all.insert(hash, BlockLoc::decode(v.value())?);
             }
             let mut keep: HashSet<BlockHash> = live.keys().chain(protected.keys()).copied().collect();
+            // The dictionary new frames will use, even while no stored frame uses it yet.
+            keep.extend(self.dictionary()?);
             let mut todo: Vec<BlockHash> = keep.iter().copied().collect();
             let mut content = crate::dag::reader::Seen::new();
             while let Some(h) = todo.pop() {

@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::ReadableTable;
 use sha2::Digest;
 
-use super::compress::{CompressPool, Compressed, Job, StorageConfig};
+use super::compress::{train_dictionary, CompressPool, Compressed, Dictionary, Job, StorageConfig};
 use super::error::StoreError;
 use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::pack::{record_header, PACK_TARGET};
@@ -75,7 +76,20 @@ pub struct Ingest<'s> {
     features: HashMap<BlockHash, [u64; similar::SUPERS]>,
     /// Super-features to index at commit: blocks that may serve as delta bases.
     similar: Vec<(u64, BlockHash)>,
+    /// The dictionary new frames use (`cfg.dict`), looked up with the first frame.
+    dict: Option<Dictionary>,
+    dict_looked_up: bool,
+    /// While the store has no dictionary: pieces of new framed blocks to train one on, and their sizes.
+    samples: Vec<u8>,
+    sample_sizes: Vec<usize>,
+    /// A dictionary this ingest trained, to become the store's at commit.
+    new_dict: Option<BlockHash>,
 }
+
+/// Sample bytes gathered before a dictionary is trained (~40× its size, as zstd advises), and the most
+/// taken from one block: the start of many blocks teaches more than all of a few.
+const DICT_SAMPLES: usize = 4 << 20;
+const DICT_SAMPLE_PIECE: usize = 16 << 10;
 
 impl<'s> Ingest<'s> {
     pub(super) fn new(store: &'s Store) -> Self {
@@ -95,7 +109,53 @@ impl<'s> Ingest<'s> {
             frame_bytes: 0,
             features: HashMap::new(),
             similar: Vec::new(),
+            dict: None,
+            dict_looked_up: false,
+            samples: Vec::new(),
+            sample_sizes: Vec::new(),
+            new_dict: None,
         }
+    }
+
+    /// The store's dictionary for new frames, if `cfg.dict` and it has one; until then, gather samples
+    /// from `block` (a new block going into a frame) and train one when there are enough.
+    fn frame_dictionary(&mut self, block: &[u8]) -> Result<(), StoreError> {
+        if !self.cfg.dict || self.dict.is_some() {
+            return Ok(());
+        }
+        if !self.dict_looked_up {
+            self.dict_looked_up = true;
+            if let Some(hash) = self.store.dictionary()? {
+                self.protect(hash);
+                // A dictionary that cannot be read is `verify`'s business; this ingest trains a new one.
+                if let Some(bytes) = self.store.block_loc(&hash)?.and_then(|l| self.store.read_at(&hash, &l).ok()) {
+                    self.dict = Some(Dictionary { hash, bytes: Arc::new(bytes) });
+                    return Ok(());
+                }
+            }
+        }
+        let piece = &block[..block.len().min(DICT_SAMPLE_PIECE)];
+        self.samples.extend_from_slice(piece);
+        self.sample_sizes.push(piece.len());
+        if self.samples.len() < DICT_SAMPLES {
+            return Ok(());
+        }
+        let samples = std::mem::take(&mut self.samples);
+        let sizes = std::mem::take(&mut self.sample_sizes);
+        let Some(bytes) = train_dictionary(&samples, &sizes) else {
+            return Ok(()); // nothing to learn: gather again
+        };
+        let hash = BlockHash::of(&bytes);
+        if self.is_new(hash)? {
+            // Stored raw in a record of its own: a frame must never need a frame to be read.
+            let raw_len = bytes.len() as u32;
+            let header = record_header(&hash, raw_len, raw_len, RecordKind::Raw);
+            let (pack, offset) = self.append(&[&header, &bytes], None)?;
+            self.pending.insert(hash, BlockLoc { pack, offset, stored_len: raw_len, raw_len, form: Form::Raw });
+        }
+        self.dict = Some(Dictionary { hash, bytes: Arc::new(bytes) });
+        self.new_dict = Some(hash);
+        Ok(())
     }
 
     /// Whether `hash` still has to be written: not in this ingest, not in the store. A block found in the
@@ -157,7 +217,8 @@ impl<'s> Ingest<'s> {
         if !self.frame.is_empty() {
             let blocks = std::mem::take(&mut self.frame);
             self.frame_bytes = 0;
-            self.pool()?.submit(Job::Frame(blocks))?;
+            let dict = self.dict.clone();
+            self.pool()?.submit(Job::Frame(blocks, dict))?;
         }
         Ok(())
     }
@@ -192,6 +253,7 @@ impl<'s> Ingest<'s> {
             Some(job) => self.pool()?.submit(job)?,
             None if self.cfg.frame_bytes == 0 => self.pool()?.submit(Job::Single(hash, bytes.to_vec()))?,
             None => {
+                self.frame_dictionary(bytes)?;
                 self.frame.push((hash, bytes.to_vec()));
                 self.frame_bytes += bytes.len();
                 if self.frame_bytes >= self.cfg.frame_bytes {
@@ -273,12 +335,12 @@ impl<'s> Ingest<'s> {
                             self.flush_frame()?;
                         }
                     }
-                    Compressed::Frame { members, frame_len, payload } => {
+                    Compressed::Frame { members, frame_len, payload, dict } => {
                         let stored_len = payload.len() as u32;
                         let header = record_header(&BlockHash::of(&payload), frame_len, stored_len, RecordKind::Frame);
                         let (pack, offset) = self.append(&[&header, &payload], None)?;
                         for (hash, raw_len, start) in members {
-                            let form = Form::Framed { frame_len, start, dict: 0 };
+                            let form = Form::Framed { frame_len, start, dict };
                             self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
                         }
                     }
@@ -405,6 +467,9 @@ impl<'s> Ingest<'s> {
                 }
             }
             self.record_pack_ends(&mut txn.open_table(PACKS).map_err(open())?)?;
+            if let Some(d) = &self.new_dict {
+                txn.open_table(META).map_err(open())?.insert(META_DICT, d.0.as_slice()).map_err(db("write"))?;
+            }
             let mut similar = txn.open_table(SIMILAR).map_err(open())?;
             for (f, hash) in &self.similar {
                 similar.insert(*f, hash.0.as_slice()).map_err(db("write"))?;

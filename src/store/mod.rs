@@ -143,8 +143,8 @@ impl Store {
                     if !READABLE_VERSIONS.contains(&got) {
                         return Err(StoreError::Version { path: self.dir.clone(), expected: FORMAT_VERSION, got });
                     }
-                    // Format 1 is format 2 without its new tables and forms: adding the tables is the
-                    // whole upgrade, and after it a format-1 build refuses the store.
+                    // Each older format is the newer one without its new tables and forms: adding the
+                    // tables is the whole upgrade, and after it an older build refuses the store.
                     meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice()).map_err(StoreError::db("write"))?;
                 }
             }
@@ -286,6 +286,16 @@ impl Store {
     /// Start an ingest: blocks written through it become visible only with its [`Ingest::commit`].
     pub fn begin_ingest(&self) -> Ingest<'_> {
         Ingest::new(self)
+    }
+
+    /// The block holding the dictionary new frames are compressed with, once one has been trained.
+    pub fn dictionary(&self) -> Result<Option<BlockHash>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(META).map_err(StoreError::db("open table"))?;
+        let Some(v) = t.get(META_DICT).map_err(StoreError::db("read"))? else { return Ok(None) };
+        let h = <[u8; 32]>::try_from(v.value())
+            .map_err(|_| StoreError::CorruptIndex { table: "meta-0", reason: "dict is not 32 bytes".into() })?;
+        Ok(Some(BlockHash(h)))
     }
 
     /// Where a block is stored, if it is.

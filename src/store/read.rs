@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::compress::delta_decompress;
+use super::compress::{delta_decompress, dict_decompress};
 use super::error::StoreError;
 use super::normalize::apply_patches;
 use super::pack::{record_header, RecordBytes};
@@ -126,7 +126,7 @@ impl Store {
                 out.get(s..e).ok_or_else(|| corrupt(format!("{s}..{e} lies outside its recipe's output")))?.to_vec()
             }
             Form::Framed { frame_len, start, dict } => {
-                let frame = self.frame(hash, loc, frame_len, dict)?;
+                let frame = self.frame(hash, loc, frame_len, dict, budget)?;
                 let (s, e) = (start as usize, start as usize + loc.raw_len as usize);
                 frame.get(s..e).ok_or_else(|| corrupt(format!("{s}..{e} lies outside the frame")))?.to_vec()
             }
@@ -166,7 +166,14 @@ impl Store {
     }
 
     /// The decompressed frame a framed block lives in, from the cache or the pack.
-    fn frame(&self, hash: &BlockHash, loc: &BlockLoc, frame_len: u32, dict: u32) -> Result<Arc<Vec<u8>>, StoreError> {
+    fn frame(
+        &self,
+        hash: &BlockHash,
+        loc: &BlockLoc,
+        frame_len: u32,
+        dict: Option<BlockHash>,
+        budget: u32,
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
         let key = (loc.pack, loc.offset);
         if let Some(f) = self.frame_cache().get(key) {
             return Ok(f);
@@ -185,12 +192,19 @@ impl Store {
         if header[32..] != want[32..] {
             return Err(corrupt("record header does not match the index".into()));
         }
-        if dict != 0 {
-            return Err(corrupt(format!("it names dictionary {dict}; format 2 has none")));
-        }
-        let frame = DECOMPRESSOR
-            .with_borrow_mut(|d| d.decompress(&payload, frame_len as usize))
-            .map_err(|e| corrupt(format!("zstd: {e}")))?;
+        let frame = match dict {
+            None => DECOMPRESSOR
+                .with_borrow_mut(|d| d.decompress(&payload, frame_len as usize))
+                .map_err(|e| corrupt(format!("zstd: {e}")))?,
+            Some(d) => {
+                // A dictionary lives in a record of its own; one in a frame could need itself.
+                let bytes = self.read_base(hash, loc, &d, budget, "dictionary", |f| {
+                    (!matches!(f, Form::Raw | Form::Zstd)).then(|| format!("its dictionary {d} is not a plain block"))
+                })?;
+                dict_decompress(&bytes, &payload, frame_len as usize)
+                    .map_err(|e| corrupt(format!("zstd with dictionary {d}: {e}")))?
+            }
+        };
         if frame.len() != frame_len as usize {
             return Err(corrupt(format!("{} bytes after decompression, expected {frame_len}", frame.len())));
         }

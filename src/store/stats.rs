@@ -40,10 +40,16 @@ pub struct FormStats {
     pub raw_blocks: u64,
     /// Each in its own zstd frame.
     pub zstd_blocks: u64,
-    /// Members of multi-block frames.
+    /// Members of frames.
     pub framed_blocks: u64,
-    /// Multi-block frames.
+    /// Frames (several blocks, or any number with a dictionary).
     pub frames: u64,
+    /// Their stored bytes (payloads).
+    pub frame_stored_bytes: u64,
+    /// Frames compressed with a trained dictionary.
+    pub frames_with_dict: u64,
+    /// Distinct dictionaries those frames use.
+    pub dictionaries: u64,
     /// Deltas against a similar block.
     pub delta_blocks: u64,
     /// Raw bytes of the delta blocks.
@@ -82,6 +88,7 @@ impl Store {
         }
         let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
         let mut frames = std::collections::HashSet::new();
+        let mut dicts = std::collections::HashSet::new();
         for row in blocks.iter().map_err(db("read"))? {
             let (_, v) = row.map_err(db("read"))?;
             let loc = BlockLoc::decode(v.value())?;
@@ -91,10 +98,15 @@ impl Store {
             match loc.form {
                 Form::Raw => f.raw_blocks += 1,
                 Form::Zstd => f.zstd_blocks += 1,
-                Form::Framed { .. } => {
+                Form::Framed { dict, .. } => {
                     f.framed_blocks += 1;
                     if frames.insert((loc.pack, loc.offset)) {
                         f.frames += 1;
+                        f.frame_stored_bytes += u64::from(loc.stored_len);
+                        if let Some(d) = dict {
+                            f.frames_with_dict += 1;
+                            dicts.insert(d);
+                        }
                     }
                 }
                 Form::Delta { depth, .. } => {
@@ -113,6 +125,7 @@ impl Store {
                 }
             }
         }
+        s.forms.dictionaries = dicts.len() as u64;
         s.paths = txn.open_table(PATHS).map_err(StoreError::db("open table"))?.len().map_err(db("read"))?;
         for (_, len) in self.packs().list()? {
             s.pack_bytes += len;

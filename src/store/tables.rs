@@ -28,10 +28,14 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 /// candidate delta base for new blocks that resemble it.
 pub const SIMILAR: TableDefinition<u64, &[u8]> = TableDefinition::new("similar-0");
 /// The format version this build writes (docs/FORMAT.md, "Version history").
-pub const FORMAT_VERSION: u32 = 2;
-/// Versions this build opens. A version-1 store is a subset of version 2 (no frames, deltas,
-/// dictionaries): opening adds the new tables and records version 2; no block is rewritten.
-pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
+pub const FORMAT_VERSION: u32 = 3;
+/// Versions this build opens. Each is a subset of the next (1: no frames, deltas or similarity table;
+/// 2: no frames with a dictionary): opening adds what is missing and records version 3; no block is
+/// rewritten.
+pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
+/// [`META`] key of the dictionary new frames are compressed with (a block's 32-byte BLAKE3), once one
+/// has been trained.
+pub const META_DICT: &str = "dict";
 
 /// What a pack record holds (the record header's last byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +83,8 @@ pub enum Form {
         frame_len: u32,
         /// Where the block starts in it.
         start: u32,
-        /// Reserved for a trained dictionary the frame would be compressed with; always `0` (none) in
-        /// format 2, and reads refuse anything else.
-        dict: u32,
+        /// The block holding the zstd dictionary the frame was compressed with, if any (format 3).
+        dict: Option<BlockHash>,
     },
     /// Its own record, compressed against `base`.
     Delta {
@@ -118,10 +121,11 @@ impl Form {
     }
 
     /// The block this form is read through, if any: a delta's base, a patched block's normal form, a
-    /// rebuilt block's recipe.
+    /// rebuilt block's recipe, a frame's dictionary.
     pub fn base(&self) -> Option<BlockHash> {
         match self {
             Form::Delta { base, .. } | Form::Patched { base } | Form::Rebuilt { recipe: base, .. } => Some(*base),
+            Form::Framed { dict, .. } => *dict,
             _ => None,
         }
     }
@@ -136,7 +140,8 @@ impl Form {
 }
 
 /// Where a block lives. Encoded as `pack u32 | offset u64 | stored_len u32 | raw_len u32 | kind u8`
-/// (21 bytes, format 1's whole layout), then per kind: frame `frame_len u32 | start u32 | dict u32`,
+/// (21 bytes, format 1's whole layout), then per kind: frame `frame_len u32 | start u32 | dict u32`
+/// (`0`: no dictionary; `1`: the dictionary block's BLAKE3 `[32]` follows),
 /// delta `depth u8 | base [32]`, patched `base [32]`, rebuilt `recipe [32] | start u64` (with pack, offset
 /// and stored_len 0: it has no record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +183,13 @@ impl BlockLoc {
             Form::Framed { frame_len, start, dict } => {
                 out.extend_from_slice(&frame_len.to_le_bytes());
                 out.extend_from_slice(&start.to_le_bytes());
-                out.extend_from_slice(&dict.to_le_bytes());
+                match dict {
+                    None => out.extend_from_slice(&0u32.to_le_bytes()),
+                    Some(d) => {
+                        out.extend_from_slice(&1u32.to_le_bytes());
+                        out.extend_from_slice(&d.0);
+                    }
+                }
             }
             Form::Delta { base, depth } => {
                 out.push(depth);
@@ -212,9 +223,21 @@ impl BlockLoc {
             Some(RecordKind::Raw) => want(0, "raw").map(|_| Form::Raw)?,
             Some(RecordKind::Zstd) => want(0, "zstd").map(|_| Form::Zstd)?,
             Some(RecordKind::Frame) => {
-                want(12, "framed")?;
+                if rest.len() < 12 {
+                    want(12, "framed")?;
+                }
                 let r = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
-                Form::Framed { frame_len: r(0), start: r(4), dict: r(8) }
+                let dict = match r(8) {
+                    0 => want(12, "framed").map(|_| None)?,
+                    1 => {
+                        want(44, "framed (with a dictionary)")?;
+                        let mut h = [0u8; 32];
+                        h.copy_from_slice(&rest[12..]);
+                        Some(BlockHash(h))
+                    }
+                    n => return Err(bad(format!("framed location with dictionary marker {n}, expected 0 or 1"))),
+                };
+                Form::Framed { frame_len: r(0), start: r(4), dict }
             }
             Some(RecordKind::Delta) => {
                 want(33, "delta")?;
@@ -346,13 +369,26 @@ mod tests {
             offset: 99,
             stored_len: 50,
             raw_len: 7,
-            form: Form::Framed { frame_len: 20, start: 13, dict: 5 },
+            form: Form::Framed { frame_len: 20, start: 13, dict: None },
         };
         assert_eq!(
             data_encoding::HEXLOWER.encode(&framed.encode()),
-            concat!("02000000", "6300000000000000", "32000000", "07000000", "02", "14000000", "0d000000", "05000000")
+            concat!("02000000", "6300000000000000", "32000000", "07000000", "02", "14000000", "0d000000", "00000000")
         );
         assert_eq!(BlockLoc::decode(&framed.encode()).unwrap(), framed);
+        let with_dict = BlockLoc { form: Form::Framed { frame_len: 20, start: 13, dict: Some(BlockHash([5; 32])) }, ..framed };
+        let b = with_dict.encode();
+        assert_eq!(b.len(), BlockLoc::COMMON_LEN + 12 + 32);
+        assert_eq!(&b[29..33], &[1, 0, 0, 0]);
+        assert_eq!(BlockLoc::decode(&b).unwrap(), with_dict);
+        // A marker other than 0 or 1, a marker 1 without its hash, a hash after marker 0.
+        let mut bad = b.clone();
+        bad[29] = 2;
+        assert!(BlockLoc::decode(&bad).is_err());
+        assert!(BlockLoc::decode(&b[..b.len() - 1]).is_err());
+        let mut bad = b.clone();
+        bad[29] = 0;
+        assert!(BlockLoc::decode(&bad).is_err());
         let delta = BlockLoc {
             pack: 2,
             offset: 99,
@@ -377,7 +413,7 @@ mod tests {
             offset: 16,
             stored_len: 5,
             raw_len: 8,
-            form: Form::Framed { frame_len: 20, start: 13, dict: 0 },
+            form: Form::Framed { frame_len: 20, start: 13, dict: None },
         };
         assert!(BlockLoc::decode(&outside.encode()).is_err());
         let mut d = BlockLoc {
