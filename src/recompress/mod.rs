@@ -11,7 +11,9 @@
 //! (levels 1–9: cargo since it moved flate2 to zlib-rs) or by miniz_oxide 0.9 (flate2's default backend,
 //! levels 1–10). Only levels consistent with the header's XFL byte are tried (2: level 9, 4: level 1,
 //! 0: levels 2–8, anything else: all). The gzip header is kept literally in the recipe; the trailer is
-//! recomputed. xz, bzip2 and zstd are detected but not rebuilt yet (`analyze` returns `None`).
+//! recomputed. bzip2 and xz files are rebuilt whole by libbz2-rs and liblzma (module `stream`, which says
+//! which files qualify). zstd is detected but not rebuilt (`analyze` returns `None`): its output changes
+//! between library releases and with the size the writer pledged, and no `.tar.zst` was at hand to try.
 //!
 //! A recipe's output depends on the compressor's implementation, not only on its parameters: a different
 //! zlib, zlib-rs or miniz_oxide release may emit different bytes for the same input, so these dependencies
@@ -21,6 +23,7 @@ use std::io::{self, Read, Write};
 
 mod gzip;
 mod race;
+mod stream;
 pub(crate) mod zlib;
 
 /// The compressed formats [`detect`] recognises.
@@ -67,6 +70,8 @@ pub fn detect(prefix: &[u8]) -> Option<Codec> {
 /// First byte of every encoded [`Recipe`].
 const RECIPE_VERSION: u8 = 1;
 const TAG_GZIP: u8 = 1;
+const TAG_BZIP2: u8 = 2;
+const TAG_XZ: u8 = 3;
 
 /// How to rebuild a compressed file from its decompressed bytes. Stored in the index: see
 /// [`Recipe::encode`] for the layout.
@@ -78,18 +83,24 @@ pub struct Recipe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
     Gzip(gzip::GzipRecipe),
+    Stream(stream::StreamRecipe),
 }
 
 impl Recipe {
     /// Compact binary form: `[version = 1][codec tag]` then the codec's fields. For gzip (tag 1):
     /// backend (1 = C zlib, 2 = miniz_oxide, 3 = zlib-rs), level, windowBits, memLevel, strategy, the header's length as
-    /// u32 little-endian, and the header bytes.
+    /// u32 little-endian, and the header bytes. For bzip2 (tag 2): the level. For xz (tag 3): preset,
+    /// extreme (0/1), check id, dictionary size as u32 little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECIPE_VERSION];
         match &self.kind {
             Kind::Gzip(g) => {
                 out.push(TAG_GZIP);
                 gzip::encode(g, &mut out);
+            }
+            Kind::Stream(s) => {
+                out.push(if s.codec() == Codec::Bzip2 { TAG_BZIP2 } else { TAG_XZ });
+                stream::encode(s, &mut out);
             }
         }
         out
@@ -105,6 +116,8 @@ impl Recipe {
         }
         let kind = match *tag {
             TAG_GZIP => Kind::Gzip(gzip::decode(rest).map_err(err)?),
+            TAG_BZIP2 => Kind::Stream(stream::decode(Codec::Bzip2, rest).map_err(err)?),
+            TAG_XZ => Kind::Stream(stream::decode(Codec::Xz, rest).map_err(err)?),
             other => return Err(err(RecipeError::Unknown { what: "codec tag", got: other })),
         };
         Ok(Recipe { kind })
@@ -112,8 +125,9 @@ impl Recipe {
 
     /// The codec this recipe rebuilds.
     pub fn codec(&self) -> Codec {
-        match self.kind {
+        match &self.kind {
             Kind::Gzip(_) => Codec::Gzip,
+            Kind::Stream(s) => s.codec(),
         }
     }
 
@@ -126,6 +140,7 @@ impl Recipe {
     pub fn describe(&self) -> String {
         match &self.kind {
             Kind::Gzip(g) => format!("{}, {}-byte header", g.params.describe(), g.header.len()),
+            Kind::Stream(s) => s.describe(),
         }
     }
 }
@@ -305,6 +320,9 @@ pub fn analyze(
     let prefix = input.peek_at_least(6)?;
     match detect(prefix) {
         Some(Codec::Gzip) => Ok(gzip::analyze(&mut input, &mut content)?.map(|g| Recipe { kind: Kind::Gzip(g) })),
+        Some(c @ (Codec::Bzip2 | Codec::Xz)) => {
+            Ok(stream::analyze(c, &mut input, &mut content)?.map(|s| Recipe { kind: Kind::Stream(s) }))
+        }
         _ => Ok(None),
     }
 }
@@ -316,6 +334,7 @@ pub fn analyze(
 pub fn rebuild(recipe: &Recipe, content: impl Read, out: impl Write) -> Result<(), RecompressError> {
     match &recipe.kind {
         Kind::Gzip(g) => gzip::rebuild(g, content, out),
+        Kind::Stream(s) => stream::rebuild(s, content, out),
     }
 }
 

@@ -190,7 +190,7 @@ fn header_fields_are_kept_literally() {
     let header = gzip_header_for(9, FEXTRA_ALL, &extra);
     let file = gzip_with(header.clone(), Box::new(zlib::Deflate::new(9, 15, 8, 0).unwrap()), &data);
     let recipe = assert_round_trip(&file, &data);
-    let Kind::Gzip(g) = &recipe.kind;
+    let Kind::Gzip(g) = &recipe.kind else { panic!("not gzip") };
     assert_eq!(g.header, header);
 }
 
@@ -354,4 +354,115 @@ fn real_crates_from_cargo_cache() {
         }
     }
     eprintln!("{ok} of {total} cached crates rebuild exactly");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// bzip2 and xz, as Debian's `bzip2` and `xz` write them.
+
+/// `data` compressed by the command `tool args…` (stdin to stdout). The tools are part of the test
+/// set-up (scripts/test installs them); a missing one fails the test rather than skipping it.
+fn compressed_by(tool: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (scripts/test installs it): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "{tool} {args:?} failed");
+    out.stdout
+}
+
+/// The same text with some bytes changed, so a tool's output differs from run to run of the tests' data.
+fn varied_text(len: usize, seed: u64) -> Vec<u8> {
+    let mut t = text(len, seed);
+    for i in (0..t.len()).step_by(4099) {
+        t[i] = (i as u64 ^ seed) as u8;
+    }
+    t
+}
+
+#[test]
+fn bzip2_files_from_the_bzip2_tool_round_trip() {
+    let data = varied_text(450_000, 71);
+    for (level, args) in [(9, &["-c"][..]), (1, &["-1", "-c"]), (5, &["-5", "-c"])] {
+        let file = compressed_by("bzip2", args, &data);
+        let recipe = assert_round_trip(&file, &data);
+        assert_eq!(recipe.codec(), Codec::Bzip2);
+        assert!(recipe.describe().ends_with(&format!("-{level}")), "{}", recipe.describe());
+    }
+    // Empty content too.
+    assert_round_trip(&compressed_by("bzip2", &["-c"], b""), b"");
+}
+
+#[test]
+fn xz_files_from_the_xz_tool_round_trip() {
+    let data = varied_text(700_000, 72);
+    for (want, args) in [
+        ("-6,", &["-c"][..]),
+        ("-0,", &["-0", "-c"]),
+        ("-3e,", &["-3e", "-c"]),
+        ("-6,", &["-c", "--check=crc32"]),
+        ("-6,", &["-c", "--check=sha256"]),
+        ("-1,", &["-1", "-c", "--check=none"]),
+    ] {
+        let file = compressed_by("xz", args, &data);
+        let recipe = assert_round_trip(&file, &data);
+        assert_eq!(recipe.codec(), Codec::Xz);
+        assert!(recipe.describe().contains(want), "xz {args:?}: {}", recipe.describe());
+    }
+    assert_round_trip(&compressed_by("xz", &["-c"], b""), b"");
+}
+
+#[test]
+fn unsupported_bzip2_and_xz_layouts_give_none() {
+    let data = varied_text(300_000, 73);
+    // Two bzip2 streams back to back (as pbzip2 writes), xz in two streams, and trailing bytes.
+    let bz = compressed_by("bzip2", &["-c"], &data);
+    let two_bz = [bz.clone(), bz.clone()].concat();
+    assert!(run(&two_bz, usize::MAX).0.is_none());
+    let xz = compressed_by("xz", &["-c"], &data);
+    assert!(run(&[xz.clone(), xz.clone()].concat(), usize::MAX).0.is_none());
+    assert!(run(&[&xz[..], b"\0"].concat(), usize::MAX).0.is_none());
+    // Multi-threaded xz writes size fields in its block headers: not what the single-threaded encoder writes.
+    let mt = compressed_by("xz", &["-c", "-T2", "--block-size=65536"], &data);
+    assert!(run(&mt, usize::MAX).0.is_none());
+    // A raw LZMA2 filter chain with a BCJ filter in front: not a plain preset.
+    let bcj = compressed_by("xz", &["-c", "--x86", "--lzma2=preset=6"], &data);
+    assert!(run(&bcj, usize::MAX).0.is_none());
+    // Truncated or damaged files: never a recipe.
+    for file in [&bz, &xz] {
+        assert!(run(&file[..file.len() - 5], usize::MAX).0.is_none());
+        let mut bad = file.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        assert!(run(&bad, usize::MAX).0.is_none());
+    }
+}
+
+#[test]
+fn bzip2_and_xz_recipes_decode_strictly() {
+    let bz = Recipe { kind: Kind::Stream(stream::StreamRecipe::Bzip2 { level: 7 }) };
+    let xz = Recipe {
+        kind: Kind::Stream(stream::StreamRecipe::Xz { preset: 6, extreme: true, check: 4, dict_size: 8 << 20 }),
+    };
+    for r in [&bz, &xz] {
+        let b = r.encode();
+        assert_eq!(&Recipe::decode(&b).unwrap(), r);
+        assert!(Recipe::decode(&b[..b.len() - 1]).is_err());
+        assert!(Recipe::decode(&[&b[..], &[0]].concat()).is_err());
+    }
+    assert_eq!(bz.encode(), [1, 2, 7]);
+    assert_eq!(xz.encode(), [1, 3, 6, 1, 4, 0, 0, 0x80, 0]);
+    for bad in [&[1u8, 2, 0][..], &[1, 2, 10], &[1, 3, 10, 0, 4, 0, 0, 0x80, 0], &[1, 3, 6, 2, 4, 0, 0, 0x80, 0],
+        &[1, 3, 6, 0, 5, 0, 0, 0x80, 0], &[1, 3, 6, 0, 4, 0, 0, 0, 0x10]]
+    {
+        assert!(Recipe::decode(bad).is_err(), "{bad:?}");
+    }
 }
