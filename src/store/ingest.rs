@@ -409,6 +409,16 @@ impl<'s> Ingest<'s> {
         Ok(())
     }
 
+    /// Hand every record this ingest appended to the file system (not yet durable).
+    fn flush_packs(&mut self) -> Result<(), StoreError> {
+        if !self.ends.is_empty() {
+            if let Some(p) = self.store.packs().lock_writer().pack.as_mut() {
+                p.flush()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Raise each pack's committed length to cover this ingest's records (never lower it: another
     /// ingest may have committed further). Part of the transaction that indexes the records.
     pub(super) fn record_pack_ends(&self, packs: &mut redb::Table<u32, u64>) -> Result<(), StoreError> {
@@ -450,6 +460,10 @@ impl<'s> Ingest<'s> {
         if durable {
             self.sync_packs()?;
         } else {
+            // Not durable yet, but readable: once committed, a record must be in the file for every
+            // reader of this process (a later ingest reading it as a delta base or dictionary found it
+            // missing while it sat in the write buffer, and silently stored its blocks whole).
+            self.flush_packs()?;
             txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Io {
                 context: "deferring durability".into(),
                 source: std::io::Error::other(e.to_string()),
