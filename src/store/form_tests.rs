@@ -8,7 +8,7 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::tables::{BlockLoc, Form, BLOCKS, META, SIMILAR};
+use super::tables::{similar_target, BlockLoc, Form, BLOCKS, META, SIMILAR};
 use super::{Manifest, NarEntry, StorageConfig, Store, StoreError};
 use crate::dag::cid::RAW_CODEC;
 use crate::dag::BlockHash;
@@ -137,7 +137,12 @@ fn reported(problems: &[String], h: &BlockHash, what: &str) -> bool {
 fn similar_targets(store: &Store) -> Vec<BlockHash> {
     let txn = store.db().begin_read().unwrap();
     let t = txn.open_table(SIMILAR).unwrap();
-    t.iter().unwrap().map(|row| BlockHash(<[u8; 32]>::try_from(row.unwrap().1.value()).unwrap())).collect()
+    let blocks = txn.open_table(BLOCKS).unwrap();
+    // A prefix that names no stored block resolves to a name no block has.
+    t.iter()
+        .unwrap()
+        .map(|row| similar_target(&blocks, row.unwrap().1.value()).unwrap().unwrap_or(BlockHash([0xee; 32])))
+        .collect()
 }
 
 fn format_of(store: &Store) -> u32 {

@@ -12,7 +12,7 @@ use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
 use super::pack::{pack_path, record_header, sync_dir, RecordBytes, HEADER_LEN, RECORD_HEADER_LEN};
-use super::tables::{BlockLoc, Form, BLOCKS, PACKS, SIMILAR};
+use super::tables::{BlockLoc, Form, BLOCKS, PACKS, SIMILAR, SIMILAR_PREFIX};
 use super::{roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
 
@@ -119,10 +119,16 @@ impl Store {
                 report.removed_bytes += u64::from(loc.raw_len);
             }
             // Super-features of removed blocks would offer missing bases.
-            let gone: HashSet<BlockHash> = dead.iter().map(|(h, _)| *h).collect();
+            // Rows name blocks by a prefix of their hash (format 2: the whole hash); a row whose prefix a
+            // removed block shares goes too, which at worst forgets a candidate base.
+            let gone: HashSet<[u8; SIMILAR_PREFIX]> =
+                dead.iter().map(|(h, _)| h.0[..SIMILAR_PREFIX].try_into().expect("prefix of a hash")).collect();
             let mut similar = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
             similar
-                .retain(|_, v| <[u8; 32]>::try_from(v).map(|h| !gone.contains(&BlockHash(h))).unwrap_or(false))
+                .retain(|_, v| {
+                    (v.len() == SIMILAR_PREFIX || v.len() == 32)
+                        && !gone.contains(&<[u8; SIMILAR_PREFIX]>::try_from(&v[..SIMILAR_PREFIX]).expect("length checked"))
+                })
                 .map_err(db("write"))?;
         }
         txn.commit().map_err(StoreError::db("commit"))?;

@@ -179,21 +179,23 @@ impl<'s> Ingest<'s> {
     /// candidate most super-features point to, or, when its chain is already as long as allowed, the
     /// nearest block down its chain. Protected before it is looked up, as any reused block.
     fn find_base(&mut self, sf: &[u64; similar::SUPERS]) -> Result<Option<(BlockHash, BlockLoc)>, StoreError> {
-        let mut votes: Vec<(BlockHash, u32)> = Vec::new();
-        {
+        let mut votes: Vec<(Vec<u8>, u32)> = Vec::new();
+        let best = {
             let txn = redb::ReadableDatabase::begin_read(self.store.db()).map_err(StoreError::db("begin read"))?;
             let t = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
             for f in sf {
                 if let Some(v) = t.get(*f).map_err(StoreError::db("read"))? {
-                    let Ok(h) = <[u8; 32]>::try_from(v.value()) else { continue };
-                    match votes.iter_mut().find(|(c, _)| c.0 == h) {
+                    let v = v.value();
+                    match votes.iter_mut().find(|(c, _)| c == v) {
                         Some((_, n)) => *n += 1,
-                        None => votes.push((BlockHash(h), 1)),
+                        None => votes.push((v.to_vec(), 1)),
                     }
                 }
             }
-        }
-        let Some(&(mut cand, _)) = votes.iter().max_by_key(|(_, n)| *n) else { return Ok(None) };
+            let Some((v, _)) = votes.iter().max_by_key(|(_, n)| *n) else { return Ok(None) };
+            similar_target(&txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?, v)?
+        };
+        let Some(mut cand) = best else { return Ok(None) };
         for _ in 0..=self.cfg.max_delta_depth {
             self.protect(cand);
             let Some(loc) = self.store.block_loc(&cand)? else { return Ok(None) };
@@ -486,7 +488,7 @@ impl<'s> Ingest<'s> {
             }
             let mut similar = txn.open_table(SIMILAR).map_err(open())?;
             for (f, hash) in &self.similar {
-                similar.insert(*f, hash.0.as_slice()).map_err(db("write"))?;
+                similar.insert(*f, &hash.0[..SIMILAR_PREFIX]).map_err(db("write"))?;
             }
             let mut nars = txn.open_table(NARS).map_err(open())?;
             let mut paths = txn.open_table(PATHS).map_err(open())?;

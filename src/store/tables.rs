@@ -24,9 +24,35 @@ pub const FILE_ALIASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fi
 /// Store-wide settings: `format` → u32 format version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 
-/// Similarity index: super-feature (u64, see `similar.rs`) → BLAKE3 of the newest block with it, a
-/// candidate delta base for new blocks that resemble it.
+/// Similarity index: super-feature (u64, see `similar.rs`) → the newest block with it, a candidate
+/// delta base for new blocks that resemble it, named by the first [`SIMILAR_PREFIX`] bytes of its BLAKE3
+/// (found in [`BLOCKS`] by a range lookup; format 2 stores wrote all 32 bytes, which still read).
 pub const SIMILAR: TableDefinition<u64, &[u8]> = TableDefinition::new("similar-0");
+/// Bytes of a block's name kept in [`SIMILAR`]. Twelve rows a block made the index 4 % of the packs;
+/// 8 bytes instead of 32 halve it, and a wrong guess (two blocks sharing 64 bits) only costs a weak delta.
+pub const SIMILAR_PREFIX: usize = 8;
+
+/// The block a [`SIMILAR`] value names: a full name, or the first block in `blocks` whose name starts
+/// with the stored prefix.
+pub fn similar_target(
+    blocks: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
+    value: &[u8],
+) -> Result<Option<BlockHash>, StoreError> {
+    if let Ok(h) = <[u8; 32]>::try_from(value) {
+        return Ok(Some(BlockHash(h)));
+    }
+    if value.len() != SIMILAR_PREFIX {
+        return Ok(None);
+    }
+    let mut range = blocks.range(value..).map_err(StoreError::db("read"))?;
+    match range.next() {
+        Some(row) => {
+            let (k, _) = row.map_err(StoreError::db("read"))?;
+            Ok(<[u8; 32]>::try_from(k.value()).ok().filter(|k| k.starts_with(value)).map(BlockHash))
+        }
+        None => Ok(None),
+    }
+}
 /// The format version this build writes (docs/FORMAT.md, "Version history").
 pub const FORMAT_VERSION: u32 = 3;
 /// Versions this build opens. Each is a subset of the next (1: no frames, deltas or similarity table;
