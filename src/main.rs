@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    nixdag::cli::tune_allocator();
     let cli = nixdag::cli::Cli::parse();
     match nixdag::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

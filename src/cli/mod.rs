@@ -149,3 +149,18 @@ impl ChunkerArg {
         })
     }
 }
+
+/// Allocator settings for reading stores, set once at start-up, before any other thread exists.
+///
+/// Reads decompress zstd frames of 1–2 MiB into fresh buffers. glibc serves such sizes with mmap and
+/// unmaps them on free, so every frame paid for zeroing new pages (7 % of a `cat`, 0.42 → 0.34 s for a
+/// 184 MiB NAR); from the heap they are reused. Both limits stay small beside what a reading process
+/// keeps anyway (a 64 MiB frame cache).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; the caller runs before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
