@@ -81,19 +81,39 @@ impl ChunkerConfig {
         })
     }
 
-    /// Parse `cdc:MIN/AVG/MAX` or `fixed:SIZE` (sizes in bytes, or with a `K`/`M` suffix for KiB/MiB).
+    /// Parse `cdc:MIN/AVG/MAX` or `fixed:SIZE` (sizes in bytes, or with a `K`/`M` suffix for KiB/MiB),
+    /// optionally followed by `,files=SIZE` (the NAR-aware threshold, default 64K) or `,files=off`.
     pub fn parse(s: &str) -> Result<Self, ChunkerConfigError> {
-        let size = |t: &str| -> Result<usize, ChunkerConfigError> {
-            let (num, mul) = match t.as_bytes().last() {
-                Some(b'K' | b'k') => (&t[..t.len() - 1], 1024),
-                Some(b'M' | b'm') => (&t[..t.len() - 1], 1024 * 1024),
-                _ => (t, 1),
-            };
-            num.parse::<usize>()
-                .ok()
-                .and_then(|n| n.checked_mul(mul))
-                .ok_or_else(|| ChunkerConfigError(format!("{t:?} is not a size")))
+        match s.split_once(",files=") {
+            Some((base, t)) => {
+                let cfg = Self::parse_sizes(base)?;
+                let threshold = match t {
+                    "off" => u64::MAX,
+                    _ => Self::size(t)? as u64,
+                };
+                if cfg.fixed && threshold != u64::MAX {
+                    return Err(ChunkerConfigError(format!("{s:?}: fixed-size chunks have no NAR-aware boundaries")));
+                }
+                Ok(cfg.with_large_file_threshold(threshold))
+            }
+            None => Self::parse_sizes(s),
+        }
+    }
+
+    fn size(t: &str) -> Result<usize, ChunkerConfigError> {
+        let (num, mul) = match t.as_bytes().last() {
+            Some(b'K' | b'k') => (&t[..t.len() - 1], 1024),
+            Some(b'M' | b'm') => (&t[..t.len() - 1], 1024 * 1024),
+            _ => (t, 1),
         };
+        num.parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(mul))
+            .ok_or_else(|| ChunkerConfigError(format!("{t:?} is not a size")))
+    }
+
+    fn parse_sizes(s: &str) -> Result<Self, ChunkerConfigError> {
+        let size = Self::size;
         if let Some(rest) = s.strip_prefix("fixed:") {
             return Self::fixed(size(rest)?);
         }
@@ -103,7 +123,7 @@ impl ChunkerConfig {
                 return Self::cdc(size(min)?, size(avg)?, size(max)?);
             }
         }
-        Err(ChunkerConfigError(format!("{s:?}: expected cdc:MIN/AVG/MAX or fixed:SIZE")))
+        Err(ChunkerConfigError(format!("{s:?}: expected cdc:MIN/AVG/MAX or fixed:SIZE, then optionally ,files=SIZE")))
     }
 
     /// Regular files whose contents are at least this long get chunk boundaries of their own.
@@ -311,5 +331,18 @@ mod tests {
         assert_eq!(ChunkerConfig::parse("fixed:1M").unwrap(), ChunkerConfig::fixed(1 << 20).unwrap());
         assert!(ChunkerConfig::parse("cdc:1/2/3").is_err());
         assert!(ChunkerConfig::parse("bogus").is_err());
+        let c = ChunkerConfig::parse("cdc:16K/64K/256K,files=1M").unwrap();
+        assert_eq!(c.large_file_threshold(), 1 << 20);
+        assert_eq!(c.max_size(), 256 * 1024);
+        assert_eq!(ChunkerConfig::parse("cdc:16K/64K/256K,files=off").unwrap().large_file_threshold(), u64::MAX);
+        assert_eq!(
+            ChunkerConfig::parse("cdc:16K/64K/256K,files=64K").unwrap(),
+            ChunkerConfig::default(),
+            "64K is the default threshold"
+        );
+        for bad in ["cdc:16K/64K/256K,files=", "cdc:16K/64K/256K,files=x", "fixed:1M,files=64K", "cdc:1/2/3,files=1M"] {
+            assert!(ChunkerConfig::parse(bad).is_err(), "{bad}");
+        }
+        assert!(ChunkerConfig::parse("fixed:1M,files=off").is_ok());
     }
 }

@@ -136,7 +136,8 @@ fn parse_file_hash(s: &str) -> Result<NixHash> {
 /// `--chunker` shared by the commands that ingest.
 #[derive(Args, Debug, Clone)]
 struct ChunkerArg {
-    /// Chunking: `cdc:MIN/AVG/MAX` (default cdc:16K/64K/256K) or `fixed:SIZE`
+    /// Chunking: `cdc:MIN/AVG/MAX` (default cdc:16K/64K/256K) or `fixed:SIZE`, then optionally
+    /// `,files=SIZE` (files at least this long get chunk boundaries of their own; default 64K) or `,files=off`
     #[arg(long, value_name = "SPEC")]
     chunker: Option<String>,
 }
