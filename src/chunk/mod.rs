@@ -15,6 +15,9 @@ use std::io;
 
 use fastcdc::v2020::{self, Normalization};
 
+mod tar;
+pub use tar::TarSplit;
+
 use crate::nix::nar::NarSink;
 
 /// Chunking parameters. Construct with [`ChunkerConfig::default`] and adjust with the builder methods.

@@ -15,7 +15,7 @@ use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, R
 use super::pack::{record_header, PACK_TARGET};
 use super::tables::*;
 use super::{alias_key, rebuilt, similar, Store};
-use crate::chunk::{Chunker, ChunkerConfig};
+use crate::chunk::{Chunker, ChunkerConfig, TarSplit};
 use crate::dag::builder::BuiltDag;
 use crate::dag::{BlockHash, BlockSink, Cid, DagBuilder};
 use crate::nix::hash::{HashAlgo, NarHash, NixHash};
@@ -829,11 +829,13 @@ fn build_rebuilt(
     // One pass: the content is chunked and stored while the candidates race. When none rebuilds the
     // file, the content blocks stored so far are garbage (nothing names them) until the next GC; the
     // corpus's tarballs nearly all qualify (docs/STORAGE.md), so that is the rare case.
+    // A tar inside is cut at its members' contents as the unpacked tree's NAR is (`chunk/tar.rs`), so a
+    // tarball and its unpacked source share whole chunks.
     let mut builder = DagBuilder::new(&mut *ingest);
-    let mut chunker = Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
+    let mut chunker = TarSplit::new(Chunker::new(cfg, |c: &[u8]| builder.push_leaf(c)));
     let found = recompress::analyze(file, |c| chunker.write(c)).map_err(recompress_err)?;
     let Some(recipe) = found else { return Ok(None) };
-    chunker.finish().map_err(StoreError::from_io)?;
+    chunker.finish().and_then(|c| c.finish()).map_err(StoreError::from_io)?;
     let content = builder.finish().map_err(StoreError::from_io)?.0;
     let block = rebuilt::RecipeBlock {
         prefix: stream[..range.start].to_vec(),

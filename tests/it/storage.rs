@@ -214,3 +214,26 @@ fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(b))
 }
+
+/// A source tarball next to its unpacked tree: the tar's members are cut where the NAR's files are
+/// (`chunk/tar.rs`), so the tarball costs little more than its recipe and its small files.
+#[test]
+fn a_tarball_shares_whole_chunks_with_its_unpacked_tree() {
+    require_nix();
+    let t = versions();
+    let work = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    let p = nix_add(&t.v1);
+    store.add(&[p.to_str().unwrap()]);
+    let before = store.stat("pack_bytes");
+    let f = work.path().join("pkg-1.tar.xz");
+    tarball(&t.v1, "xz", &f);
+    store.add(&["--file", f.to_str().unwrap()]);
+    let cost = store.stat("pack_bytes") - before;
+    let len = fs::metadata(&f).unwrap().len();
+    eprintln!("tarball of {len} bytes next to its tree: {cost} pack bytes");
+    assert!(cost * 10 < len, "the tarball cost {cost} of its {len} bytes");
+    let sha = sha256_hex(&fs::read(&f).unwrap());
+    assert!(store.bytes(&["cat", "--file-hash", &format!("sha256:{sha}")]) == fs::read(&f).unwrap());
+    store.verify();
+}
