@@ -65,23 +65,25 @@ pub fn run(cli: Cli) -> Result<()> {
         None => Store::default_dir().context("no --store, NIXDAG_STORE, XDG_DATA_HOME or HOME to find the store")?,
     };
     let open = || Store::open(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
+    // Commands that only read open the index read-only: nothing written, and readers run side by side.
+    let read = || Store::open_read_only(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
     match cli.command {
         Command::Add(a) => {
             let mut store = open()?;
             add::run(&store, a)?;
             store.compact_index().context("compacting the index")
         }
-        Command::Cat(a) => cat::run(&open()?, a),
-        Command::Restore(a) => restore::run(&open()?, a),
-        Command::ExportCar(a) => export_car::run(&open()?, a),
-        Command::Verify(a) => verify::run(&open()?, a),
+        Command::Cat(a) => cat::run(&read()?, a),
+        Command::Restore(a) => restore::run(&read()?, a),
+        Command::ExportCar(a) => export_car::run(&read()?, a),
+        Command::Verify(a) => verify::run(&read()?, a),
         Command::Gc(a) => {
             let mut store = open()?;
             gc::run(&store, a)?;
             store.compact_index().context("compacting the index")
         }
         Command::Forget(a) => forget::run(&open()?, a),
-        Command::DedupStats(a) => stats::run(&open()?, a),
+        Command::DedupStats(a) => stats::run(&read()?, a),
         Command::Serve(a) => serve::run(open()?, a),
         Command::Key(a) => key::run(&store_dir, a),
     }

@@ -1435,3 +1435,41 @@ fn a_block_committed_in_batch_mode_is_readable_at_once_and_serves_as_a_delta_bas
     assert_reads(&store, &[&v1, &v2]);
     assert_clean(&store);
 }
+
+/// Commands that only read open the index read-only: every form reads back, several readers share the
+/// store, nothing can be written through it, and a store that does not exist yet is created instead.
+#[test]
+fn a_store_opened_read_only_reads_everything_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = blk(noise(141, 64 * 1024));
+    let framed: Vec<Blk> = (0..4).map(|i| blk(text(150 + i, 12_000))).collect();
+    add(&store, &[&v1]);
+    let v2 = blk(edited(&v1.1, 14));
+    add(&store, &[&v2]);
+    add(&store, &framed.iter().collect::<Vec<_>>());
+    drop(store);
+    let index = std::fs::read(dir.path().join("index.redb")).unwrap();
+
+    let a = Store::open_read_only(dir.path()).unwrap();
+    let b = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(loc(&a, &v2).form, Form::Delta { base: v1.0, depth: 1 });
+    let all: Vec<&Blk> = [&v1, &v2].into_iter().chain(&framed).collect();
+    assert_reads(&a, &all);
+    assert_reads(&b, &all);
+    assert_clean(&a);
+    let extra = blk(text(160, 5000));
+    let mut ingest = a.begin_ingest();
+    ingest.put(extra.0, &extra.1).unwrap();
+    let (h, m) = nar_of(&extra);
+    let err = ingest.commit(&[m]).unwrap_err().to_string();
+    assert!(err.contains("read-only"), "{err}");
+    assert!(a.nar(&h).unwrap().is_none());
+    drop((a, b));
+    assert!(std::fs::read(dir.path().join("index.redb")).unwrap() == index, "the index file changed");
+
+    // Nothing there yet: created, as `open` does.
+    let fresh = tempfile::tempdir().unwrap();
+    let s = Store::open_read_only(&fresh.path().join("new")).unwrap();
+    assert_eq!(s.stats().unwrap().blocks, 0);
+}

@@ -140,7 +140,7 @@ impl Store {
     fn live_bytes_per_pack(&self) -> Result<HashMap<u32, u64>, StoreError> {
         let mut live = HashMap::new();
         let mut records = HashSet::new();
-        let txn = redb::ReadableDatabase::begin_read(self.db()).map_err(StoreError::db("begin read"))?;
+        let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
         let t = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
         for row in t.iter().map_err(StoreError::db("read"))? {
             let (_, v) = row.map_err(StoreError::db("read"))?;

@@ -181,7 +181,7 @@ impl<'s> Ingest<'s> {
     fn find_base(&mut self, sf: &[u64; similar::SUPERS]) -> Result<Option<(BlockHash, BlockLoc)>, StoreError> {
         let mut votes: Vec<(Vec<u8>, u32)> = Vec::new();
         let best = {
-            let txn = redb::ReadableDatabase::begin_read(self.store.db()).map_err(StoreError::db("begin read"))?;
+            let txn = self.store.db().begin_read().map_err(StoreError::db("begin read"))?;
             let t = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
             for f in sf {
                 if let Some(v) = t.get(*f).map_err(StoreError::db("read"))? {
@@ -524,7 +524,7 @@ impl<'s> Ingest<'s> {
 impl Ingest<'_> {
     /// Whether every manifest is stored already, exactly as given.
     fn already_recorded(&self, manifests: &[Manifest]) -> Result<bool, StoreError> {
-        let txn = redb::ReadableDatabase::begin_read(self.store.db()).map_err(StoreError::db("begin read"))?;
+        let txn = self.store.db().begin_read().map_err(StoreError::db("begin read"))?;
         let open = || StoreError::db::<redb::TableError>("open table");
         let read = || StoreError::db::<redb::StorageError>("read");
         let nars = txn.open_table(NARS).map_err(open())?;

@@ -1,6 +1,6 @@
 //! What is stored, and what dedup and compression save.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::error::{IoContext, StoreError};
 use super::tables::{BlockLoc, FileEntry, Form, NarEntry, BLOCKS, FILES, NARS, PATHS};

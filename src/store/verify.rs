@@ -1,6 +1,6 @@
 //! `verify`: re-hash every block, check every pack against its committed length, walk every root.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::StoreError;
 use super::tables::{BlockLoc, Form, BLOCKS, NARS, PACKS, PATHS};
