@@ -430,3 +430,36 @@ pub(crate) fn decode(b: &[u8]) -> Result<GzipRecipe, RecipeError> {
 pub(crate) fn encoder_for_tests(p: &Params) -> Box<dyn Encoder> {
     p.encoder().expect("test parameters are valid")
 }
+
+/// Inflates a gzip file whose header is `recipe`'s, handing the content on; `false` when it is not one
+/// member with a matching trailer and nothing after.
+pub(crate) fn decompress(
+    recipe: &GzipRecipe,
+    file: &[u8],
+    content: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<bool, RecompressError> {
+    let Some(mut rest) = file.strip_prefix(recipe.header.as_slice()) else { return Ok(false) };
+    let mut inflate = zlib::Inflate::new()
+        .ok_or_else(|| RecompressError::Encoder { codec: "gzip", detail: "cannot start inflate".into() })?;
+    let (mut crc, mut size) = (0u32, 0u64);
+    let mut out = Vec::with_capacity(INFLATE_STEP);
+    loop {
+        out.clear();
+        let Ok(step) = inflate.inflate(rest, &mut out, INFLATE_STEP) else { return Ok(false) };
+        if step.consumed == 0 && out.is_empty() && !step.done {
+            return Ok(false);
+        }
+        rest = &rest[step.consumed..];
+        if !out.is_empty() {
+            content(&out).map_err(|source| RecompressError::Content { offset: size, source })?;
+            crc = zlib::crc32(crc, &out);
+            size += out.len() as u64;
+        }
+        if step.done {
+            break;
+        }
+    }
+    let mut trailer = crc.to_le_bytes().to_vec();
+    trailer.extend_from_slice(&(size as u32).to_le_bytes());
+    Ok(rest == trailer.as_slice())
+}

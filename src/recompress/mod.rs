@@ -327,6 +327,21 @@ pub fn analyze(
     }
 }
 
+/// Decompresses `compressed`, handing its content to `content`: the cheap half of [`analyze`], for a file
+/// whose recipe an earlier analysis of the same bytes found (the caller matches them by hash). `Ok(false)`
+/// when the file does not decode as `recipe`'s codec (header, one member or stream, nothing after); the
+/// caller then analyzes it after all. Decoding proves nothing about the recipe: only [`analyze`] does.
+pub fn decompress(
+    recipe: &Recipe,
+    compressed: &[u8],
+    mut content: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<bool, RecompressError> {
+    match &recipe.kind {
+        Kind::Gzip(g) => gzip::decompress(g, compressed, &mut content),
+        Kind::Stream(s) => stream::decompress(s.codec(), compressed, &mut content),
+    }
+}
+
 /// Compresses `content` (the decompressed stream) with `recipe`, writing the original file to `out`.
 ///
 /// Given other content than [`analyze`] saw, it writes a valid compressed file of that content, not the

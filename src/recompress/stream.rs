@@ -225,6 +225,33 @@ pub(crate) fn analyze<R: Read>(
     Ok(race.finish())
 }
 
+/// Decompresses a bzip2 or xz file, handing the content on; `false` when it is not one stream of its codec
+/// with nothing after.
+pub(crate) fn decompress(
+    codec: Codec,
+    mut file: &[u8],
+    content: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<bool, RecompressError> {
+    let Some(mut dec) = Decoder::new(codec) else { return Ok(false) };
+    let mut size = 0u64;
+    let mut out = Vec::with_capacity(STEP);
+    loop {
+        out.clear();
+        let Ok((consumed, done)) = dec.step(file, &mut out) else { return Ok(false) };
+        if consumed == 0 && out.is_empty() && !done {
+            return Ok(false);
+        }
+        file = &file[consumed..];
+        if !out.is_empty() {
+            content(&out).map_err(|source| RecompressError::Content { offset: size, source })?;
+            size += out.len() as u64;
+        }
+        if done {
+            return Ok(file.is_empty());
+        }
+    }
+}
+
 pub(crate) fn rebuild(recipe: &StreamRecipe, mut content: impl Read, mut out: impl Write) -> Result<(), RecompressError> {
     let codec = recipe.codec().name();
     let mut enc = recipe.encoder()?;

@@ -466,3 +466,27 @@ fn bzip2_and_xz_recipes_decode_strictly() {
         assert!(Recipe::decode(bad).is_err(), "{bad:?}");
     }
 }
+
+/// `decompress` (the ingest's half when a recipe is proven ahead) gives the content for each codec, and
+/// `false` for a file that is cut short or has bytes after it.
+#[test]
+fn decompress_gives_the_content_or_false() {
+    let data = varied_text(200_000, 74);
+    let files = [
+        compressed_by("xz", &["-c"], &data),
+        compressed_by("bzip2", &["-c"], &data),
+        zlib_gzip(&data, 9, 8, 0),
+    ];
+    for file in &files {
+        let recipe = assert_round_trip(file, &data);
+        let mut seen = Vec::new();
+        assert!(decompress(&recipe, file, |c| {
+            seen.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap());
+        assert!(seen == data, "{}", recipe.describe());
+        assert!(!decompress(&recipe, &file[..file.len() - 3], |_| Ok(())).unwrap());
+        assert!(!decompress(&recipe, &[&file[..], b"x"].concat(), |_| Ok(())).unwrap());
+    }
+}

@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::tables::{similar_target, BlockLoc, Form, BLOCKS, META, SIMILAR};
 use super::{Manifest, NarEntry, StorageConfig, Store, StoreError};
@@ -859,6 +859,42 @@ mod rebuilt_and_patched {
     fn sha256(b: &[u8]) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(b).into()
+    }
+
+    /// A recipe proven ahead (`proven.rs`, as `add`'s helper thread does) is used by the ingest, which then
+    /// only decompresses: the tarball is stored exactly as when the ingest analyzes it itself, for a NAR of
+    /// the file, the file itself, and a file whose proof says "not rebuildable".
+    #[test]
+    fn a_recipe_proven_ahead_is_used_and_gives_the_same_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let file = write_file(&src, "source-2.0.tar.gz", &gzip(&tarball_content(2), 9, 8));
+        let nar_file = write_file(&src, "source.nar", &dump(&file));
+        let plain = tempfile::tempdir().unwrap();
+        let (a, b) = (Store::open(&plain.path().join("a")).unwrap(), Store::open(&dir.path().join("b")).unwrap());
+        let want = add_path(&a, &file, ChunkerConfig::default(), None).unwrap();
+        // The helper's proof for the NAR (its contents) is taken by an ingest of the NAR stream.
+        crate::store::prove_ahead(&b, &nar_file, true).unwrap();
+        assert_eq!(b.proven().state_len(), 1);
+        let got = crate::store::add_nar(&b, std::fs::File::open(&nar_file).unwrap(), ChunkerConfig::default(), None)
+            .unwrap();
+        assert_eq!(b.proven().state_len(), 0, "the proof was used");
+        assert_eq!((got.root, got.nar_hash), (want.root, want.nar_hash));
+        assert_eq!(recipe_of(&b, &got), recipe_of(&a, &want));
+        assert_stream(&b, got.root, &dump(&file));
+        assert_clean(&b);
+        // A file proven not rebuildable (no known compressor made it) is stored whole without analysis.
+        let mut odd = gzip(&tarball_content(3), 9, 8);
+        odd[8] = 0; // XFL says "not level 9": no level-9 candidate is tried, and the others differ
+        let odd_file = write_file(&src, "odd.tar.gz", &odd);
+        crate::store::prove_ahead(&b, &odd_file, false).unwrap();
+        assert_eq!(b.proven().state_len(), 1);
+        let before = b.stats().unwrap().forms.rebuilt_blocks;
+        crate::store::add_file(&b, &odd[..], "odd.tar.gz", Vec::new(), ChunkerConfig::default(), None).unwrap();
+        assert_eq!(b.proven().state_len(), 0);
+        assert_eq!(b.stats().unwrap().forms.rebuilt_blocks, before);
+        assert_clean(&b);
     }
 
     #[test]

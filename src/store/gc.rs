@@ -43,7 +43,26 @@ impl Store {
     pub fn gc(&self) -> Result<GcReport, StoreError> {
         let mut report = self.mark_and_sweep()?;
         self.compact(&mut report)?;
+        self.drop_empty_active_pack()?;
         Ok(report)
+    }
+
+    /// Compaction opens a fresh pack to move records into; when none moved, that pack is an empty file no
+    /// commit names. A read-write open would delete it, but readers open the store read-only: delete it
+    /// now (no ingest can be writing to it, we hold the writer).
+    fn drop_empty_active_pack(&self) -> Result<(), StoreError> {
+        let mut writer = self.packs().lock_writer();
+        let Some(p) = writer.pack.as_ref() else { return Ok(()) };
+        let id = p.id;
+        if p.len != HEADER_LEN || writer.in_flight.get(&id).copied().unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        writer.pack = None;
+        let path = pack_path(self.packs().dir(), id);
+        fs::remove_file(&path).context(|| format!("removing empty {}", path.display()))?;
+        sync_dir(self.packs().dir())?;
+        self.packs().drop_reader(id);
+        Ok(())
     }
 
     fn mark_and_sweep(&self) -> Result<GcReport, StoreError> {

@@ -18,6 +18,7 @@ mod gc;
 mod ingest;
 mod normalize;
 pub mod pack;
+mod proven;
 mod read;
 mod rebuilt;
 mod similar;
@@ -39,6 +40,7 @@ use self::error::IoContext;
 pub use self::error::StoreError;
 pub use self::gc::GcReport;
 pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};
+pub use self::proven::prove_ahead;
 use self::pack::Packs;
 pub use self::stats::StoreStats;
 use self::tables::*;
@@ -96,6 +98,7 @@ pub struct Store {
     storage: Mutex<StorageConfig>,
     frames: read::FrameCache,
     outputs: rebuilt::OutputCache,
+    proven: proven::Proven,
     _lock: File,
 }
 
@@ -172,6 +175,7 @@ impl Store {
             storage: Mutex::new(StorageConfig::default()),
             frames: read::FrameCache::default(),
             outputs: rebuilt::OutputCache::default(),
+            proven: proven::Proven::default(),
             _lock: lock,
         }
     }
@@ -480,6 +484,10 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Index {
         &self.db
+    }
+
+    pub(crate) fn proven(&self) -> &proven::Proven {
+        &self.proven
     }
 
     pub(crate) fn packs(&self) -> &Packs {
