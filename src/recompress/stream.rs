@@ -65,7 +65,7 @@ impl StreamRecipe {
         let fail = |detail: String| RecompressError::Encoder { codec: self.codec().name(), detail };
         match *self {
             StreamRecipe::Bzip2 { level } => {
-                Ok(Box::new(Bz(bzip2::Compress::new(bzip2::Compression::new(u32::from(level)), 30))))
+                Ok(Box::new(Whole(bzip2::Compress::new(bzip2::Compression::new(u32::from(level)), 30))))
             }
             StreamRecipe::Xz { preset, extreme, check, dict_size } => {
                 let check = xz_check(check).ok_or_else(|| fail(format!("check {check}")))?;
@@ -77,7 +77,7 @@ impl StreamRecipe {
                 let mut filters = xz2::stream::Filters::new();
                 filters.lzma2(&opts);
                 let s = xz2::stream::Stream::new_stream_encoder(&filters, check).map_err(|e| fail(e.to_string()))?;
-                Ok(Box::new(Xz(s)))
+                Ok(Box::new(Whole(s)))
             }
         }
     }
@@ -309,42 +309,41 @@ pub(crate) fn decode(codec: Codec, b: &[u8]) -> Result<StreamRecipe, RecipeError
     Ok(r)
 }
 
-/// libbz2 driven as the `bzip2` tool drives it.
-struct Bz(bzip2::Compress);
+/// One call into a library's streaming compressor: compress from `input` into `out`'s spare capacity
+/// (`finish`: end the stream); gives the bytes consumed and whether the stream has ended.
+trait Step {
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>, finish: bool) -> Result<(usize, bool), String>;
+}
 
-impl Encoder for Bz {
-    fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        while !input.is_empty() {
-            out.reserve(STEP);
-            let before = self.0.total_in();
-            self.0.compress_vec(input, out, bzip2::Action::Run).map_err(|e| format!("bzip2: {e}"))?;
-            input = &input[(self.0.total_in() - before) as usize..];
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
-        loop {
-            out.reserve(STEP);
-            if self.0.compress_vec(&[], out, bzip2::Action::Finish).map_err(|e| format!("bzip2: {e}"))?
-                == bzip2::Status::StreamEnd
-            {
-                return Ok(());
-            }
-        }
+/// libbz2, driven as the `bzip2` tool drives it.
+impl Step for bzip2::Compress {
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>, finish: bool) -> Result<(usize, bool), String> {
+        let before = self.total_in();
+        let action = if finish { bzip2::Action::Finish } else { bzip2::Action::Run };
+        let status = self.compress_vec(input, out, action).map_err(|e| format!("bzip2: {e}"))?;
+        Ok(((self.total_in() - before) as usize, status == bzip2::Status::StreamEnd))
     }
 }
 
 /// liblzma's stream encoder.
-struct Xz(xz2::stream::Stream);
+impl Step for xz2::stream::Stream {
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>, finish: bool) -> Result<(usize, bool), String> {
+        let before = self.total_in();
+        let action = if finish { xz2::stream::Action::Finish } else { xz2::stream::Action::Run };
+        let status = self.process_vec(input, out, action).map_err(|e| format!("xz: {e}"))?;
+        Ok(((self.total_in() - before) as usize, status == xz2::stream::Status::StreamEnd))
+    }
+}
 
-impl Encoder for Xz {
+/// A whole-file compressor as an [`Encoder`]: feeds it until the input is taken, then finishes the stream.
+struct Whole<S>(S);
+
+impl<S: Step> Encoder for Whole<S> {
     fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         while !input.is_empty() {
             out.reserve(STEP);
-            let before = self.0.total_in();
-            self.0.process_vec(input, out, xz2::stream::Action::Run).map_err(|e| format!("xz: {e}"))?;
-            input = &input[(self.0.total_in() - before) as usize..];
+            let (consumed, _) = self.0.step(input, out, false)?;
+            input = &input[consumed..];
         }
         Ok(())
     }
@@ -352,9 +351,7 @@ impl Encoder for Xz {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         loop {
             out.reserve(STEP);
-            if self.0.process_vec(&[], out, xz2::stream::Action::Finish).map_err(|e| format!("xz: {e}"))?
-                == xz2::stream::Status::StreamEnd
-            {
+            if self.0.step(&[], out, true)?.1 {
                 return Ok(());
             }
         }

@@ -134,7 +134,7 @@ impl Store {
         Ok(store)
     }
 
-    /// Open an existing store only to read it (`cat`, `restore`, `export-car`, `dedup-stats`): nothing is
+    /// Open an existing store only to read it (`cat`, `restore`, `export-car`, `verify`, `dedup-stats`): nothing is
     /// written, on open or on close, and other readers may hold it too; a writer waits for them, they wait
     /// for a writer. Opening for writing costs a header write and several fsyncs of the index (10 ms of a
     /// 16 ms `cat --range`). Falls back to [`open`](Self::open) when the store must be written first: it
