@@ -26,9 +26,10 @@ pub struct AddArgs {
     closure: bool,
     #[command(flatten)]
     chunker: ChunkerArg,
-    /// How new blocks are stored: `frames=1M,level=6,delta-level=6,delta=3,normalize=on,tarballs=on` (the
-    /// defaults; `frames=0` and `delta=0` turn frames and deltas off), or `legacy` (format 1's way: each
-    /// block alone, zstd -3). See docs/STORAGE.md
+    /// How new blocks are stored: `frames=1M,level=6,delta-level=6,delta=3,normalize=on,tarballs=later`
+    /// (the defaults; `frames=0` and `delta=0` turn frames and deltas off; `tarballs=on` converts
+    /// compressed tarballs during the add, `later` queues them for `nixdag repack`), or `legacy` (format
+    /// 1's way: each block alone, zstd -3). See docs/STORAGE.md
     #[arg(long, value_name = "OPTIONS", default_value = "")]
     storage: String,
     /// Files, directories, symlinks or /nix/store paths
@@ -77,6 +78,13 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     }
     result?;
     synced?;
+    let queued = store.repack_queue()?.len();
+    if queued > 0 {
+        eprintln!(
+            "nixdag: {queued} compressed file(s) are stored as they are for now; `nixdag repack` keeps them as \
+             content plus a recipe (the gateway does it when idle)"
+        );
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod forget;
 mod gc;
 mod key;
 mod nix_cli;
+mod repack;
 mod restore;
 mod serve;
 mod stats;
@@ -48,6 +49,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Remove blocks no root reaches and compact packs
     Gc(gc::GcArgs),
+    /// Keep the compressed tarballs `add` queued as content plus a recipe (see `--storage tarballs=`)
+    Repack(repack::RepackArgs),
     /// Drop a NAR (with the store paths recorded with it) or a file from the manifests; gc then frees its blocks
     Forget(forget::ForgetArgs),
     /// What is stored, what is shared, and what it saves
@@ -80,6 +83,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gc(a) => {
             let mut store = open()?;
             gc::run(&store, a)?;
+            store.compact_index().context("compacting the index")
+        }
+        Command::Repack(a) => {
+            let mut store = open()?;
+            repack::run(&store, a)?;
             store.compact_index().context("compacting the index")
         }
         Command::Forget(a) => forget::run(&open()?, a),

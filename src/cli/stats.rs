@@ -48,5 +48,8 @@ pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
         f.zstd_blocks,
         f.raw_blocks
     );
+    if s.repack_queued > 0 {
+        println!("{} compressed files wait for `nixdag repack` to be kept as content plus a recipe", s.repack_queued);
+    }
     Ok(())
 }

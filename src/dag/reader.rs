@@ -262,6 +262,51 @@ impl<S: BlockSource> Read for DagReader<S> {
 /// Called by [`walk`] for each block: its CID and, when loaded, its bytes.
 pub type Visit<'a> = dyn FnMut(&Cid, Option<&[u8]>) -> io::Result<()> + 'a;
 
+/// Every raw leaf under `root` in file order, with the file offset it starts at and its length (a leaf
+/// linked twice is visited twice). What a repack re-indexes as slices of a recipe's output. A node
+/// holding file bytes itself (nixdag never makes one) is reported as [`DagReadError::Node`].
+pub fn leaves(
+    source: &impl BlockSource,
+    root: &Cid,
+    visit: &mut dyn FnMut(BlockHash, u64, u64),
+) -> Result<(), DagReadError> {
+    let mut stack = vec![(*root, 0u64, None::<u64>, 0usize)];
+    while let Some((cid, offset, expected, depth)) = stack.pop() {
+        let hash = block_hash(&cid).map_err(|source| DagReadError::Cid { root: *root, source })?;
+        let size_check = |got: u64| match expected {
+            Some(e) if e != got => Err(DagReadError::SizeMismatch { cid, expected: e, got, root: *root }),
+            _ => Ok(()),
+        };
+        if cid.codec() == RAW_CODEC {
+            let len = source
+                .block_len(&hash)
+                .map_err(|source| DagReadError::Io { cid, source })?
+                .ok_or(DagReadError::MissingBlock { cid, root: *root })?;
+            size_check(len)?;
+            visit(hash, offset, len);
+            continue;
+        }
+        if depth >= MAX_DEPTH {
+            return Err(DagReadError::TooDeep { root: *root });
+        }
+        let bytes = load(source, &cid, root)?;
+        let node = decode_file_node(hash, &bytes).map_err(|source| DagReadError::Node { root: *root, source })?;
+        size_check(node.filesize)?;
+        if !node.inline.is_empty() {
+            let reason = "holds file bytes itself, so its bytes are no leaf's".into();
+            return Err(DagReadError::Node { root: *root, source: NodeError::UnixFs { block: hash, reason } });
+        }
+        let mut at = offset;
+        let mut children = Vec::with_capacity(node.links.len());
+        for (link, size) in node.links.iter().zip(&node.blocksizes) {
+            children.push((*link, at, Some(*size), depth + 1));
+            at += size;
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    Ok(())
+}
+
 /// Blocks a walk has visited: codec and file bytes under each, so a later link to one is checked, not
 /// re-read.
 pub type Seen = std::collections::HashMap<BlockHash, (u64, u64)>;

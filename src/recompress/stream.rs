@@ -69,10 +69,9 @@ impl StreamRecipe {
             }
             StreamRecipe::Xz { preset, extreme, check, dict_size } => {
                 let check = xz_check(check).ok_or_else(|| fail(format!("check {check}")))?;
-                let mut opts = xz2::stream::LzmaOptions::new_preset(
-                    u32::from(preset) | if extreme { 0x8000_0000 } else { 0 },
-                )
-                .map_err(|e| fail(e.to_string()))?;
+                let mut opts =
+                    xz2::stream::LzmaOptions::new_preset(u32::from(preset) | if extreme { 0x8000_0000 } else { 0 })
+                        .map_err(|e| fail(e.to_string()))?;
                 opts.dict_size(dict_size);
                 let mut filters = xz2::stream::Filters::new();
                 filters.lzma2(&opts);
@@ -143,7 +142,9 @@ fn xz_candidates(h: &[u8]) -> Vec<StreamRecipe> {
     order.sort_by_key(|&p| (p != 6, p));
     order
         .into_iter()
-        .flat_map(|preset| [false, true].map(|extreme| StreamRecipe::Xz { preset, extreme, check: h[7], dict_size: dict }))
+        .flat_map(|preset| {
+            [false, true].map(|extreme| StreamRecipe::Xz { preset, extreme, check: h[7], dict_size: dict })
+        })
         .collect()
 }
 
@@ -252,14 +253,19 @@ pub(crate) fn decompress(
     }
 }
 
-pub(crate) fn rebuild(recipe: &StreamRecipe, mut content: impl Read, mut out: impl Write) -> Result<(), RecompressError> {
+pub(crate) fn rebuild(
+    recipe: &StreamRecipe,
+    mut content: impl Read,
+    mut out: impl Write,
+) -> Result<(), RecompressError> {
     let codec = recipe.codec().name();
     let mut enc = recipe.encoder()?;
     let (mut read, mut written) = (0u64, 0u64);
     let mut buf = vec![0u8; STEP];
     let mut compressed = Vec::with_capacity(STEP);
     loop {
-        let n = io_read(&mut content, &mut buf).map_err(|source| RecompressError::ReadContent { offset: read, source })?;
+        let n =
+            io_read(&mut content, &mut buf).map_err(|source| RecompressError::ReadContent { offset: read, source })?;
         compressed.clear();
         if n == 0 {
             enc.finish(&mut compressed).map_err(|detail| RecompressError::Encoder { codec, detail })?;

@@ -460,9 +460,14 @@ fn bzip2_and_xz_recipes_decode_strictly() {
     }
     assert_eq!(bz.encode(), [1, 2, 7]);
     assert_eq!(xz.encode(), [1, 3, 6, 1, 4, 0, 0, 0x80, 0]);
-    for bad in [&[1u8, 2, 0][..], &[1, 2, 10], &[1, 3, 10, 0, 4, 0, 0, 0x80, 0], &[1, 3, 6, 2, 4, 0, 0, 0x80, 0],
-        &[1, 3, 6, 0, 5, 0, 0, 0x80, 0], &[1, 3, 6, 0, 4, 0, 0, 0, 0x10]]
-    {
+    for bad in [
+        &[1u8, 2, 0][..],
+        &[1, 2, 10],
+        &[1, 3, 10, 0, 4, 0, 0, 0x80, 0],
+        &[1, 3, 6, 2, 4, 0, 0, 0x80, 0],
+        &[1, 3, 6, 0, 5, 0, 0, 0x80, 0],
+        &[1, 3, 6, 0, 4, 0, 0, 0, 0x10],
+    ] {
         assert!(Recipe::decode(bad).is_err(), "{bad:?}");
     }
 }
@@ -472,11 +477,8 @@ fn bzip2_and_xz_recipes_decode_strictly() {
 #[test]
 fn decompress_gives_the_content_or_false() {
     let data = varied_text(200_000, 74);
-    let files = [
-        compressed_by("xz", &["-c"], &data),
-        compressed_by("bzip2", &["-c"], &data),
-        zlib_gzip(&data, 9, 8, 0),
-    ];
+    let files =
+        [compressed_by("xz", &["-c"], &data), compressed_by("bzip2", &["-c"], &data), zlib_gzip(&data, 9, 8, 0)];
     for file in &files {
         let recipe = assert_round_trip(file, &data);
         let mut seen = Vec::new();

@@ -29,9 +29,9 @@ pub struct StorageConfig {
     pub max_delta_depth: u8,
     /// Take store-path hash parts out of NARs before chunking (`normalize.rs`).
     pub normalize: bool,
-    /// Keep compressed tarballs that can be rebuilt byte for byte as their content plus a recipe
-    /// (`rebuilt.rs`). Costs a deflate pass at ingest and on every read of such a tarball.
-    pub tarballs: bool,
+    /// Whether and when compressed tarballs that can be rebuilt byte for byte are kept as their content
+    /// plus a recipe (`rebuilt.rs`).
+    pub tarballs: Tarballs,
     /// Compress frames with a zstd dictionary trained from the store's own blocks (the first ingest that
     /// stores enough new blocks trains it; later frames name it). Pays for small frames only.
     pub dict: bool,
@@ -45,10 +45,27 @@ impl Default for StorageConfig {
             delta_level: 6,
             max_delta_depth: 3,
             normalize: true,
-            tarballs: true,
+            tarballs: Tarballs::Later,
             dict: false,
         }
     }
+}
+
+/// When a compressed tarball becomes content plus a recipe.
+///
+/// Proving a rebuild exact means compressing the whole content again, with the original's deflate -9 for
+/// nearly every real tarball: ~14 MiB/s of content per core, several times the cost of everything else an
+/// ingest does (docs/STORAGE.md). So by default the ingest stores the file as it is, at full speed, and
+/// notes it; [`Store::repack`](super::Store::repack) (`nixdag repack`, or the gateway when idle) converts
+/// it later, as post-process deduplication does in file systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tarballs {
+    /// Always stored as they are.
+    Off,
+    /// Converted during the ingest (`tarballs=on`): smallest at once, slowest ingest.
+    Now,
+    /// Stored as they are and queued for [`Store::repack`](super::Store::repack) (`tarballs=later`).
+    Later,
 }
 
 /// A `--storage` value that does not parse.
@@ -65,13 +82,13 @@ impl StorageConfig {
             delta_level: 3,
             max_delta_depth: 0,
             normalize: false,
-            tarballs: false,
+            tarballs: Tarballs::Off,
             dict: false,
         }
     }
 
     /// Parse `key=value,…` over the defaults: `frames=1M` (`0`/`off`: per block), `level=6`,
-    /// `delta-level=6`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=on|off`, `dict=on|off`; `legacy` is
+    /// `delta-level=6`, `delta=3` (max chain depth, `0`/`off`: no deltas), `normalize=on|off`, `tarballs=later|on|off`, `dict=on|off`; `legacy` is
     /// [`per_block`](Self::per_block).
     pub fn parse(s: &str) -> Result<Self, StorageConfigError> {
         let mut c = StorageConfig::default();
@@ -117,7 +134,15 @@ impl StorageConfig {
                     }
                     c.max_delta_depth = n as u8;
                 }
-                "normalize" | "tarballs" | "dict" => {
+                "tarballs" => {
+                    c.tarballs = match v {
+                        "later" => Tarballs::Later,
+                        "on" => Tarballs::Now,
+                        "off" => Tarballs::Off,
+                        _ => return Err(StorageConfigError(format!("{k}={v}: expected later, on or off"))),
+                    }
+                }
+                "normalize" | "dict" => {
                     let on = match v {
                         "on" => true,
                         "off" => false,
@@ -125,7 +150,6 @@ impl StorageConfig {
                     };
                     match k {
                         "normalize" => c.normalize = on,
-                        "tarballs" => c.tarballs = on,
                         _ => c.dict = on,
                     }
                 }

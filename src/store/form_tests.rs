@@ -9,7 +9,7 @@ use std::path::Path;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::tables::{similar_target, BlockLoc, Form, BLOCKS, META, SIMILAR};
-use super::{Manifest, NarEntry, StorageConfig, Store, StoreError};
+use super::{Manifest, NarEntry, StorageConfig, Store, StoreError, Tarballs};
 use crate::dag::cid::RAW_CODEC;
 use crate::dag::BlockHash;
 use crate::nix::hash::NarHash;
@@ -843,7 +843,15 @@ mod rebuilt_and_patched {
         blocks_under(store, &rb.content_root, rb.content_size)
     }
 
-    /// A store holding one gzipped tarball added as a path; returns it, its NAR, and the NAR's bytes.
+    /// Convert every queued tarball (`tarballs=later`).
+    fn repack_all(store: &Store) -> crate::store::RepackReport {
+        let r = store.repack(None, &mut |_, _, _| {}).unwrap();
+        assert!(store.repack_queue().unwrap().is_empty(), "{r:?}");
+        r
+    }
+
+    /// A store holding one gzipped tarball added as a path (and, with `tarballs=later`, repacked);
+    /// returns it, its NAR, and the NAR's bytes.
     fn store_with_tarball(dir: &Path, cfg: StorageConfig) -> (Store, NarAdded, Vec<u8>) {
         let store = Store::open(&dir.join("store")).unwrap();
         store.set_storage(cfg);
@@ -853,7 +861,19 @@ mod rebuilt_and_patched {
         let nar = dump(&file);
         let added = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
         assert_eq!((added.nar_size, added.nar_hash), (nar.len() as u64, NarHash(sha256(&nar))));
+        if cfg.tarballs == Tarballs::Later {
+            // Stored as it is and queued; readable before the repack as after it.
+            assert_eq!(store.repack_queue().unwrap(), vec![(added.root, crate::store::tables::REPACK_NAR)]);
+            assert_eq!(store.stats().unwrap().forms.rebuilt_blocks, 0);
+            assert_stream(&store, added.root, &nar);
+            let r = repack_all(&store);
+            assert_eq!((r.converted, r.kept, r.gone, r.converted_bytes), (1, 0, 0, nar.len() as u64), "{r:?}");
+        }
         (store, added, nar)
+    }
+
+    fn inline_tarballs() -> StorageConfig {
+        StorageConfig { tarballs: Tarballs::Now, ..Default::default() }
     }
 
     fn sha256(b: &[u8]) -> [u8; 32] {
@@ -873,12 +893,14 @@ mod rebuilt_and_patched {
         let nar_file = write_file(&src, "source.nar", &dump(&file));
         let plain = tempfile::tempdir().unwrap();
         let (a, b) = (Store::open(&plain.path().join("a")).unwrap(), Store::open(&dir.path().join("b")).unwrap());
+        a.set_storage(inline_tarballs());
+        b.set_storage(inline_tarballs());
         let want = add_path(&a, &file, ChunkerConfig::default(), None).unwrap();
         // The helper's proof for the NAR (its contents) is taken by an ingest of the NAR stream.
         crate::store::prove_ahead(&b, &nar_file, true).unwrap();
         assert_eq!(b.proven().state_len(), 1);
-        let got = crate::store::add_nar(&b, std::fs::File::open(&nar_file).unwrap(), ChunkerConfig::default(), None)
-            .unwrap();
+        let got =
+            crate::store::add_nar(&b, std::fs::File::open(&nar_file).unwrap(), ChunkerConfig::default(), None).unwrap();
         assert_eq!(b.proven().state_len(), 0, "the proof was used");
         assert_eq!((got.root, got.nar_hash), (want.root, want.nar_hash));
         assert_eq!(recipe_of(&b, &got), recipe_of(&a, &want));
@@ -932,7 +954,10 @@ mod rebuilt_and_patched {
         let added = add_file(&store, &gz[..], "source-2.0.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
         assert_eq!((added.size, added.sha256), (gz.len() as u64, sha256(&gz)));
         assert_stream(&store, added.root, &gz);
-        // add_file takes the content + recipe path too: the file's leaves are rebuilt.
+        assert_eq!(store.repack_queue().unwrap(), vec![(added.root, crate::store::tables::REPACK_FILE)]);
+        assert_eq!(repack_all(&store).converted, 1);
+        assert_stream(&store, added.root, &gz);
+        // A repacked file's leaves are rebuilt.
         let forms = forms_of(&store, &leaves(&store, &added.root, added.size));
         assert!(forms.iter().all(|f| matches!(f, Form::Rebuilt { .. })), "{forms:?}");
         let store = reopen(store, dir.path());
@@ -956,6 +981,7 @@ mod rebuilt_and_patched {
         let file = write_file(&dir.path().join("src"), "source-1.1.tar.gz", &gzip(&v2, 9, 8));
         let nar2 = dump(&file);
         let second = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+        repack_all(&store);
         let after_second = store.stats().unwrap().pack_bytes;
         let (c1, c2) = (after_first, after_second - after_first);
         eprintln!("pack bytes: first tarball {c1}, edited one {c2}");
@@ -969,10 +995,117 @@ mod rebuilt_and_patched {
     }
 
     #[test]
+    fn tarballs_on_converts_during_the_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, added, nar) = store_with_tarball(dir.path(), inline_tarballs());
+        assert!(store.repack_queue().unwrap().is_empty(), "an inline conversion queues nothing");
+        recipe_of(&store, &added);
+        assert_stream(&store, added.root, &nar);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn a_repack_frees_the_old_records_and_keeps_the_store_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let gz = gzip(&tarball_content(6), 9, 8);
+        let added = add_file(&store, &gz[..], "source-6.0.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
+        let before = store.stats().unwrap();
+        assert_eq!(before.repack_queued, 1);
+        let r = repack_all(&store);
+        let after = store.stats().unwrap();
+        // The raw records are dead once the leaves are slices of the recipe's output, and the pack is
+        // compacted without them: what remains is the content and the recipe.
+        assert!(r.compaction.disk_bytes_freed as usize >= gz.len() / 2, "{r:?}");
+        assert_eq!(after.repack_queued, 0);
+        assert_eq!(after.forms.rebuilt_raw_bytes, gz.len() as u64, "{:?}", after.forms);
+        assert_stream(&store, added.root, &gz);
+        assert_clean(&store);
+        // Nothing left to do: a second repack changes nothing.
+        let again = store.repack(None, &mut |_, _, _| panic!("nothing is queued")).unwrap();
+        assert_eq!((again.converted, again.kept, again.gone), (0, 0, 0));
+        let store = reopen(store, dir.path());
+        assert_stream(&store, added.root, &gz);
+        assert_clean(&store);
+    }
+
+    #[test]
+    fn a_forgotten_tarball_is_gone_for_the_repack() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let file = write_file(dir.path(), "source-7.0.tar.gz", &gzip(&tarball_content(7), 9, 8));
+        let added = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+        assert!(store.forget_nar(&added.nar_hash).unwrap());
+        store.gc().unwrap();
+        let mut seen = Vec::new();
+        let r = store.repack(None, &mut |root, _, outcome| seen.push((*root, outcome))).unwrap();
+        assert_eq!(seen, vec![(added.root, crate::store::RepackOutcome::Gone)]);
+        assert_eq!((r.converted, r.gone), (0, 1));
+        assert!(store.repack_queue().unwrap().is_empty());
+        assert_eq!(block_count(&store), 0);
+        assert_clean(&store);
+    }
+
+    /// A tar stream of the given members, with the header checksums `tar` checks.
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, data) in members {
+            let mut h = vec![0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            let size = format!("{:011o}\0", data.len());
+            h[124..124 + size.len()].copy_from_slice(size.as_bytes());
+            h[257..262].copy_from_slice(b"ustar");
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+            h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            out.extend_from_slice(&h);
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    /// A source tarball that ships another tarball the store also keeps: whichever is repacked first,
+    /// one's content holds the other's leaves, so reading it regenerates one inside the other. Both read
+    /// back, before and after a reopen, and `verify` finds nothing wrong.
+    #[test]
+    fn a_tarball_shipping_a_tarball_the_store_keeps_reads_back_after_repacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let inner = gzip(&tar_stream(8, 12, 40_000), 9, 8);
+        let outer =
+            gzip(&tar_of(&[("pkg-2.0/README", &text(9, 3000)), ("pkg-2.0/vendor/dep-1.0.tar.gz", &inner)]), 9, 8);
+        // The inner one as a store path: a NAR cuts a file's contents as a tar stream cuts a member's.
+        let inner_path = write_file(dir.path(), "dep-1.0.tar.gz", &inner);
+        let inner_nar = dump(&inner_path);
+        let a = add_path(&store, &inner_path, ChunkerConfig::default(), None).unwrap();
+        let b = add_file(&store, &outer[..], "pkg-2.0.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
+        let r = repack_all(&store);
+        assert_eq!(r.converted, 2, "{r:?}");
+        // The outer content's member is the inner file, chunked as the inner file's own stream is, so it
+        // reuses that stream's (now rebuilt) leaves.
+        let outer_recipe = match forms_of(&store, &leaves(&store, &b.root, b.size))[0] {
+            Form::Rebuilt { recipe, .. } => recipe,
+            other => panic!("{other:?}"),
+        };
+        let inner_leaves = leaves(&store, &a.root, a.nar_size);
+        let content: Vec<BlockHash> = content_blocks(&store, &outer_recipe).into_iter().map(|(h, _)| h).collect();
+        assert!(inner_leaves.iter().any(|h| content.contains(h)), "no nesting to test");
+        assert_stream(&store, a.root, &inner_nar);
+        assert_stream(&store, b.root, &outer);
+        assert_clean(&store);
+        let store = reopen(store, dir.path());
+        assert_stream(&store, b.root, &outer);
+        assert_stream(&store, a.root, &inner_nar);
+        assert_clean(&store);
+    }
+
+    #[test]
     fn tarballs_off_keeps_no_rebuilt_forms() {
         let dir = tempfile::tempdir().unwrap();
         let (store, added, nar) =
-            store_with_tarball(dir.path(), StorageConfig { tarballs: false, ..Default::default() });
+            store_with_tarball(dir.path(), StorageConfig { tarballs: Tarballs::Off, ..Default::default() });
         let forms = forms_of(&store, &leaves(&store, &added.root, added.nar_size));
         assert!(!forms.iter().any(|f| matches!(f, Form::Rebuilt { .. })), "{forms:?}");
         assert_eq!(store.stats().unwrap().forms.rebuilt_blocks, 0);
@@ -994,6 +1127,8 @@ mod rebuilt_and_patched {
             let file = write_file(dir.path(), "odd.tar.gz", &gzip(&tarball_content(4), level, mem_level));
             let nar = dump(&file);
             let added = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+            let r = repack_all(&store);
+            assert_eq!((r.converted, r.kept), (0, 1), "{r:?}");
             let forms = forms_of(&store, &leaves(&store, &added.root, added.nar_size));
             assert!(
                 !forms.iter().any(|f| matches!(f, Form::Rebuilt { .. })),
@@ -1108,6 +1243,7 @@ mod rebuilt_and_patched {
             write_file(&dir.path().join("src"), "source-1.1.tar.gz", &gzip(&edited(&tarball_content(1), 8), 9, 8));
         let nar2 = dump(&file);
         let second = add_path(&store, &file, ChunkerConfig::default(), None).unwrap();
+        repack_all(&store);
         let r2 = recipe_of(&store, &second);
         assert!(store.forget_nar(&first.nar_hash).unwrap());
         store.gc().unwrap();
@@ -1314,7 +1450,12 @@ mod dictionaries {
     /// blocks) trains a dictionary part-way through, and whose second (`later`) uses it from the start.
     fn store_with_dictionary(dir: &Path) -> (Store, Vec<Blk>, Vec<Blk>) {
         let store = Store::open(dir).unwrap();
-        store.set_storage(StorageConfig { frame_bytes: 64 * 1024, max_delta_depth: 0, dict: true, ..Default::default() });
+        store.set_storage(StorageConfig {
+            frame_bytes: 64 * 1024,
+            max_delta_depth: 0,
+            dict: true,
+            ..Default::default()
+        });
         let trained: Vec<Blk> = (0..300).map(|i| blk(text(5000 + i, 16 * 1024))).collect();
         add(&store, &trained.iter().collect::<Vec<_>>());
         let later: Vec<Blk> = (0..10).map(|i| blk(text(7000 + i, 20_000))).collect();
@@ -1369,11 +1510,7 @@ mod dictionaries {
         let problems = problems_of(&store);
         assert!(reported(&problems, &d, "hash to"), "the dictionary itself: {problems:#?}");
         for b in &later {
-            assert!(
-                reported(&problems, &b.0, "its dictionary is damaged"),
-                "{} not reported: {problems:#?}",
-                b.0
-            );
+            assert!(reported(&problems, &b.0, "its dictionary is damaged"), "{} not reported: {problems:#?}", b.0);
             assert!(store.read_block(&b.0).is_err());
         }
     }
@@ -1394,7 +1531,12 @@ mod dictionaries {
             assert!(reported(&problems, &b.0, &format!("dictionary {d} is missing")), "{problems:#?}");
         }
         // An ingest after it does not use the lost dictionary: it trains a new one.
-        store.set_storage(StorageConfig { frame_bytes: 64 * 1024, max_delta_depth: 0, dict: true, ..Default::default() });
+        store.set_storage(StorageConfig {
+            frame_bytes: 64 * 1024,
+            max_delta_depth: 0,
+            dict: true,
+            ..Default::default()
+        });
         let more: Vec<Blk> = (0..300).map(|i| blk(text(11_000 + i, 16 * 1024))).collect();
         add(&store, &more.iter().collect::<Vec<_>>());
         let d2 = store.dictionary().unwrap().unwrap();

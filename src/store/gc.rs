@@ -42,7 +42,7 @@ impl Store {
     /// Remove unreachable blocks and compact packs that became sparse.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
         let mut report = self.mark_and_sweep()?;
-        self.compact(&mut report)?;
+        self.compact(&mut report, COMPACT_BELOW_LIVE)?;
         self.drop_empty_active_pack()?;
         Ok(report)
     }
@@ -50,7 +50,7 @@ impl Store {
     /// Compaction opens a fresh pack to move records into; when none moved, that pack is an empty file no
     /// commit names. A read-write open would delete it, but readers open the store read-only: delete it
     /// now (no ingest can be writing to it, we hold the writer).
-    fn drop_empty_active_pack(&self) -> Result<(), StoreError> {
+    pub(super) fn drop_empty_active_pack(&self) -> Result<(), StoreError> {
         let mut writer = self.packs().lock_writer();
         let Some(p) = writer.pack.as_ref() else { return Ok(()) };
         let id = p.id;
@@ -146,7 +146,8 @@ impl Store {
             similar
                 .retain(|_, v| {
                     (v.len() == SIMILAR_PREFIX || v.len() == 32)
-                        && !gone.contains(&<[u8; SIMILAR_PREFIX]>::try_from(&v[..SIMILAR_PREFIX]).expect("length checked"))
+                        && !gone
+                            .contains(&<[u8; SIMILAR_PREFIX]>::try_from(&v[..SIMILAR_PREFIX]).expect("length checked"))
                 })
                 .map_err(db("write"))?;
         }
@@ -172,12 +173,13 @@ impl Store {
         Ok(live)
     }
 
-    fn compact(&self, report: &mut GcReport) -> Result<(), StoreError> {
+    /// Compact every pack less than `below_live` of whose bytes are live.
+    pub(super) fn compact(&self, report: &mut GcReport, below_live: f64) -> Result<(), StoreError> {
         let live = self.live_bytes_per_pack()?;
         for (id, len) in self.committed_packs()? {
             let payload = len.saturating_sub(HEADER_LEN);
             let l = live.get(&id).copied().unwrap_or(0);
-            if payload == 0 || (l as f64) >= COMPACT_BELOW_LIVE * payload as f64 {
+            if payload == 0 || (l as f64) >= below_live * payload as f64 {
                 continue;
             }
             self.compact_pack(id, report)?;

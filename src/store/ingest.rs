@@ -9,12 +9,12 @@ use std::sync::Arc;
 use redb::ReadableTable;
 use sha2::Digest;
 
-use super::compress::{train_dictionary, CompressPool, Compressed, Dictionary, Job, StorageConfig};
+use super::compress::{train_dictionary, CompressPool, Compressed, Dictionary, Job, StorageConfig, Tarballs};
 use super::error::StoreError;
 use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::pack::{record_header, PACK_TARGET};
-use super::tables::*;
 use super::proven::{self, Claim};
+use super::tables::*;
 use super::{alias_key, rebuilt, similar, Store};
 use crate::chunk::{Chunker, ChunkerConfig, TarSplit};
 use crate::dag::builder::BuiltDag;
@@ -85,6 +85,21 @@ pub struct Ingest<'s> {
     sample_sizes: Vec<usize>,
     /// A dictionary this ingest trained, to become the store's at commit.
     new_dict: Option<BlockHash>,
+    /// Streams to queue for [`Store::repack`] at commit (root, [`REPACK_NAR`] or [`REPACK_FILE`]).
+    to_repack: Vec<(Cid, u8)>,
+    /// Streams a repack has dealt with, to take off the queue at commit.
+    repacked: Vec<Cid>,
+    /// Blocks whose index entry this ingest replaces (a repack turning a stored leaf into a slice of a
+    /// recipe's output); every other pending block keeps an entry that exists already.
+    replacing: HashSet<BlockHash>,
+    /// Stored blocks this ingest's DAGs reuse, while a repack wants to know (`track_reused`).
+    reused: Option<Vec<BlockHash>>,
+    /// Blocks no delta may be built on (see [`base_allowed`](Self::base_allowed)).
+    avoid_bases: Option<HashSet<BlockHash>>,
+    /// New blocks are written raw, each in a record of its own, and offered as no delta base: the
+    /// leaves of a compressed file queued for a repack. They hardly compress, and once the repack
+    /// re-indexes them their records are dead, which a frame shared with other blocks would keep alive.
+    as_is: bool,
 }
 
 /// Sample bytes gathered before a dictionary is trained (~40× its size, as zstd advises), and the most
@@ -115,6 +130,12 @@ impl<'s> Ingest<'s> {
             samples: Vec::new(),
             sample_sizes: Vec::new(),
             new_dict: None,
+            to_repack: Vec::new(),
+            repacked: Vec::new(),
+            replacing: HashSet::new(),
+            reused: None,
+            avoid_bases: None,
+            as_is: false,
         }
     }
 
@@ -167,7 +188,21 @@ impl<'s> Ingest<'s> {
             return Ok(false);
         }
         self.protect(hash);
-        Ok(self.store.block_loc(&hash)?.is_none())
+        let stored = self.store.block_loc(&hash)?.is_some();
+        if let (true, Some(reused)) = (stored, &mut self.reused) {
+            reused.push(hash);
+        }
+        Ok(!stored)
+    }
+
+    /// From now on, note every stored block the ingest reuses rather than writes.
+    pub(super) fn track_reused(&mut self) {
+        self.reused = Some(Vec::new());
+    }
+
+    /// The blocks noted since [`track_reused`](Self::track_reused).
+    pub(super) fn take_reused(&mut self) -> Vec<BlockHash> {
+        self.reused.take().unwrap_or_default()
     }
 
     /// Register `hash` as needed by this ingest, so a concurrent GC keeps it.
@@ -202,10 +237,36 @@ impl<'s> Ingest<'s> {
             let Some(loc) = self.store.block_loc(&cand)? else { return Ok(None) };
             match loc.form {
                 Form::Delta { base, depth } if depth >= self.cfg.max_delta_depth => cand = base,
-                _ => return Ok(Some((cand, loc))),
+                // Reading it would regenerate a whole tarball for every delta built on it.
+                Form::Rebuilt { .. } => return Ok(None),
+                _ => return Ok(self.base_allowed(cand)?.then_some((cand, loc))),
             }
         }
         Ok(None)
+    }
+
+    /// Whether a delta may be built on `base`: always, unless a repack is storing a recipe's content and
+    /// the base, or a block its chain stands on, is a leaf of the stream being converted (the content
+    /// would then need the stream it rebuilds).
+    fn base_allowed(&self, base: BlockHash) -> Result<bool, StoreError> {
+        let Some(avoid) = &self.avoid_bases else { return Ok(true) };
+        let mut h = base;
+        for _ in 0..64 {
+            if avoid.contains(&h) {
+                return Ok(false);
+            }
+            match self.store.block_loc(&h)?.map(|l| l.form) {
+                Some(Form::Delta { base, .. } | Form::Patched { base }) => h = base,
+                Some(Form::Rebuilt { .. }) | None => return Ok(false),
+                Some(_) => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Build no delta on these blocks or on chains through them (a repack's stream leaves).
+    pub(super) fn avoid_bases(&mut self, blocks: HashSet<BlockHash>) {
+        self.avoid_bases = Some(blocks);
     }
 
     fn pool(&mut self) -> Result<&mut CompressPool, StoreError> {
@@ -237,9 +298,15 @@ impl<'s> Ingest<'s> {
             offset: 0,
             reason: format!("{} bytes is too large for one block", bytes.len()),
         })?;
-        self.queued.insert(hash);
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
+        if self.as_is {
+            let header = record_header(&hash, raw_len, raw_len, RecordKind::Raw);
+            let (pack, offset) = self.append(&[&header, bytes], None)?;
+            self.pending.insert(hash, BlockLoc { pack, offset, stored_len: raw_len, raw_len, form: Form::Raw });
+            return Ok(());
+        }
+        self.queued.insert(hash);
         let sf = if self.cfg.max_delta_depth > 0 { similar::super_features(bytes) } else { None };
         let mut job = None;
         if let Some(sf) = sf {
@@ -311,6 +378,37 @@ impl<'s> Ingest<'s> {
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
         Ok(())
+    }
+
+    /// Re-index stored leaf `hash` as bytes `start..start + raw_len` of recipe `recipe`'s output (a repack).
+    /// Skipped for a block this ingest wrote (the recipe's own content) and for one already rebuilt; its
+    /// old record becomes dead bytes for compaction once the commit names the new form.
+    pub(super) fn replace_with_rebuilt(
+        &mut self,
+        hash: BlockHash,
+        raw_len: u32,
+        recipe: BlockHash,
+        start: u64,
+    ) -> Result<(), StoreError> {
+        if self.pending.contains_key(&hash) || self.queued.contains(&hash) {
+            return Ok(());
+        }
+        self.protect(hash);
+        match self.store.block_loc(&hash)? {
+            Some(loc) if loc.raw_len == raw_len && !matches!(loc.form, Form::Rebuilt { .. }) => {}
+            _ => return Ok(()),
+        }
+        self.replacing.insert(hash);
+        self.pending.insert(
+            hash,
+            BlockLoc { pack: 0, offset: 0, stored_len: 0, raw_len, form: Form::Rebuilt { recipe, start } },
+        );
+        Ok(())
+    }
+
+    /// Take `root` off the repack queue at commit.
+    pub(super) fn mark_repacked(&mut self, root: Cid) {
+        self.repacked.push(root);
     }
 
     /// Append the records the compression threads have finished; with `all`, wait for every one.
@@ -453,7 +551,8 @@ impl<'s> Ingest<'s> {
     pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
         let durable = !self.store.batch();
         self.write_compressed(true)?;
-        if self.pending.is_empty() && self.already_recorded(manifests)? {
+        let queue_unchanged = self.to_repack.is_empty() && self.repacked.is_empty();
+        if self.pending.is_empty() && queue_unchanged && self.already_recorded(manifests)? {
             // Nothing new: leave the index file alone (re-adding is a no-op, byte for byte).
             self.committed = true;
             return Ok(());
@@ -479,8 +578,17 @@ impl<'s> Ingest<'s> {
             for (hash, loc) in &self.pending {
                 // A block another ingest committed meanwhile keeps its first location: deltas may already
                 // be built on that copy (and on its chain depth). This copy stays as dead bytes.
-                if blocks.get(hash.0.as_slice()).map_err(db("read"))?.is_none() {
+                if self.replacing.contains(hash) || blocks.get(hash.0.as_slice()).map_err(db("read"))?.is_none() {
                     blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+                }
+            }
+            if !queue_unchanged {
+                let mut queue = txn.open_table(REPACK).map_err(open())?;
+                for root in &self.repacked {
+                    queue.remove(root.to_bytes().as_slice()).map_err(db("write"))?;
+                }
+                for (root, kind) in &self.to_repack {
+                    queue.insert(root.to_bytes().as_slice(), *kind).map_err(db("write"))?;
                 }
             }
             self.record_pack_ends(&mut txn.open_table(PACKS).map_err(open())?)?;
@@ -804,20 +912,27 @@ fn add_nar_bytes(store: &Store, nar: &[u8], cfg: ChunkerConfig, info: Option<Nar
     let mut probe = Probe { pos: 0, contents: None };
     let summary = nar::copy_validated(nar, &mut probe)?;
     let mut ingest = store.begin_ingest();
+    let mut queue = false;
     if let Some((at, len)) = probe.contents {
         let range = at as usize..(at + len) as usize;
+        queue = queues_for_repack(&ingest, &nar[range.clone()], nar.len());
         if let Some(dag) = build_rebuilt(&mut ingest, nar, range, cfg, true)? {
             return commit_nar(ingest, summary, dag, info);
         }
     }
+    ingest.as_is = queue;
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(nar, &mut sink))?;
+    if queue {
+        ingest.to_repack.push((dag.root, REPACK_NAR));
+    }
     commit_nar(ingest, summary, dag, info)
 }
 
 /// When `stream[range]` is a compressed file [`recompress`] can rebuild byte for byte: store its
 /// content's DAG and a recipe block, index the stream's leaves as slices of the recipe's output, and
-/// return the stream's DAG. `None` (nothing stored) otherwise. `nar_hooks`: the stream is a NAR and
-/// `range` its file's contents, so chunk it with the NAR-aware boundaries any NAR gets.
+/// return the stream's DAG. `None` (nothing stored) otherwise, and always unless `tarballs=on`.
+/// `nar_hooks`: the stream is a NAR and `range` its file's contents, so chunk it with the NAR-aware
+/// boundaries any NAR gets.
 fn build_rebuilt(
     ingest: &mut Ingest<'_>,
     stream: &[u8],
@@ -825,8 +940,52 @@ fn build_rebuilt(
     cfg: ChunkerConfig,
     nar_hooks: bool,
 ) -> Result<Option<BuiltDag>, StoreError> {
+    if ingest.cfg.tarballs != Tarballs::Now {
+        return Ok(None);
+    }
+    let Some((recipe_hash, _)) = store_recipe(ingest, stream, range.clone(), cfg)? else { return Ok(None) };
     let file = &stream[range.clone()];
-    if !ingest.cfg.tarballs || recompress::detect(file).is_none() || stream.len() as u64 > rebuilt::REBUILD_MAX {
+    let mut builder = DagBuilder::new(&mut *ingest);
+    let mut pos = 0u64;
+    let emit = |c: &[u8]| -> io::Result<()> {
+        let hash = BlockHash::of(c);
+        builder.sink_mut().put_rebuilt(hash, c.len() as u32, recipe_hash, pos).map_err(io::Error::other)?;
+        pos += c.len() as u64;
+        builder.push_leaf(c)
+    };
+    let mut chunker = Chunker::new(if nar_hooks { cfg } else { cfg.with_large_file_threshold(u64::MAX) }, emit);
+    if nar_hooks {
+        chunker.write_bytes(&stream[..range.start]).map_err(StoreError::from_io)?;
+        chunker.file_contents_begin(file.len() as u64).map_err(StoreError::from_io)?;
+        chunker.write_bytes(file).map_err(StoreError::from_io)?;
+        chunker.file_contents_end().map_err(StoreError::from_io)?;
+        chunker.write_bytes(&stream[range.end..]).map_err(StoreError::from_io)?;
+    } else {
+        chunker.write(stream).map_err(StoreError::from_io)?;
+    }
+    chunker.finish().map_err(StoreError::from_io)?;
+    Ok(Some(builder.finish().map_err(StoreError::from_io)?.0))
+}
+
+/// Whether an ingest with `tarballs=later` queues `stream` (holding compressed `file`) for a repack.
+fn queues_for_repack(ingest: &Ingest<'_>, file: &[u8], stream_len: usize) -> bool {
+    ingest.cfg.tarballs == Tarballs::Later
+        && recompress::detect(file).is_some()
+        && stream_len as u64 <= rebuilt::REBUILD_MAX
+}
+
+/// When `stream[range]` is a compressed file [`recompress`] can rebuild byte for byte: store its
+/// content's DAG (chunked with `cfg`) and the recipe block saying how to get `stream` back from it, and
+/// return the recipe block's name and the content's root. `None` otherwise; content blocks stored before
+/// the analysis gave up are garbage for the next GC.
+pub(super) fn store_recipe(
+    ingest: &mut Ingest<'_>,
+    stream: &[u8],
+    range: std::ops::Range<usize>,
+    cfg: ChunkerConfig,
+) -> Result<Option<(BlockHash, Cid)>, StoreError> {
+    let file = &stream[range.clone()];
+    if recompress::detect(file).is_none() || stream.len() as u64 > rebuilt::REBUILD_MAX {
         return Ok(None);
     }
     let recompress_err = |e: recompress::RecompressError| StoreError::Io {
@@ -866,26 +1025,7 @@ fn build_rebuilt(
     .encode();
     let recipe_hash = BlockHash::of(&block);
     ingest.put(recipe_hash, &block)?;
-    let mut builder = DagBuilder::new(&mut *ingest);
-    let mut pos = 0u64;
-    let emit = |c: &[u8]| -> io::Result<()> {
-        let hash = BlockHash::of(c);
-        builder.sink_mut().put_rebuilt(hash, c.len() as u32, recipe_hash, pos).map_err(io::Error::other)?;
-        pos += c.len() as u64;
-        builder.push_leaf(c)
-    };
-    let mut chunker = Chunker::new(if nar_hooks { cfg } else { cfg.with_large_file_threshold(u64::MAX) }, emit);
-    if nar_hooks {
-        chunker.write_bytes(&stream[..range.start]).map_err(StoreError::from_io)?;
-        chunker.file_contents_begin(file.len() as u64).map_err(StoreError::from_io)?;
-        chunker.write_bytes(file).map_err(StoreError::from_io)?;
-        chunker.file_contents_end().map_err(StoreError::from_io)?;
-        chunker.write_bytes(&stream[range.end..]).map_err(StoreError::from_io)?;
-    } else {
-        chunker.write(stream).map_err(StoreError::from_io)?;
-    }
-    chunker.finish().map_err(StoreError::from_io)?;
-    Ok(Some(builder.finish().map_err(StoreError::from_io)?.0))
+    Ok(Some((recipe_hash, content.root)))
 }
 
 /// Serialize a filesystem path as a NAR (as `nix-store --dump` does) and store it.
@@ -946,7 +1086,7 @@ pub fn add_file(
     let read_err = |e: io::Error| StoreError::Io { context: format!("reading {name}"), source: e };
     // A compressed tarball small enough to hold is tried as content plus recipe first.
     let mut head = Vec::new();
-    if ingest.cfg.tarballs {
+    if ingest.cfg.tarballs != Tarballs::Off {
         (&mut r).take(6).read_to_end(&mut head).map_err(read_err)?;
         if recompress::detect(&head).is_some() {
             (&mut r).take(rebuilt::REBUILD_MAX + 1 - head.len() as u64).read_to_end(&mut head).map_err(read_err)?;
@@ -960,6 +1100,8 @@ pub fn add_file(
             dag
         }
         None => {
+            let queue = whole && queues_for_repack(&ingest, &head, head.len());
+            ingest.as_is = queue;
             let mut builder = DagBuilder::new(&mut ingest);
             let mut chunker = Chunker::new(cfg.with_large_file_threshold(u64::MAX), |c: &[u8]| builder.push_leaf(c));
             update(&head);
@@ -976,7 +1118,11 @@ pub fn add_file(
                 chunker.write(&buf[..n]).map_err(StoreError::from_io)?;
             }
             chunker.finish().map_err(StoreError::from_io)?;
-            builder.finish().map_err(StoreError::from_io)?.0
+            let dag = builder.finish().map_err(StoreError::from_io)?.0;
+            if queue {
+                ingest.to_repack.push((dag.root, REPACK_FILE));
+            }
+            dag
         }
     };
     let sha256: [u8; 32] = sha256.finalize().into();

@@ -79,7 +79,7 @@ impl Proven {
     }
 
     /// A helper's analysis of `compressed`, unless it is known or under way.
-    fn prove(&self, compressed: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn prove(&self, compressed: &[u8]) -> Result<(), StoreError> {
         let key = key_of(compressed);
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,7 +104,7 @@ impl Proven {
 /// the store would try to rebuild, prove its recipe now. Anything else returns at once. Errors only say
 /// the helper could not help; the ingest analyzes such a file itself.
 pub fn prove_ahead(store: &Store, path: &Path, nar: bool) -> Result<(), StoreError> {
-    if !store.storage().tarballs {
+    if store.storage().tarballs != super::compress::Tarballs::Now {
         return Ok(());
     }
     let io_err = |e: std::io::Error| StoreError::Io { context: format!("reading {} ahead", path.display()), source: e };

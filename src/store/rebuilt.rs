@@ -95,31 +95,42 @@ pub(crate) struct OutputCache(Mutex<Vec<(BlockHash, Arc<Vec<u8>>)>>);
 /// Bytes of regenerated outputs kept; the newest is kept whatever its size (at most [`REBUILD_MAX`]).
 const OUTPUT_CACHE_BYTES: usize = 128 << 20;
 
+/// Most recipes regenerating inside one another on one thread. A recipe's content may hold a leaf of
+/// another rebuilt stream (a tarball that ships a tarball the store also keeps); deeper nesting, and a
+/// recipe reached from its own output (a damaged index), are errors rather than endless recursion.
+const MAX_NESTED_REBUILDS: u8 = 4;
+
 thread_local! {
-    static REBUILDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static REBUILDING: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
-/// Marks this thread as regenerating a recipe's output until dropped.
+/// Counts this thread's regeneration in progress until dropped.
 struct RebuildGuard;
 
 impl RebuildGuard {
     fn enter() -> Option<RebuildGuard> {
-        REBUILDING.with(|r| if r.replace(true) { None } else { Some(RebuildGuard) })
+        REBUILDING.with(|r| {
+            let depth = r.get();
+            (depth < MAX_NESTED_REBUILDS).then(|| {
+                r.set(depth + 1);
+                RebuildGuard
+            })
+        })
     }
 }
 
 impl Drop for RebuildGuard {
     fn drop(&mut self) {
-        REBUILDING.with(|r| r.set(false));
+        REBUILDING.with(|r| r.set(r.get().saturating_sub(1)));
     }
 }
 
 impl super::Store {
     /// The whole output of recipe block `recipe`: prefix, recompressed content, suffix.
     pub(crate) fn rebuilt_output(&self, recipe: &BlockHash) -> Result<Arc<Vec<u8>>, String> {
-        // A recipe's content never holds rebuilt blocks, so a rebuild inside a rebuild means a damaged
-        // index links a recipe to itself: an error, not an endless recursion.
-        let _guard = RebuildGuard::enter().ok_or_else(|| format!("recipe {recipe} is reached from its own output"))?;
+        let _guard = RebuildGuard::enter().ok_or_else(|| {
+            format!("recipe {recipe} is nested more than {MAX_NESTED_REBUILDS} deep (or reached from its own output)")
+        })?;
         {
             let mut c = self.outputs().0.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(i) = c.iter().position(|(h, _)| h == recipe) {

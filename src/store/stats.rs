@@ -31,6 +31,8 @@ pub struct StoreStats {
     pub paths: u64,
     /// Pack files.
     pub packs: u64,
+    /// Compressed files stored as they are, waiting for `nixdag repack` (`tarballs=later`).
+    pub repack_queued: u64,
 }
 
 /// How many blocks are kept in each form, and their raw bytes.
@@ -134,6 +136,7 @@ impl Store {
         let index = self.dir().join("index.redb");
         s.index_bytes = std::fs::metadata(&index).context(|| format!("stat of {}", index.display()))?.len();
         s.stored_bytes = s.pack_bytes + s.index_bytes;
+        s.repack_queued = self.repack_queue()?.len() as u64;
         Ok(s)
     }
 }

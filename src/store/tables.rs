@@ -24,6 +24,14 @@ pub const FILE_ALIASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fi
 /// Store-wide settings: `format` → u32 format version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 
+/// Compressed files stored as they are, waiting for [`Store::repack`](super::Store::repack) to keep them as
+/// content plus a recipe: the stream's root CID (bytes) → [`REPACK_NAR`] or [`REPACK_FILE`].
+pub const REPACK: TableDefinition<&[u8], u8> = TableDefinition::new("repack-0");
+/// A [`REPACK`] stream that is a NAR of one regular file (the compressed file is its contents).
+pub const REPACK_NAR: u8 = 0;
+/// A [`REPACK`] stream that is the compressed file itself.
+pub const REPACK_FILE: u8 = 1;
+
 /// Similarity index: super-feature (u64, see `similar.rs`) → the newest block with it, a candidate
 /// delta base for new blocks that resemble it, named by the first [`SIMILAR_PREFIX`] bytes of its BLAKE3
 /// (found in [`BLOCKS`] by a range lookup; format 2 stores wrote all 32 bytes, which still read).
@@ -402,7 +410,8 @@ mod tests {
             concat!("02000000", "6300000000000000", "32000000", "07000000", "02", "14000000", "0d000000", "00000000")
         );
         assert_eq!(BlockLoc::decode(&framed.encode()).unwrap(), framed);
-        let with_dict = BlockLoc { form: Form::Framed { frame_len: 20, start: 13, dict: Some(BlockHash([5; 32])) }, ..framed };
+        let with_dict =
+            BlockLoc { form: Form::Framed { frame_len: 20, start: 13, dict: Some(BlockHash([5; 32])) }, ..framed };
         let b = with_dict.encode();
         assert_eq!(b.len(), BlockLoc::COMMON_LEN + 12 + 32);
         assert_eq!(&b[29..33], &[1, 0, 0, 0]);
