@@ -116,3 +116,52 @@ fn sigkill_during_gc_never_loses_a_needed_block() {
         assert_eq!(nix_hash(&restored), nix_hash(dir));
     }
 }
+
+/// SIGKILL `repack` at random moments while it converts queued tarballs: after each kill `verify` passes
+/// and every tarball reads back byte for byte; a final repack finishes the queue.
+#[test]
+fn sigkill_during_repack_never_breaks_the_store() {
+    let mut rng = Prng::new(seed() ^ 0xbeef);
+    let t = crate::storage::versions();
+    let work = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    let mut files = Vec::new();
+    for (i, (tree, tool)) in [(&t.v1, "xz"), (&t.v2, "xz"), (&t.v1, "bzip2"), (&t.v2, "bzip2")].into_iter().enumerate()
+    {
+        let ext = if tool == "xz" { "tar.xz" } else { "tar.bz2" };
+        let f = work.path().join(format!("pkg-{i}.{ext}"));
+        crate::storage::tarball(tree, tool, &f);
+        store.add(&["--file", f.to_str().unwrap()]);
+        files.push(f);
+    }
+    let check = |when: &str| {
+        store.verify();
+        for f in &files {
+            let want = fs::read(f).unwrap();
+            let sha = data_encoding::HEXLOWER.encode(&<sha2::Sha256 as sha2::Digest>::digest(&want));
+            let got = store.bytes(&["cat", "--file-hash", &format!("sha256:{sha}")]);
+            assert!(got == want, "{when}: {} reads back differently", f.display());
+        }
+    };
+    // Time a whole repack on a copy, then kill real ones anywhere in that span.
+    let copy = work.path().join("copy");
+    assert!(std::process::Command::new("cp").arg("-a").arg(store.path()).arg(&copy).status().unwrap().success());
+    let started = Instant::now();
+    let st = std::process::Command::new(bin()).arg("--store").arg(&copy).arg("repack").output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let full = started.elapsed().as_millis() as u64 + 1;
+    let mut killed = 0;
+    for trial in 0..8 {
+        if store.stat("repack_queued") == 0 {
+            break;
+        }
+        if !kill_after(&store, &["repack"], Duration::from_millis(rng.below(full))) {
+            killed += 1;
+        }
+        check(&format!("after kill {trial}"));
+    }
+    eprintln!("{killed} repacks were killed mid-way");
+    store.ok(&["repack"]);
+    assert_eq!(store.stat("repack_queued"), 0);
+    check("after the last repack");
+}

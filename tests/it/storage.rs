@@ -84,13 +84,13 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-struct Versions {
+pub(crate) struct Versions {
     _work: tempfile::TempDir,
-    v1: std::path::PathBuf,
-    v2: std::path::PathBuf,
+    pub(crate) v1: std::path::PathBuf,
+    pub(crate) v2: std::path::PathBuf,
 }
 
-fn versions() -> Versions {
+pub(crate) fn versions() -> Versions {
     let work = tempfile::tempdir().unwrap();
     let (v1, v2) = (work.path().join("v1"), work.path().join("v2"));
     tree_v1(&v1);
@@ -154,7 +154,7 @@ fn unknown_storage_option_is_a_one_line_error() {
 }
 
 /// `dir` packed by GNU tar (reproducibly) and compressed by the real `tool` (`xz` or `bzip2`) into `out`.
-fn tarball(dir: &Path, tool: &str, out: &Path) {
+pub(crate) fn tarball(dir: &Path, tool: &str, out: &Path) {
     let tar = out.with_extension("");
     let st = std::process::Command::new("tar")
         .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-cf"])
@@ -190,9 +190,11 @@ fn xz_and_bzip2_tarballs_are_rebuilt_and_versions_share_blocks() {
         tarball(&t.v1, tool, &f1);
         tarball(&t.v2, tool, &f2);
         store.add(&["--file", f1.to_str().unwrap()]);
+        store.ok(&["repack"]);
         let after_v1 = store.stat("pack_bytes");
         assert!(store.stats()["forms"]["rebuilt_blocks"].as_u64().unwrap() > 0, "{tool}: {:#}", store.stats());
         store.add(&["--file", f2.to_str().unwrap()]);
+        store.ok(&["repack"]);
         let v2_cost = store.stat("pack_bytes") - after_v1;
         let v2_len = fs::metadata(&f2).unwrap().len();
         eprintln!("{tool}: version 2 ({v2_len} bytes) added {v2_cost} pack bytes");
@@ -205,6 +207,8 @@ fn xz_and_bzip2_tarballs_are_rebuilt_and_versions_share_blocks() {
         // The same file as a store path (a flat-file NAR), as fetchurl leaves it.
         let p = nix_add(&f2);
         let (h, _, _) = store.add(&[p.to_str().unwrap()]);
+        assert!(store.bytes(&["cat", "--nar-hash", &h]) == nix_dump(&p), "{tool}: NAR of {}", p.display());
+        store.ok(&["repack"]);
         assert!(store.bytes(&["cat", "--nar-hash", &h]) == nix_dump(&p), "{tool}: NAR of {}", p.display());
         store.verify();
     }
@@ -229,11 +233,55 @@ fn a_tarball_shares_whole_chunks_with_its_unpacked_tree() {
     let f = work.path().join("pkg-1.tar.xz");
     tarball(&t.v1, "xz", &f);
     store.add(&["--file", f.to_str().unwrap()]);
+    store.ok(&["repack"]);
     let cost = store.stat("pack_bytes") - before;
     let len = fs::metadata(&f).unwrap().len();
     eprintln!("tarball of {len} bytes next to its tree: {cost} pack bytes");
     assert!(cost * 10 < len, "the tarball cost {cost} of its {len} bytes");
     let sha = sha256_hex(&fs::read(&f).unwrap());
     assert!(store.bytes(&["cat", "--file-hash", &format!("sha256:{sha}")]) == fs::read(&f).unwrap());
+    store.verify();
+}
+
+/// The default `tarballs=later`: `add` stores a tarball as it is, at full speed, says so, and queues it;
+/// `repack` turns it into content plus a recipe, frees the old records, and takes it off the queue. The
+/// bytes read back the same before and after, through `cat` and `export-car`'s walk (`verify`).
+#[test]
+fn add_queues_tarballs_and_repack_converts_them() {
+    let t = versions();
+    let work = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    let (f1, f2) = (work.path().join("pkg-1.tar.xz"), work.path().join("pkg-2.tar.xz"));
+    tarball(&t.v1, "xz", &f1);
+    tarball(&t.v2, "xz", &f2);
+    let out = store.output(&["add", "--file", f1.to_str().unwrap(), f2.to_str().unwrap()]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 compressed file(s) are stored as they are") && err.contains("nixdag repack"), "{err}");
+    assert_eq!(store.stat("repack_queued"), 2);
+    assert_eq!(store.stats()["forms"]["rebuilt_blocks"].as_u64(), Some(0));
+    let queued_bytes = store.stat("pack_bytes");
+    let read =
+        |f: &Path| store.bytes(&["cat", "--file-hash", &format!("sha256:{}", sha256_hex(&fs::read(f).unwrap()))]);
+    assert!(read(&f1) == fs::read(&f1).unwrap() && read(&f2) == fs::read(&f2).unwrap());
+    store.verify();
+
+    let report: serde_json::Value = serde_json::from_str(&store.ok(&["repack", "--json"])).unwrap();
+    assert_eq!((report["converted"].as_u64(), report["kept"].as_u64()), (Some(2), Some(0)), "{report:#}");
+    assert!(report["compaction"]["disk_bytes_freed"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(store.stat("repack_queued"), 0);
+    assert!(store.stats()["forms"]["rebuilt_blocks"].as_u64().unwrap() > 0);
+    let repacked_bytes = store.stat("pack_bytes");
+    eprintln!("two .tar.xz versions: {queued_bytes} pack bytes queued, {repacked_bytes} after repack");
+    assert!(repacked_bytes < queued_bytes, "{repacked_bytes} >= {queued_bytes}");
+    assert!(read(&f1) == fs::read(&f1).unwrap() && read(&f2) == fs::read(&f2).unwrap());
+    store.verify();
+    // Nothing left: a second repack does nothing; `tarballs=on` converts during the add instead.
+    assert!(store.ok(&["repack"]).starts_with("0 converted"));
+    let f3 = work.path().join("pkg-3.tar.bz2");
+    tarball(&t.v2, "bzip2", &f3);
+    store.add(&["--storage", "tarballs=on", "--file", f3.to_str().unwrap()]);
+    assert_eq!(store.stat("repack_queued"), 0);
+    assert!(read(&f3) == fs::read(&f3).unwrap());
     store.verify();
 }
