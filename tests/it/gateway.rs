@@ -490,3 +490,43 @@ fn upload_token_via_netrc() {
     let narinfo = curl_ok(&format!("{}/{}.narinfo", server.url, &top.file_name().unwrap().to_str().unwrap()[..32]));
     assert!(narinfo.contains(top.to_str().unwrap()));
 }
+
+/// A source tarball uploaded by `nix copy --to` is stored as it is (the upload runs at full speed) and
+/// queued; the gateway repacks it once uploads pause, and real Nix then fetches it byte for byte.
+#[test]
+fn an_uploaded_tarball_is_repacked_in_the_background() {
+    require_nix();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let t = crate::storage::versions();
+    let f = w.join("pkg-1.0.tar.xz");
+    crate::storage::tarball(&t.v1, "xz", &f);
+    let p = nix_add(&f);
+    let store = TestStore::new();
+    let server = Server::start(&store, &["--allow-upload", "--repack-idle", "1"]);
+    run(Command::new("nix-store")
+        .args(["--generate-binary-cache-key", "uploader-1"])
+        .arg(w.join("sk"))
+        .arg(w.join("pk")));
+    let dest = format!("{}?secret-key={}&compression=none", server.url, w.join("sk").display());
+    run(nix(w, "to").args(["copy", "--to", &dest]).arg(&p));
+    let started = std::time::Instant::now();
+    while !server.requests().iter().any(|l| l.contains("background repack") && l.contains("Converted")) {
+        assert!(started.elapsed().as_secs() < 120, "no background repack: {:#?}", server.requests());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let other = w.join("other-store");
+    run(nix(w, "from")
+        .args(["copy", "--store"])
+        .arg(&other)
+        .args(["--option", "trusted-public-keys", &server.public_key, "--option", "require-sigs", "true"])
+        .args(["--from", &server.url])
+        .arg(&p));
+    run(Command::new("nix-store").arg("--store").arg(&other).args(["--verify-path"]).arg(&p));
+    server.stop();
+    assert_eq!(store.stat("repack_queued"), 0);
+    assert!(store.stats()["forms"]["rebuilt_blocks"].as_u64().unwrap() > 0, "{:#}", store.stats());
+    let (h, _) = nix_path_info(&p);
+    assert!(store.bytes(&["cat", "--nar-hash", &h]) == nix_dump(&p));
+    store.verify();
+}
