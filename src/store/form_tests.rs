@@ -1021,9 +1021,11 @@ mod rebuilt_and_patched {
         assert_eq!(after.forms.rebuilt_raw_bytes, gz.len() as u64, "{:?}", after.forms);
         assert_stream(&store, added.root, &gz);
         assert_clean(&store);
-        // Nothing left to do: a second repack changes nothing.
+        // Nothing left to do: a second repack changes nothing, and adding the file again queues nothing.
         let again = store.repack(None, &mut |_, _, _| panic!("nothing is queued")).unwrap();
         assert_eq!((again.converted, again.kept, again.gone), (0, 0, 0));
+        add_file(&store, &gz[..], "source-6.0.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
+        assert!(store.repack_queue().unwrap().is_empty());
         let store = reopen(store, dir.path());
         assert_stream(&store, added.root, &gz);
         assert_clean(&store);

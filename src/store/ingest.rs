@@ -922,7 +922,8 @@ fn add_nar_bytes(store: &Store, nar: &[u8], cfg: ChunkerConfig, info: Option<Nar
     }
     ingest.as_is = queue;
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(nar, &mut sink))?;
-    if queue {
+    // Only a stream this ingest stored: one stored before is queued already, or converted, or kept.
+    if queue && ingest.new_blocks > 0 {
         ingest.to_repack.push((dag.root, REPACK_NAR));
     }
     commit_nar(ingest, summary, dag, info)
@@ -1119,7 +1120,7 @@ pub fn add_file(
             }
             chunker.finish().map_err(StoreError::from_io)?;
             let dag = builder.finish().map_err(StoreError::from_io)?.0;
-            if queue {
+            if queue && ingest.new_blocks > 0 {
                 ingest.to_repack.push((dag.root, REPACK_FILE));
             }
             dag

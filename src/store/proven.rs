@@ -2,8 +2,9 @@
 //!
 //! Proving that a recipe rebuilds a tarball exactly means recompressing all of it (deflate -9 runs at
 //! ~14 MiB/s of content), and an ingest does that on one core: a multi-path `add` of tarballs ran at
-//! 3 MiB/s with the second core idle. [`prove_ahead`] lets a helper thread analyze the next files while
-//! the ingest stores the current one; the ingest then only decompresses a file whose recipe is proven.
+//! 3 MiB/s with the second core idle. Helper threads analyze the next files while the current one is
+//! stored ([`prove_ahead`] beside an `add` with `tarballs=on`, `Store::repack` for queued files); the
+//! ingest then only decompresses a file whose recipe is proven.
 //! Results are keyed by the SHA-256 of the compressed bytes, so a file that changed between the helper's
 //! read and the ingest's is simply analyzed again.
 
