@@ -12,8 +12,9 @@ use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
 use super::pack::{pack_path, record_header, sync_dir, RecordBytes, HEADER_LEN, RECORD_HEADER_LEN};
-use super::tables::{BlockLoc, Form, BLOCKS, PACKS, SIMILAR, SIMILAR_PREFIX};
+use super::tables::{BlockLoc, Form, BLOCKS, PACKS, REPACK, SIMILAR, SIMILAR_PREFIX};
 use super::{roots_in, Store};
+use crate::dag::cid::{block_hash, cid_from_bytes};
 use crate::dag::{walk, BlockHash, WalkMode};
 
 /// What a collection did.
@@ -148,6 +149,15 @@ impl Store {
                     (v.len() == SIMILAR_PREFIX || v.len() == 32)
                         && !gone
                             .contains(&<[u8; SIMILAR_PREFIX]>::try_from(&v[..SIMILAR_PREFIX]).expect("length checked"))
+                })
+                .map_err(db("write"))?;
+            // A queued tarball whose blocks are gone has nothing left to repack.
+            let removed: HashSet<BlockHash> = dead.iter().map(|(h, _)| *h).collect();
+            let mut queue = txn.open_table(REPACK).map_err(StoreError::db("open table"))?;
+            queue
+                .retain(|k, _| {
+                    let root = cid_from_bytes(k).ok().and_then(|c| block_hash(&c).ok());
+                    root.is_some_and(|h| !removed.contains(&h))
                 })
                 .map_err(db("write"))?;
         }
