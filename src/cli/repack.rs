@@ -27,7 +27,7 @@ pub fn run(store: &Store, args: RepackArgs) -> Result<()> {
         done += 1;
         let what = match outcome {
             RepackOutcome::Converted => "content plus recipe",
-            RepackOutcome::Kept => "kept as it is (no recipe rebuilds it)",
+            RepackOutcome::Kept => "kept as it is (no recipe rebuilds it, or its content would need it)",
             RepackOutcome::Gone => "gone from the store",
         };
         // Progress goes to stderr, so `--json` output stays one document.
