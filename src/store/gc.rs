@@ -43,7 +43,7 @@ impl Store {
     /// Remove unreachable blocks and compact packs that became sparse.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
         let mut report = self.mark_and_sweep()?;
-        self.compact(&mut report, COMPACT_BELOW_LIVE)?;
+        self.compact(&mut report, COMPACT_BELOW_LIVE, u64::MAX)?;
         self.drop_empty_active_pack()?;
         Ok(report)
     }
@@ -183,13 +183,15 @@ impl Store {
         Ok(live)
     }
 
-    /// Compact every pack less than `below_live` of whose bytes are live.
-    pub(super) fn compact(&self, report: &mut GcReport, below_live: f64) -> Result<(), StoreError> {
+    /// Compact every pack less than `below_live` of whose bytes are live, or with at least `min_dead`
+    /// dead bytes.
+    pub(super) fn compact(&self, report: &mut GcReport, below_live: f64, min_dead: u64) -> Result<(), StoreError> {
         let live = self.live_bytes_per_pack()?;
         for (id, len) in self.committed_packs()? {
             let payload = len.saturating_sub(HEADER_LEN);
             let l = live.get(&id).copied().unwrap_or(0);
-            if payload == 0 || (l as f64) >= below_live * payload as f64 {
+            let sparse = (l as f64) < below_live * payload as f64 || payload.saturating_sub(l) >= min_dead;
+            if payload == 0 || !sparse {
                 continue;
             }
             self.compact_pack(id, report)?;

@@ -27,10 +27,12 @@ use crate::dag::cid::{block_hash, cid_from_bytes};
 use crate::dag::reader::leaves;
 use crate::dag::{walk, BlockHash, Cid, DagReadError, DagReader, WalkMode};
 
-/// A repack compacts packs less than this share of whose bytes are live. Higher than GC's threshold:
-/// the old records of converted tarballs are most of what a repack frees, and packs are large (1 GiB),
-/// so waiting for half a pack to die would keep them on disk for good in a store that only grows.
+/// A repack compacts packs less than this share of whose bytes are live, or with [`COMPACT_DEAD`] dead
+/// bytes. Bolder than GC's half: the old records of converted tarballs are most of what a repack frees,
+/// and packs are large (1 GiB), so waiting for half a pack to die would keep them on disk for good in a
+/// store that only grows. Copying a pack's live records costs I/O, not CPU.
 const COMPACT_BELOW_LIVE: f64 = 0.8;
+const COMPACT_DEAD: u64 = 64 << 20;
 
 /// A queued stream's bytes, and where the compressed file lies in them.
 type QueuedStream = (Vec<u8>, Range<usize>);
@@ -144,7 +146,7 @@ impl Store {
         });
         result?;
         if report.converted > 0 {
-            self.compact(&mut report.compaction, COMPACT_BELOW_LIVE)?;
+            self.compact(&mut report.compaction, COMPACT_BELOW_LIVE, COMPACT_DEAD)?;
             self.drop_empty_active_pack()?;
         }
         Ok(report)

@@ -104,6 +104,16 @@ in derivation {{ name = "nixdag-test-top"; system = builtins.currentSystem; buil
     PathBuf::from(out.trim())
 }
 
+/// `nix copy --from` the gateway into the Nix store at `other`, trusting only the gateway's key.
+fn copy_from_gateway(w: &Path, server: &Server, other: &Path, path: &Path) {
+    run(nix(w, "from")
+        .args(["copy", "--store"])
+        .arg(other)
+        .args(["--option", "trusted-public-keys", &server.public_key, "--option", "require-sigs", "true"])
+        .args(["--from", &server.url])
+        .arg(path));
+}
+
 fn closure_of(path: &Path) -> Vec<String> {
     run(Command::new("nix-store").arg("-qR").arg(path)).lines().map(String::from).collect()
 }
@@ -126,12 +136,7 @@ fn nix_copy_to_and_from_with_only_the_gateway_key_trusted() {
     }
     // A second, independent Nix store fetches the closure, trusting only the gateway's key.
     let other = w.join("other-store");
-    run(nix(w, "from")
-        .args(["copy", "--store"])
-        .arg(&other)
-        .args(["--option", "trusted-public-keys", &server.public_key, "--option", "require-sigs", "true"])
-        .args(["--from", &server.url])
-        .arg(&top));
+    copy_from_gateway(w, &server, &other, &top);
     for p in closure_of(&top) {
         run(Command::new("nix-store").arg("--store").arg(&other).args(["--verify-path", &p]));
         let sigs = run(nix(w, "sigs").args(["path-info", "--sigs", "--store"]).arg(&other).arg(&p));
@@ -516,12 +521,7 @@ fn an_uploaded_tarball_is_repacked_in_the_background() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let other = w.join("other-store");
-    run(nix(w, "from")
-        .args(["copy", "--store"])
-        .arg(&other)
-        .args(["--option", "trusted-public-keys", &server.public_key, "--option", "require-sigs", "true"])
-        .args(["--from", &server.url])
-        .arg(&p));
+    copy_from_gateway(w, &server, &other, &p);
     run(Command::new("nix-store").arg("--store").arg(&other).args(["--verify-path"]).arg(&p));
     server.stop();
     assert_eq!(store.stat("repack_queued"), 0);
