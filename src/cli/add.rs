@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -47,31 +47,16 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     // One fsync for the whole batch; lines are printed once what they report is durable.
     store.set_batch(paths.len() > 1)?;
     let mut lines = Vec::new();
-    let at = AtomicUsize::new(0);
-    let done = AtomicBool::new(false);
-    let next = AtomicUsize::new(1);
-    let result = std::thread::scope(|scope| {
-        // Proving a tarball's rebuild recompresses all of it on one core (store::prove_ahead). Helpers,
-        // one per core, take the paths after the one being stored in order and prove the tarballs among
-        // them; the ingest then only decompresses those, waiting for a proof under way.
-        if paths.len() > 1 && !(args.nar && paths.iter().any(|p| p.as_os_str() == "-")) {
-            let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-            for _ in 0..helpers {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= paths.len() || done.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if i > at.load(Ordering::Relaxed) {
-                        let _ = store::prove_ahead(store, &paths[i], args.nar);
-                    }
-                });
-            }
-        }
-        let r = add_all(store, &args, &paths, cfg, &mut lines, &at);
-        done.store(true, Ordering::Relaxed);
-        r
-    });
+    // Proving a tarball's rebuild recompresses all of it on one core (store::prove_ahead). Helpers, one
+    // per core, take the paths after the one being stored in order and prove the tarballs among them; the
+    // ingest then only decompresses those, waiting for a proof under way. (A NAR on stdin cannot be read
+    // twice.)
+    let helpers = !(args.nar && paths.iter().any(|p| p.as_os_str() == "-"));
+    let prove = |i: usize| {
+        let _ = store::prove_ahead(store, &paths[i], args.nar);
+    };
+    let result =
+        store::with_helpers(paths.len(), helpers, prove, |at| add_all(store, &args, &paths, cfg, &mut lines, at));
     let synced = store.set_batch(false);
     for l in &lines {
         println!("{l}");

@@ -42,7 +42,7 @@ pub use self::error::StoreError;
 pub use self::gc::GcReport;
 pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};
 use self::pack::Packs;
-pub use self::proven::prove_ahead;
+pub use self::proven::{prove_ahead, with_helpers};
 pub use self::repack::{RepackOutcome, RepackReport};
 pub use self::stats::StoreStats;
 use self::tables::*;

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use sha2::Digest;
@@ -133,4 +134,38 @@ pub fn prove_ahead(store: &Store, path: &Path, nar: bool) -> Result<(), StoreErr
         return Ok(());
     };
     store.proven().prove(payload)
+}
+
+/// Run `work` over `items` things in order while helper threads, one per core (at most 4), call
+/// `prove(i)` for the items after the one `work` is at (it stores its index in the counter it gets before
+/// each item). With `helpers` false, or one item, `work` runs alone. Used by a multi-path `add` with
+/// `tarballs=on` and by `Store::repack`.
+pub fn with_helpers<T>(
+    items: usize,
+    helpers: bool,
+    prove: impl Fn(usize) + Sync,
+    work: impl FnOnce(&AtomicUsize) -> T,
+) -> T {
+    let at = AtomicUsize::new(0);
+    let next = AtomicUsize::new(1);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if helpers && items > 1 {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(items - 1);
+            for _ in 0..n {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items || done.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if i > at.load(Ordering::Relaxed) {
+                        prove(i);
+                    }
+                });
+            }
+        }
+        let r = work(&at);
+        done.store(true, Ordering::Relaxed);
+        r
+    })
 }

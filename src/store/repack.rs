@@ -13,13 +13,14 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use redb::ReadableTable;
 
 use super::error::StoreError;
 use super::gc::GcReport;
 use super::ingest::{flat_compressed_parts, store_recipe, FLAT_HEAD};
+use super::proven::with_helpers;
 use super::tables::{Form, REPACK, REPACK_FILE, REPACK_NAR};
 use super::{rebuilt, Store};
 use crate::chunk::ChunkerConfig;
@@ -105,44 +106,27 @@ impl Store {
         if queue.is_empty() {
             return Ok(report);
         }
-        let at = AtomicUsize::new(0);
-        let next = AtomicUsize::new(1);
-        let done = AtomicBool::new(false);
-        let result = std::thread::scope(|scope| {
-            let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-            for _ in 0..helpers.min(queue.len() - 1) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= queue.len() || done.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if i > at.load(Ordering::Relaxed) {
-                        // Errors only mean this helper could not help; the repack meets them itself.
-                        if let Ok(Some((bytes, range))) = self.queued_stream(&queue[i].0, queue[i].1) {
-                            let _ = self.proven().prove(&bytes[range]);
-                        }
-                    }
-                });
+        // Errors in a helper only mean it could not help; the repack meets them itself.
+        let prove = |i: usize| {
+            if let Ok(Some((bytes, range))) = self.queued_stream(&queue[i].0, queue[i].1) {
+                let _ = self.proven().prove(&bytes[range]);
             }
-            let mut run = || -> Result<(), StoreError> {
-                for (i, (root, kind)) in queue.iter().enumerate() {
-                    at.store(i, Ordering::Relaxed);
-                    let (outcome, bytes) = self.repack_stream(root, *kind)?;
-                    match outcome {
-                        RepackOutcome::Converted => {
-                            report.converted += 1;
-                            report.converted_bytes += bytes;
-                        }
-                        RepackOutcome::Kept => report.kept += 1,
-                        RepackOutcome::Gone => report.gone += 1,
+        };
+        let result = with_helpers(queue.len(), true, prove, |at| -> Result<(), StoreError> {
+            for (i, (root, kind)) in queue.iter().enumerate() {
+                at.store(i, Ordering::Relaxed);
+                let (outcome, bytes) = self.repack_stream(root, *kind)?;
+                match outcome {
+                    RepackOutcome::Converted => {
+                        report.converted += 1;
+                        report.converted_bytes += bytes;
                     }
-                    progress(root, bytes, outcome);
+                    RepackOutcome::Kept => report.kept += 1,
+                    RepackOutcome::Gone => report.gone += 1,
                 }
-                Ok(())
-            };
-            let r = run();
-            done.store(true, Ordering::Relaxed);
-            r
+                progress(root, bytes, outcome);
+            }
+            Ok(())
         });
         result?;
         if report.converted > 0 {
