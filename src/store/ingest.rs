@@ -14,6 +14,7 @@ use super::error::StoreError;
 use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::pack::{record_header, PACK_TARGET};
 use super::proven::{self, Claim};
+use super::repack::ChainEnd;
 use super::tables::*;
 use super::{alias_key, rebuilt, similar, Store};
 use crate::chunk::{Chunker, ChunkerConfig, TarSplit};
@@ -250,18 +251,10 @@ impl<'s> Ingest<'s> {
     /// would then need the stream it rebuilds).
     fn base_allowed(&self, base: BlockHash) -> Result<bool, StoreError> {
         let Some(avoid) = &self.avoid_bases else { return Ok(true) };
-        let mut h = base;
-        for _ in 0..64 {
-            if avoid.contains(&h) {
-                return Ok(false);
-            }
-            match self.store.block_loc(&h)?.map(|l| l.form) {
-                Some(Form::Delta { base, .. } | Form::Patched { base }) => h = base,
-                Some(Form::Rebuilt { .. }) | None => return Ok(false),
-                Some(_) => return Ok(true),
-            }
-        }
-        Ok(false)
+        Ok(match self.store.walk_bases(base, |h| avoid.contains(h))? {
+            ChainEnd::Ends(Some(form)) => !matches!(form, Form::Rebuilt { .. }),
+            ChainEnd::Stopped | ChainEnd::Ends(None) | ChainEnd::TooLong => false,
+        })
     }
 
     /// Build no delta on these blocks or on chains through them (a repack's stream leaves).

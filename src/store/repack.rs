@@ -50,6 +50,16 @@ pub enum RepackOutcome {
     Gone,
 }
 
+/// Where [`Store::walk_bases`] stopped.
+pub(super) enum ChainEnd {
+    /// At a block the caller named.
+    Stopped,
+    /// At a block that is neither a delta nor patched: its form, or `None` when it is missing.
+    Ends(Option<Form>),
+    /// After 64 blocks (only a damaged index links so many).
+    TooLong,
+}
+
 /// What a repack did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RepackReport {
@@ -214,6 +224,26 @@ impl Store {
         Ok((RepackOutcome::Converted, len))
     }
 
+    /// Follow a stored block's delta and patch bases, the block itself first, for at most 64 blocks:
+    /// [`ChainEnd::Stopped`] at the first that `stop` names, else the form of the block the chain ends in.
+    pub(super) fn walk_bases(
+        &self,
+        from: BlockHash,
+        stop: impl Fn(&BlockHash) -> bool,
+    ) -> Result<ChainEnd, StoreError> {
+        let mut h = from;
+        for _ in 0..64 {
+            if stop(&h) {
+                return Ok(ChainEnd::Stopped);
+            }
+            match self.block_loc(&h)?.map(|l| l.form) {
+                Some(Form::Delta { base, .. } | Form::Patched { base }) => h = base,
+                end => return Ok(ChainEnd::Ends(end)),
+            }
+        }
+        Ok(ChainEnd::TooLong)
+    }
+
     /// Whether reading any of `blocks` (stored blocks) could need one of `targets`: whether one of them,
     /// a block a delta or patch of theirs stands on, or a block in the content of a recipe one of them is
     /// rebuilt from (followed on the same way), is a target.
@@ -221,26 +251,14 @@ impl Store {
         let mut recipes = HashSet::new();
         let mut roots = Vec::new();
         let mut note = |hash: &BlockHash, roots: &mut Vec<Cid>| -> Result<bool, StoreError> {
-            if targets.contains(hash) {
-                return Ok(true);
-            }
-            let mut h = *hash;
-            for _ in 0..64 {
-                match self.block_loc(&h)?.map(|l| l.form) {
-                    Some(Form::Delta { base, .. } | Form::Patched { base }) => {
-                        if targets.contains(&base) {
-                            return Ok(true);
-                        }
-                        h = base;
+            match self.walk_bases(*hash, |h| targets.contains(h))? {
+                ChainEnd::Stopped => return Ok(true),
+                ChainEnd::Ends(Some(Form::Rebuilt { recipe, .. })) => {
+                    if recipes.insert(recipe) {
+                        roots.push(self.recipe_content(&recipe)?.0);
                     }
-                    Some(Form::Rebuilt { recipe, .. }) => {
-                        if recipes.insert(recipe) {
-                            roots.push(self.recipe_content(&recipe)?.0);
-                        }
-                        break;
-                    }
-                    _ => break,
                 }
+                ChainEnd::Ends(_) | ChainEnd::TooLong => {}
             }
             Ok(false)
         };
