@@ -25,11 +25,17 @@ fn parse_range(s: &str) -> Result<(u64, Option<u64>)> {
     if b.trim().is_empty() {
         return Ok((start, None));
     }
-    let last: u64 = b.trim().parse().with_context(|| format!("invalid range end in {s:?}"))?;
+    let b = b.trim();
+    // As in HTTP, a last position however large means "to the end".
+    let last: u64 = match b.parse() {
+        Err(_) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => u64::MAX,
+        r => r.with_context(|| format!("invalid range end in {s:?}"))?,
+    };
     if last < start {
         bail!("invalid range {s:?}: end before start");
     }
-    Ok((start, Some(last + 1)))
+    // `last` may be u64::MAX ("to the end", as in HTTP): `last + 1` would wrap to 0 and print nothing.
+    Ok((start, last.checked_add(1)))
 }
 
 pub fn run(store: &Store, args: CatArgs) -> Result<()> {
@@ -63,5 +69,13 @@ mod tests {
         assert!(parse_range("9-3").is_err());
         assert!(parse_range("x-3").is_err());
         assert!(parse_range("7").is_err());
+    }
+
+    #[test]
+    fn range_overflow_means_to_the_end() {
+        assert_eq!(parse_range("0-18446744073709551615").unwrap(), (0, None));
+        assert_eq!(parse_range("5-18446744073709551614").unwrap(), (5, Some(u64::MAX)));
+        assert_eq!(parse_range("0-99999999999999999999").unwrap(), (0, None));
+        assert!(parse_range("99999999999999999999-").is_err(), "a start past any file: a clear error");
     }
 }

@@ -67,10 +67,74 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(d) => d,
         None => Store::default_dir().context("no --store, NIXDAG_STORE, XDG_DATA_HOME or HOME to find the store")?,
     };
+    let dir = store_dir.clone();
+    guard_index(&store_dir, move || run_in(dir, cli.command)).map_err(explain_full_disk)
+}
+
+/// A full disk is the operator's to fix, so say it in words beside the OS error.
+fn explain_full_disk(e: anyhow::Error) -> anyhow::Error {
+    let full = e.chain().any(|c| c.downcast_ref::<crate::store::StoreError>().is_some_and(|s| s.is_out_of_space()));
+    if full {
+        e.context("the disk holding the store is full: free space, then run the command again (nothing was lost)")
+    } else {
+        e
+    }
+}
+
+/// redb checks its file as it reads and, on some damage, panics instead of returning an error. Such a
+/// panic is caught here and reported as a damaged index, naming the file and what to do, with exit
+/// status 1 (not 101 and a backtrace). Panics from anywhere else are bugs and unwind as usual.
+fn guard_index<T>(store_dir: &std::path::Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    install_redb_panic_hook();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) if REDB_PANIC.with(|p| p.borrow().is_some()) => {
+            let what = REDB_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+            drop(payload);
+            anyhow::bail!(
+                "the store's index {} is damaged ({what}): run `nixdag verify`, or restore the file from a backup",
+                store_dir.join("index.redb").display()
+            )
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+thread_local! {
+    /// The message of a panic raised inside redb on this thread, for [`guard_index`].
+    static REDB_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keep redb's panics quiet (they become one error line) and remember them; others print as usual.
+fn install_redb_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_redb = info.location().is_some_and(|l| l.file().contains("/redb-"));
+            if in_redb {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "redb panicked".into());
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file().rsplit("/src/").next().unwrap_or(""), l.line()));
+                REDB_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{}", at.unwrap_or_default())));
+            } else {
+                default(info);
+            }
+        }));
+    });
+}
+
+fn run_in(store_dir: PathBuf, command: Command) -> Result<()> {
     let open = || Store::open(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
     // Commands that only read open the index read-only: nothing written, and readers run side by side.
     let read = || Store::open_read_only(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
-    match cli.command {
+    match command {
         Command::Add(a) => {
             let mut store = open()?;
             add::run(&store, a)?;
@@ -141,6 +205,61 @@ fn parse_nar_hash(s: &str) -> Result<NarHash> {
 
 fn parse_file_hash(s: &str) -> Result<NixHash> {
     NixHash::parse_with_default(s, HashAlgo::Sha256).with_context(|| format!("invalid file hash {s:?}"))
+}
+
+/// The node's one set of trusted keys (`--trusted-key`, `--trusted-keys-file`): it checks signatures on
+/// uploads, and every door that takes narinfos from elsewhere uses the same set.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TrustArgs {
+    /// Trust signatures by this key (`name:base64`, as in Nix's trusted-public-keys); repeatable
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    trusted_keys: Vec<String>,
+    /// Trust the keys in this file (whitespace-separated `name:base64`, `#` comments)
+    #[arg(long, value_name = "FILE")]
+    trusted_keys_file: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    pub(crate) fn keys(&self) -> Result<Vec<crate::nix::signing::PublicKey>> {
+        use crate::nix::signing::PublicKey;
+        let mut keys = self
+            .trusted_keys
+            .iter()
+            .map(|k| PublicKey::parse(k).with_context(|| format!("invalid --trusted-key {k:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(f) = &self.trusted_keys_file {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("");
+                for k in line.split_whitespace() {
+                    keys.push(
+                        PublicKey::parse(k).with_context(|| format!("{}:{}: invalid key {k:?}", f.display(), n + 1))?,
+                    );
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// A byte size: a number with an optional K, M, G or T suffix (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// `--chunker` shared by the commands that ingest.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use crate::gateway::{key, Gateway, GatewayConfig, ServedCompression, UploadPolicy};
-use crate::nix::signing::PublicKey;
+use super::TrustArgs;
+use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -32,15 +32,39 @@ pub struct ServeArgs {
     /// How narinfos point at NARs: plain `.nar` (rangeable) or `.nar.zst`
     #[arg(long, value_enum, default_value = "none")]
     nar_compression: Compression,
-    /// Accept uploads (`nix copy --to`) from anyone who can reach the gateway
-    #[arg(long, conflicts_with = "upload_token_file")]
+    /// Accept uploads (`nix copy --to`) without a token from loopback clients (and from the blocks
+    /// `--allow-upload-from` names)
+    #[arg(long)]
     allow_upload: bool,
-    /// Accept uploads presenting this token (Bearer, or the password in Nix's netrc)
+    /// Also accept uploads without a token from this address block (`10.0.0.0/8`, `192.168.1.7`); repeatable
+    #[arg(long = "allow-upload-from", value_name = "CIDR")]
+    allow_upload_from: Vec<Cidr>,
+    /// Accept uploads presenting this token (Bearer, or the password in Nix's netrc), from anywhere
     #[arg(long, value_name = "FILE")]
     upload_token_file: Option<PathBuf>,
-    /// Also check uploaded signatures by this key (`name:base64`); repeatable
-    #[arg(long = "trusted-key", value_name = "KEY")]
-    trusted_keys: Vec<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Largest NAR an upload may hold, decompressed (bytes; K, M, G suffixes)
+    #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = super::parse_size)]
+    max_upload_size: u64,
+    /// Largest ratio of a NAR to the compressed upload that carries it
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    max_upload_expansion: u64,
+    /// Open connections one client address may hold; more are answered 503
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_connections_per_address: usize,
+    /// Seconds a client has to send a request's headers (also closes idle keep-alive connections)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    header_timeout: u64,
+    /// Seconds a connection may make no progress (nothing sent, nothing read) before it is closed
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    idle_timeout: u64,
+    /// Bytes of NAR bodies held in memory in all; new downloads beyond it get 503
+    #[arg(long, default_value = "128M", value_name = "SIZE", value_parser = super::parse_size)]
+    inflight_bytes: u64,
+    /// Bytes of NAR bodies held in memory for one client address
+    #[arg(long, default_value = "32M", value_name = "SIZE", value_parser = super::parse_size)]
+    inflight_per_address: u64,
     /// Print one line per request to stderr
     #[arg(long)]
     access_log: bool,
@@ -114,23 +138,41 @@ fn tune_allocator() {
 pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     tune_allocator();
     let key = key::load_or_create(store.dir(), args.key.as_deref())?;
-    let uploads = if args.allow_upload {
-        UploadPolicy::Open
-    } else if let Some(f) = &args.upload_token_file {
-        let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let t = t.trim().to_string();
-        if t.is_empty() {
-            bail!("upload token file {} is empty", f.display());
+    let token = match &args.upload_token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("upload token file {} is empty", f.display());
+            }
+            Some(t)
         }
-        UploadPolicy::Token(t)
-    } else {
-        UploadPolicy::Denied
+        None => None,
     };
-    let trusted_keys = args
-        .trusted_keys
-        .iter()
-        .map(|k| PublicKey::parse(k).with_context(|| format!("invalid --trusted-key {k:?}")))
-        .collect::<Result<Vec<_>>>()?;
+    let mut allow_from = args.allow_upload_from.clone();
+    if args.allow_upload {
+        allow_from.extend(Cidr::loopback());
+    }
+    let uploads = UploadPolicy {
+        token,
+        allow_from,
+        max_nar_size: args.max_upload_size,
+        max_expansion: args.max_upload_expansion.max(1),
+    };
+    let trusted_keys = args.trust.keys()?;
+    let open_files = server::raise_open_file_limit();
+    let limits = Limits {
+        conn: ConnLimits {
+            per_address: args.max_connections_per_address.max(1),
+            // Leave room for packs, the index and the lookup threads' files.
+            total: (open_files.saturating_sub(64) as usize).max(16),
+            header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+        },
+        inflight_bytes: args.inflight_bytes as usize,
+        inflight_per_address: args.inflight_per_address as usize,
+        ..Limits::default()
+    };
     let public = key.public();
     let cfg = GatewayConfig {
         priority: args.priority,
@@ -142,6 +184,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         key,
         trusted_keys,
         access_log: args.access_log,
+        limits: limits.clone(),
     };
     let store = Arc::new(store);
     let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
@@ -157,7 +200,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         println!("nixdag gateway on http://{addr}");
         println!("trusted-public-keys = {public}");
         std::io::stdout().flush()?;
-        axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown_signal()).await.context("serving")
+        server::serve(listener, gateway.router(), limits.conn, shutdown_signal()).await.context("serving")
     });
     *stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
     stop.1.notify_all();

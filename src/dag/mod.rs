@@ -50,6 +50,17 @@ impl<T: BlockSink + ?Sized> BlockSink for &mut T {
     }
 }
 
+/// A shared store reads like the store: lets a reader own its source (`DagReader<Arc<Store>>` is
+/// `'static`, so a response body can carry it).
+impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
+    fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
+        (**self).get_block(hash)
+    }
+    fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
+        (**self).block_len(hash)
+    }
+}
+
 impl<T: BlockSource + ?Sized> BlockSource for &T {
     fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
         (**self).get_block(hash)

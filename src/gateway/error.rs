@@ -13,10 +13,21 @@ pub enum AppError {
     Unauthorized,
     /// 403: uploads are switched off.
     UploadsDisabled,
+    /// 403: this client address may not upload.
+    Forbidden(String),
     /// 404
     NotFound,
-    /// 413: a narinfo larger than anything Nix writes.
-    TooLarge(&'static str),
+    /// 409: the upload contradicts what the cache already holds (a narinfo is written once).
+    Conflict(String),
+    /// 413: a body over a configured limit (narinfo size, NAR size, expansion ratio).
+    TooLarge(String),
+    /// 503 with `Retry-After`: over a limit that frees itself (connections, bytes in flight, queues).
+    Busy(&'static str),
+    /// 503: a stored NAR is missing a block or failed a check; the detail (which block) is logged and
+    /// the path is no longer advertised.
+    Damaged(String),
+    /// 507: the store's disk is full.
+    InsufficientStorage,
     /// 416: the range is outside a body of this size.
     RangeNotSatisfiable(u64),
     /// 500: our fault; the detail is logged.
@@ -32,7 +43,14 @@ impl AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        AppError::internal(e)
+        if e.is_out_of_space() {
+            eprintln!("nixdag gateway: the store's disk is full: {e}");
+            return AppError::InsufficientStorage;
+        }
+        match e {
+            crate::store::StoreError::NoSuchNar(_) => AppError::NotFound,
+            e => AppError::internal(e),
+        }
     }
 }
 
@@ -48,8 +66,23 @@ impl IntoResponse for AppError {
             AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "upload token required".into()),
             AppError::UploadsDisabled => (StatusCode::FORBIDDEN, "uploads are disabled on this gateway".into()),
+            AppError::Forbidden(why) => (StatusCode::FORBIDDEN, why),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not found".into()),
+            AppError::Conflict(why) => (StatusCode::CONFLICT, why),
             AppError::TooLarge(what) => (StatusCode::PAYLOAD_TOO_LARGE, format!("{what} too large")),
+            AppError::Busy(what) => {
+                let mut r = (StatusCode::SERVICE_UNAVAILABLE, format!("busy: {what}; retry shortly\n")).into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return r;
+            }
+            AppError::Damaged(detail) => {
+                eprintln!("nixdag gateway: damaged: {detail}");
+                (StatusCode::SERVICE_UNAVAILABLE, format!("stored data is damaged ({detail}); run `nixdag verify`"))
+            }
+            AppError::InsufficientStorage => {
+                (StatusCode::INSUFFICIENT_STORAGE, "the cache's disk is full; nothing was stored".into())
+            }
             AppError::RangeNotSatisfiable(size) => {
                 let mut r = (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n").into_response();
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

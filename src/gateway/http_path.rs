@@ -139,8 +139,10 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     }
     let Some((a, b)) = spec.trim().split_once('-') else { return RangeRequest::Full };
     let (a, b) = (a.trim(), b.trim());
+    // RFC 9110 positions are unbounded decimals: one too large for u64 lies past the end of any body, so it
+    // saturates (a first position there is unsatisfiable, a last position means "to the end").
     let num = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().unwrap_or(u64::MAX))
     };
     match (a.is_empty(), b.is_empty()) {
         // bytes=-N: the last N bytes
@@ -237,6 +239,14 @@ mod tests {
             ("bytes=a-b", 10, Full),
             ("bytes=-", 10, Full),
             ("bytes=+1-2", 10, Full),
+            // RFC 9110 edge cases: decimal overflow saturates; first position at/after the end is 416.
+            ("bytes=99999999999999999999-", 10, Unsatisfiable),
+            ("bytes=18446744073709551615-", 10, Unsatisfiable),
+            ("bytes=0-99999999999999999999", 10, Partial { start: 0, end: 10 }),
+            ("bytes=0-18446744073709551615", 10, Partial { start: 0, end: 10 }),
+            ("bytes=3-18446744073709551614", 10, Partial { start: 3, end: 10 }),
+            ("bytes=-99999999999999999999", 10, Partial { start: 0, end: 10 }),
+            ("bytes=99999999999999999999-5", 10, Full),
         ];
         for (h, size, want) in cases {
             assert_eq!(parse_range(Some(h), *size), *want, "{h} of {size}");

@@ -1,30 +1,41 @@
 //! The HTTP binary cache (DESIGN §7): what stock `nix` substitutes from and copies to.
 //!
 //! A thin adapter over [`crate::store`]: URL grammar in [`http_path`] (pure, tested), one file per
-//! resource, one [`error::AppError`]. Store calls are synchronous, so they run on tokio's blocking pool,
-//! and bodies cross between the two worlds through bounded channels (`stream.rs`): a NAR is streamed out
-//! of the DAG, and an upload is decompressed, validated and chunked as it arrives, never buffered whole.
+//! resource, one [`error::AppError`], upload rules in [`policy`], and the listener with its connection
+//! limits in [`server`]. Store calls are synchronous: lookups run on a pool of their own (`pool.rs`),
+//! NAR bodies are pulled a batch at a time from the blocking pool under a byte budget (`stream.rs`), and
+//! an upload is decompressed, validated and chunked as it arrives, never buffered whole.
 
+mod cache;
 mod cacheinfo;
 pub mod error;
+mod health;
 pub mod http_path;
 pub mod key;
 mod nar;
 mod narinfo;
+pub mod policy;
+mod pool;
+pub mod server;
 mod stream;
 mod upload;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 
 use self::error::AppError;
 use self::http_path::{PathError, Resource};
+pub use self::policy::{Cidr, UploadPolicy};
+pub use self::server::ConnLimits;
+use crate::nix::hash::NarHash;
 use crate::nix::signing::{PublicKey, SecretKey};
+use crate::nix::store_path::StorePathHash;
 use crate::store::Store;
 
 /// How NARs are offered in narinfos.
@@ -36,16 +47,41 @@ pub enum ServedCompression {
     Zstd,
 }
 
-/// Who may upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UploadPolicy {
-    /// Nobody (the default).
-    Denied,
-    /// Anybody who can reach the gateway.
-    Open,
-    /// Whoever presents this token (`Authorization: Bearer …`, or as the password of Basic auth, which
-    /// is what Nix sends from a netrc file).
-    Token(String),
+/// What one request, one client and the whole gateway may cost (docs/SECURITY.md).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections and timeouts of the listener.
+    pub conn: ConnLimits,
+    /// Bytes of response bodies held in memory, in all.
+    pub inflight_bytes: usize,
+    /// Bytes of response bodies held in memory for one client address.
+    pub inflight_per_address: usize,
+    /// Bytes of rendered narinfos kept.
+    pub narinfo_cache_bytes: usize,
+    /// Bytes of rendered `.ls` listings kept.
+    pub listing_cache_bytes: usize,
+    /// Entries (files, directories, symlinks) above which a NAR gets no `.ls` (404; Nix treats
+    /// listings as optional).
+    pub max_listing_entries: usize,
+    /// Threads answering lookups (narinfo, listing, completeness checks).
+    pub lookup_threads: usize,
+    /// Uploads ingested at once; more wait (without a thread) for up to a minute, then get 503.
+    pub uploads_at_once: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            conn: ConnLimits::default(),
+            inflight_bytes: 128 << 20,
+            inflight_per_address: 32 << 20,
+            narinfo_cache_bytes: 32 << 20,
+            listing_cache_bytes: 64 << 20,
+            max_listing_entries: 100_000,
+            lookup_threads: 8,
+            uploads_at_once: 4,
+        }
+    }
 }
 
 /// Gateway settings.
@@ -55,28 +91,50 @@ pub struct GatewayConfig {
     pub priority: u32,
     /// How narinfos point at NARs.
     pub compression: ServedCompression,
-    /// Who may PUT.
+    /// Who may PUT, and how large an upload may be.
     pub uploads: UploadPolicy,
-    /// Signs every narinfo served.
+    /// Signs the narinfos of paths the cache vouches for.
     pub key: SecretKey,
-    /// Keys whose signatures on uploaded narinfos are checked (besides our own).
+    /// The node's one set of trusted keys: signatures by them on uploads are checked.
     pub trusted_keys: Vec<PublicKey>,
     /// Print one line per request (`METHOD PATH STATUS`) to stderr.
     pub access_log: bool,
+    /// Costs bounded per request, per client and in all.
+    pub limits: Limits,
 }
+
+/// The client's address, set on every request by [`server::serve`]. A router served some other way
+/// sees no address, and is treated as a remote client (no loopback upload privilege).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
 
 /// Shared state: cheap to clone into every request.
 #[derive(Clone)]
 pub struct Gateway {
     store: Arc<Store>,
     cfg: Arc<GatewayConfig>,
-    narinfos: Arc<narinfo::Cache>,
+    narinfos: Arc<cache::ByteCache<StorePathHash>>,
+    listings: Arc<narinfo::Listings>,
+    budget: stream::Budget,
+    lookups: Arc<pool::Lookups>,
+    health: Arc<health::Health>,
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
     /// A gateway over `store`.
     pub fn new(store: Arc<Store>, cfg: GatewayConfig) -> Self {
-        Gateway { store, cfg: Arc::new(cfg), narinfos: Arc::default() }
+        let l = &cfg.limits;
+        Gateway {
+            store,
+            narinfos: Arc::new(cache::ByteCache::new(l.narinfo_cache_bytes)),
+            listings: Arc::new(narinfo::Listings::new(l.listing_cache_bytes, l.max_listing_entries)),
+            budget: stream::Budget::new(l.inflight_bytes, l.inflight_per_address),
+            lookups: Arc::new(pool::Lookups::new(l.lookup_threads, 4096)),
+            health: Arc::default(),
+            uploads: Arc::new(tokio::sync::Semaphore::new(l.uploads_at_once.max(1))),
+            cfg: Arc::new(cfg),
+        }
     }
 
     /// The axum router; every path goes through one dispatcher over the parsed [`Resource`].
@@ -89,9 +147,33 @@ impl Gateway {
             router
         }
     }
+
+    /// Run a lookup on the lookup pool (never on the pool that streams bodies).
+    async fn lookup<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let store = self.store.clone();
+        self.lookups.run(move || f(&store)).await
+    }
+
+    /// Note that the NAR with this hash is damaged: its paths stop being advertised until it is
+    /// uploaded again.
+    fn mark_damaged(&self, hash: NarHash) {
+        self.health.mark_damaged(hash);
+        self.narinfos.invalidate_all();
+    }
 }
 
-async fn dispatch(State(gw): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn dispatch(
+    State(gw): State<Gateway>,
+    client: Option<Extension<ClientAddr>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let client = client.map(|Extension(ClientAddr(a))| a).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let resource = match http_path::parse(uri.path()) {
         Ok(r) => r,
         Err(PathError::Malformed(why)) => return AppError::BadRequest(why).into_response(),
@@ -101,13 +183,13 @@ async fn dispatch(State(gw): State<Gateway>, method: Method, uri: Uri, headers: 
     let read = method == Method::GET || head;
     let result = match resource {
         Resource::CacheInfo if read => Ok(cacheinfo::get(&gw)),
-        Resource::CacheInfo if method == Method::PUT => upload::put_cache_info(&gw, &headers),
+        Resource::CacheInfo if method == Method::PUT => upload::put_cache_info(&gw, &headers, client),
         Resource::NarInfo(h) if read => narinfo::get(&gw, h).await,
-        Resource::NarInfo(h) if method == Method::PUT => upload::put_narinfo(&gw, &headers, h, body).await,
+        Resource::NarInfo(h) if method == Method::PUT => upload::put_narinfo(&gw, &headers, client, h, body).await,
         Resource::Listing(h) if read => narinfo::listing(&gw, h).await,
-        Resource::Nar { hash, compression } if read => nar::get(&gw, hash, compression, &headers, head).await,
+        Resource::Nar { hash, compression } if read => nar::get(&gw, hash, compression, &headers, head, client).await,
         Resource::Nar { hash, compression } if method == Method::PUT => {
-            upload::put_nar(&gw, &headers, hash, compression, body).await
+            upload::put_nar(&gw, &headers, client, hash, compression, body).await
         }
         Resource::Log if read => Err(AppError::NotFound),
         Resource::Root if read => Ok("nixdag binary cache: see /nix-cache-info\n".into_response()),
@@ -125,13 +207,4 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
         None => eprintln!("{method} {path} {}", res.status().as_u16()),
     }
     res
-}
-
-/// Run a store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    gw: &Gateway,
-    f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    let store = gw.store.clone();
-    tokio::task::spawn_blocking(move || f(&store)).await?
 }

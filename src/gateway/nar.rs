@@ -1,16 +1,18 @@
-//! `GET|HEAD /nar/<NarHash>.nar` (rangeable) and `.nar.zst` (compressed on the fly), streamed from the DAG.
+//! `GET|HEAD /nar/<NarHash>.nar` (rangeable) and `.nar.zst` (compressed on the fly), pulled from the DAG.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::error::AppError;
 use super::http_path::{parse_range, NarCompression, RangeRequest};
-use super::stream::{body_from_blocking, body_from_chunks, CHUNK};
-use super::{blocking, Gateway};
-use crate::dag::{Cid, DagReader};
+use super::stream::{pulled, Produce, CHUNK};
+use super::Gateway;
+use crate::dag::DagReader;
 use crate::nix::hash::NarHash;
 use crate::store::Store;
 
@@ -23,11 +25,25 @@ pub(super) async fn get(
     compression: NarCompression,
     headers: &HeaderMap,
     head: bool,
+    client: IpAddr,
 ) -> Result<Response, AppError> {
     if !matches!(compression, NarCompression::None | NarCompression::Zstd) {
         return Err(AppError::NotFound);
     }
-    let entry = blocking(gw, move |s| Ok(s.nar(&hash)?)).await?.ok_or(AppError::NotFound)?;
+    let health = gw.health.clone();
+    // Before any status is sent: the NAR must be whole (every block present in the index).
+    let entry = gw
+        .lookup(move |s| {
+            let entry = s.nar(&hash)?.ok_or(AppError::NotFound)?;
+            health.check(s, hash, entry.root, entry.nar_size)?;
+            Ok(entry)
+        })
+        .await
+        .inspect_err(|e| {
+            if matches!(e, AppError::Damaged(_)) {
+                gw.narinfos.invalidate_all();
+            }
+        })?;
     let etag = format!("\"{}{}\"", hash.to_nix32(), compression.extension());
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-nix-nar"));
@@ -40,56 +56,100 @@ pub(super) async fn get(
     if matches_etag {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
-    let store = gw.store.clone();
     let size = entry.nar_size;
-    if compression == NarCompression::Zstd {
+    let (status, start, end) = if compression == NarCompression::Zstd {
         // A compressed body has no stable byte offsets to resume from: ranges are for `.nar` only.
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
-        if head {
-            return Ok((StatusCode::OK, h).into_response());
-        }
-        let body = body_from_blocking(move |w| {
-            let mut enc = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
-            copy_dag(&store, entry.root, 0, size, &mut enc)?;
-            enc.finish()?;
-            Ok(())
-        });
-        return Ok((StatusCode::OK, h, body).into_response());
-    }
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
-    let (status, start, end) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, size),
-        RangeRequest::Partial { start, end } => {
-            let cr = format!("bytes {start}-{}/{size}", end - 1);
-            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(AppError::internal)?);
-            (StatusCode::PARTIAL_CONTENT, start, end)
-        }
-        RangeRequest::Unsatisfiable => return Err(AppError::RangeNotSatisfiable(size)),
+        (StatusCode::OK, 0, size)
+    } else {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+        let (status, start, end) = match range {
+            RangeRequest::Full => (StatusCode::OK, 0, size),
+            RangeRequest::Partial { start, end } => {
+                let cr = format!("bytes {start}-{}/{size}", end - 1);
+                h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(AppError::internal)?);
+                (StatusCode::PARTIAL_CONTENT, start, end)
+            }
+            RangeRequest::Unsatisfiable => return Err(AppError::RangeNotSatisfiable(size)),
+        };
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+        (status, start, end)
     };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if head {
         return Ok((status, h).into_response());
     }
-    let body = body_from_chunks(move |send| {
-        let mut r = DagReader::range(&*store, entry.root, start, Some(end)).map_err(io::Error::other)?;
-        while let Some(b) = r.next_bytes(CHUNK).map_err(io::Error::other)? {
-            send(b)?;
-        }
-        Ok(())
-    });
+    if !gw.budget.has_room(client) {
+        return Err(AppError::Busy("too many bytes in flight"));
+    }
+    let reader = DagReader::range(gw.store.clone(), entry.root, start, Some(end)).map_err(AppError::internal)?;
+    let reader = Watched { reader, hash, gw: gw.clone() };
+    let body = if compression == NarCompression::Zstd {
+        let enc =
+            zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
+        pulled(Zstd { reader, enc, done: false }, gw.budget.clone(), client)
+    } else {
+        pulled(reader, gw.budget.clone(), client)
+    };
     Ok((status, h, body).into_response())
 }
 
-/// Copy bytes `[start, end)` of the file under `root` into `w` in large pieces.
-fn copy_dag(store: &Arc<Store>, root: Cid, start: u64, end: u64, w: &mut impl Write) -> io::Result<()> {
-    let mut r = DagReader::range(&**store, root, start, Some(end)).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
+/// A NAR's reader that marks the NAR damaged when a block turns out bad mid-stream (the stream is cut:
+/// once the headers are gone that is the only safe answer; the client's hash check catches it).
+struct Watched {
+    reader: DagReader<Arc<Store>>,
+    hash: NarHash,
+    gw: Gateway,
+}
+
+impl Watched {
+    fn next(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        self.reader.next_bytes(max).map_err(|e| {
+            self.gw.mark_damaged(self.hash);
+            eprintln!("nixdag gateway: NAR {} is damaged: {e}", self.hash);
+            io::Error::other(e)
+        })
+    }
+}
+
+impl Produce for Watched {
+    fn next_batch(&mut self, max: usize, out: &mut Vec<Bytes>) -> io::Result<()> {
+        let mut n = 0;
+        while n < max {
+            match self.next(CHUNK.min(max - n))? {
+                Some(b) => {
+                    n += b.len();
+                    out.push(b);
+                }
+                None => break,
+            }
         }
-        w.write_all(&buf[..n])?;
+        Ok(())
+    }
+}
+
+/// `.nar.zst`: the NAR compressed as it is pulled.
+struct Zstd {
+    reader: Watched,
+    enc: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    done: bool,
+}
+
+impl Produce for Zstd {
+    fn next_batch(&mut self, max: usize, out: &mut Vec<Bytes>) -> io::Result<()> {
+        while !self.done && self.enc.get_ref().len() < max {
+            match self.reader.next(CHUNK)? {
+                Some(b) => self.enc.write_all(&b)?,
+                None => {
+                    self.enc.do_finish()?;
+                    self.done = true;
+                }
+            }
+        }
+        let buf = std::mem::replace(self.enc.get_mut(), Vec::with_capacity(CHUNK));
+        if !buf.is_empty() {
+            out.push(Bytes::from(buf));
+        }
+        Ok(())
     }
 }

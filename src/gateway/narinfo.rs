@@ -1,21 +1,25 @@
 //! `GET|HEAD /<hash>.narinfo` (signed by the gateway) and `GET /<hash>.ls` (the NAR listing).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::cache::ByteCache;
 use super::error::AppError;
 use super::http_path::NarCompression;
-use super::{blocking, Gateway, ServedCompression};
+use super::{Gateway, ServedCompression};
 use crate::dag::DagReader;
-use crate::nix::hash::NixHash;
+use crate::nix::hash::{NarHash, NixHash};
 use crate::nix::nar;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
 
-/// The narinfo as this gateway serves it: pointing at our NAR URL, with our signature added.
+/// The narinfo as this gateway serves it: pointing at our NAR URL, with our signature added. Every path
+/// in the store came through a door the operator trusts (`add` by the store's owner, or an admitted
+/// uploader: docs/SECURITY.md), so the gateway vouches for each.
 pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
     let compression = match gw.cfg.compression {
         ServedCompression::None => NarCompression::None,
@@ -38,49 +42,26 @@ pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
     info
 }
 
-/// Signed narinfos as served, by store-path hash. Narinfo lookups are most of a binary cache's traffic
-/// (Nix asks for every path of a closure, and again for each client), and each costs a database read and
-/// an ed25519 signature; the answer only changes when this process records the path, since one process
-/// owns the store. Misses are not cached: the path may be uploaded a second later.
-#[derive(Default)]
-pub(super) struct Cache(std::sync::RwLock<(HashMap<StorePathHash, Bytes>, u64)>);
-
-/// Entries kept before the cache starts over (a few hundred bytes each).
-const CACHE_ENTRIES: usize = 100_000;
-
-impl Cache {
-    /// The cached answer, or the generation to pass to [`Cache::put`] after reading the store.
-    fn get(&self, h: &StorePathHash) -> Result<Bytes, u64> {
-        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
-        g.0.get(h).cloned().ok_or(g.1)
-    }
-
-    /// Cache an answer read at generation `generation`, unless an invalidation came since (the answer
-    /// may predate it).
-    fn put(&self, h: StorePathHash, text: Bytes, generation: u64) {
-        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if g.1 != generation {
-            return;
-        }
-        if g.0.len() >= CACHE_ENTRIES {
-            g.0.clear();
-        }
-        g.0.insert(h, text);
-    }
-
-    /// Forget a path whose narinfo changed.
-    pub(super) fn invalidate(&self, h: &StorePathHash) {
-        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
-        g.0.remove(h);
-        g.1 += 1;
-    }
-}
-
+/// Narinfo lookups are most of a binary cache's traffic (Nix asks for every path of a closure, and again
+/// for each client), and each costs a database read and an ed25519 signature, so answers are cached
+/// (bounded in bytes). Misses are not cached: the path may be uploaded a second later.
 pub(super) async fn get(gw: &Gateway, hash: StorePathHash) -> Result<Response, AppError> {
     let text = match gw.narinfos.get(&hash) {
         Ok(t) => t,
         Err(generation) => {
-            let info = blocking(gw, move |s| Ok(s.path_info(&hash.to_string())?)).await?.ok_or(AppError::NotFound)?;
+            let health = gw.health.clone();
+            let info = gw
+                .lookup(move |s| {
+                    let info = s.path_info(&hash.to_string())?.ok_or(AppError::NotFound)?;
+                    let entry = s.nar(&info.nar_hash)?.ok_or(AppError::NotFound)?;
+                    // A path whose NAR is not whole is not advertised (Nix would fail on it mid-download).
+                    match health.check(s, info.nar_hash, entry.root, entry.nar_size) {
+                        Ok(()) => Ok(info),
+                        Err(AppError::Damaged(_)) => Err(AppError::NotFound),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
             let text = Bytes::from(served(gw, info).render());
             gw.narinfos.put(hash, text.clone(), generation);
             text
@@ -89,14 +70,71 @@ pub(super) async fn get(gw: &Gateway, hash: StorePathHash) -> Result<Response, A
     Ok(([(header::CONTENT_TYPE, "text/x-nix-narinfo")], text).into_response())
 }
 
+/// Rendered listings by NarHash, bounded in bytes, and the NARs too large to list.
+pub(super) struct Listings {
+    cache: ByteCache<NarHash>,
+    too_large: Mutex<HashSet<NarHash>>,
+    /// Listings built at once (each may parse a whole NAR); others wait without a thread.
+    builds: tokio::sync::Semaphore,
+    max_entries: usize,
+}
+
+impl Listings {
+    pub(super) fn new(budget: usize, max_entries: usize) -> Self {
+        Listings {
+            cache: ByteCache::new(budget),
+            too_large: Mutex::default(),
+            builds: tokio::sync::Semaphore::new(2),
+            max_entries,
+        }
+    }
+
+    fn is_too_large(&self, h: &NarHash) -> bool {
+        self.too_large.lock().unwrap_or_else(|p| p.into_inner()).contains(h)
+    }
+}
+
+/// `.ls`: built once per NAR (at most two at a time, each giving up past the entry cap), then served
+/// from a cache bounded in bytes. A NAR over the cap has no listing: 404, which Nix takes as "none".
 pub(super) async fn listing(gw: &Gateway, hash: StorePathHash) -> Result<Response, AppError> {
-    let json = blocking(gw, move |s| {
-        let info = s.path_info(&hash.to_string())?.ok_or(AppError::NotFound)?;
-        let entry = s.nar(&info.nar_hash)?.ok_or(AppError::NotFound)?;
-        let reader = DagReader::new(s, entry.root).map_err(AppError::internal)?;
-        let listing = nar::list(std::io::BufReader::with_capacity(1 << 20, reader)).map_err(AppError::internal)?;
-        Ok(listing.to_json())
-    })
-    .await?;
+    let nar_hash = gw.lookup(move |s| Ok(s.path_info(&hash.to_string())?.ok_or(AppError::NotFound)?.nar_hash)).await?;
+    let ls = &gw.listings;
+    let cached = |ls: &Listings| -> Result<Result<Bytes, u64>, AppError> {
+        if ls.is_too_large(&nar_hash) || gw.health.is_damaged(&nar_hash) {
+            return Err(AppError::NotFound);
+        }
+        Ok(ls.cache.get(&nar_hash))
+    };
+    let json = match cached(ls)? {
+        Ok(j) => j,
+        Err(_) => {
+            let _permit = ls.builds.acquire().await.map_err(AppError::internal)?;
+            match cached(ls)? {
+                Ok(j) => j,
+                Err(generation) => {
+                    let max = ls.max_entries;
+                    let built = gw
+                        .lookup(move |s| {
+                            let entry = s.nar(&nar_hash)?.ok_or(AppError::NotFound)?;
+                            let reader = DagReader::new(s, entry.root).map_err(AppError::internal)?;
+                            let listing = nar::list_bounded(std::io::BufReader::with_capacity(1 << 16, reader), max)
+                                .map_err(AppError::internal)?;
+                            Ok(listing.map(|l| Bytes::from(l.to_json())))
+                        })
+                        .await?;
+                    match built {
+                        Some(j) => {
+                            ls.cache.put(nar_hash, j.clone(), generation);
+                            j
+                        }
+                        None => {
+                            ls.too_large.lock().unwrap_or_else(|p| p.into_inner()).insert(nar_hash);
+                            return Err(AppError::NotFound);
+                        }
+                    }
+                }
+            }
+        }
+    };
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }

@@ -1,112 +1,178 @@
-//! Bridges between async bodies and the synchronous store: bounded channels, so memory stays flat
-//! whatever the NAR size and a slow client slows the reader instead of filling RAM.
+//! Bridges between async bodies and the synchronous store.
+//!
+//! Responses are *pulled*: a body asks for its next batch (up to [`BATCH`] bytes) only when the client
+//! has taken the previous ones, and each batch is read by a short task on the blocking pool that returns
+//! at once. No thread ever waits on a client (the old design parked a blocking thread per slow reader on
+//! a full channel, and ~530 readers that never read froze every other request). One batch is read
+//! ahead while the current one is sent, so reading and sending overlap on two cores.
+//!
+//! Every batch holds bytes of a [`Budget`]: one per client address and one for the whole gateway. The
+//! bytes are returned when the socket has taken the last piece of the batch, so what slow clients can
+//! make the gateway hold is bounded by the budget, not by how many there are.
 
-use std::io::{self, Read, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
-/// Batches queued per stream: with [`BATCH`] this bounds a stream's buffered bytes (about
-/// (DEPTH + 1) × BATCH), so 32 concurrent 1 GiB downloads stay far under 200 MiB.
-const DEPTH: usize = 2;
-/// Bytes per chunk sent to the client.
+/// Bytes per chunk handed to the socket.
 pub const CHUNK: usize = 256 * 1024;
+
+/// Bytes one blocking read produces: one wake-up per batch rather than per leaf (thread hand-offs
+/// showed up as a fifth of the serving CPU when every 64 KiB leaf crossed alone).
+pub const BATCH: usize = 512 * 1024;
 
 /// Request-body frames queued for the ingest thread (frames are small; a few MiB at most).
 const UPLOAD_DEPTH: usize = 64;
 
-/// Bytes gathered before a batch crosses to the async side: one wake-up per batch rather than per
-/// leaf (thread hand-offs showed up as a fifth of the serving CPU when every 64 KiB leaf crossed alone).
-const BATCH: usize = 512 * 1024;
+/// Bytes response bodies may hold in memory: in all, and per client address.
+#[derive(Clone)]
+pub struct Budget {
+    global: Arc<Semaphore>,
+    per_address: usize,
+    addresses: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
 
-type Batch = io::Result<Vec<Bytes>>;
+/// One batch's share of a [`Budget`]; dropping it returns the bytes.
+pub struct Held {
+    _global: OwnedSemaphorePermit,
+    _address: OwnedSemaphorePermit,
+}
 
-/// A response body fed by a blocking producer that writes into the returned [`ChannelWriter`].
-pub fn body_from_blocking(produce: impl FnOnce(&mut ChannelWriter) -> io::Result<()> + Send + 'static) -> Body {
-    let (tx, rx) = mpsc::channel::<Batch>(DEPTH);
-    tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK), batch: Vec::new(), batched: 0 };
-        let r = produce(&mut w).and_then(|()| w.flush());
-        if let Err(e) = r {
-            // The client sees a cut-off body; Nix then checks the hash and retries elsewhere.
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                eprintln!("nixdag gateway: stream failed: {e}");
-            }
-            let _ = w.tx.blocking_send(Err(e));
+impl Budget {
+    /// A budget of `global` bytes in all and `per_address` bytes for any one client address.
+    pub fn new(global: usize, per_address: usize) -> Self {
+        Budget {
+            global: Arc::new(Semaphore::new(global.max(BATCH))),
+            per_address: per_address.max(BATCH),
+            addresses: Arc::default(),
         }
-    });
-    // Unpack batches into the body's chunks.
-    let stream = futures_util::stream::unfold((rx, std::collections::VecDeque::new()), |(mut rx, mut q)| async move {
+    }
+
+    fn address(&self, addr: IpAddr) -> Arc<Semaphore> {
+        let mut map = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget addresses that hold nothing, so the map does not grow with every client ever seen.
+        if map.len() > 1024 {
+            let full = self.per_address;
+            map.retain(|_, s| s.available_permits() < full || Arc::strong_count(s) > 1);
+        }
+        map.entry(addr).or_insert_with(|| Arc::new(Semaphore::new(self.per_address))).clone()
+    }
+
+    /// Whether a new body for `addr` could start now; if not, the caller answers 503 with
+    /// `Retry-After` instead of queueing the client.
+    pub fn has_room(&self, addr: IpAddr) -> bool {
+        self.global.available_permits() >= BATCH && self.address(addr).available_permits() >= BATCH
+    }
+
+    fn try_hold(&self, addr: IpAddr) -> Option<Held> {
+        let address = self.address(addr).try_acquire_many_owned(BATCH as u32).ok()?;
+        let global = self.global.clone().try_acquire_many_owned(BATCH as u32).ok()?;
+        Some(Held { _global: global, _address: address })
+    }
+
+    async fn hold(&self, addr: IpAddr) -> Option<Held> {
+        let address = self.address(addr).acquire_many_owned(BATCH as u32).await.ok()?;
+        let global = self.global.clone().acquire_many_owned(BATCH as u32).await.ok()?;
+        Some(Held { _global: global, _address: address })
+    }
+}
+
+/// The source of a response body: fills `out` with at most `max` bytes per call; an empty `out` means
+/// the end. Runs on the blocking pool, one call at a time.
+pub trait Produce: Send + 'static {
+    /// The next pieces of the body.
+    fn next_batch(&mut self, max: usize, out: &mut Vec<Bytes>) -> io::Result<()>;
+}
+
+/// A piece of a batch that returns the batch's budget once the last piece is dropped.
+struct Budgeted {
+    bytes: Bytes,
+    _held: Arc<Held>,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+type Ahead<P> = JoinHandle<(P, io::Result<Vec<Bytes>>, Held)>;
+
+struct Pull<P> {
+    producer: Option<P>,
+    queue: VecDeque<Bytes>,
+    ahead: Option<Ahead<P>>,
+    budget: Budget,
+    client: IpAddr,
+}
+
+impl<P: Produce> Pull<P> {
+    /// Start reading the next batch, holding `held` for it.
+    fn start(&mut self, held: Held) {
+        if let Some(mut p) = self.producer.take() {
+            self.ahead = Some(tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let r = p.next_batch(BATCH, &mut out).map(|()| out);
+                (p, r, held)
+            }));
+        }
+    }
+
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
         loop {
-            if let Some(b) = q.pop_front() {
-                return Some((Ok(b), (rx, q)));
+            if let Some(b) = self.queue.pop_front() {
+                // Read ahead while this piece is sent, if the budget allows without waiting.
+                if self.ahead.is_none() && self.producer.is_some() {
+                    if let Some(held) = self.budget.try_hold(self.client) {
+                        self.start(held);
+                    }
+                }
+                return Some(Ok(b));
             }
-            match rx.recv().await? {
-                Ok(batch) => q.extend(batch),
-                Err(e) => return Some((Err(e), (rx, q))),
+            if self.ahead.is_none() {
+                self.producer.as_ref()?;
+                // Waiting here holds no thread: the task sleeps until another body returns budget.
+                let held = self.budget.hold(self.client).await?;
+                self.start(held);
+            }
+            let handle = self.ahead.take()?;
+            let (p, r, held) = match handle.await {
+                Ok(x) => x,
+                Err(e) => return Some(Err(io::Error::other(format!("reader task failed: {e}")))),
+            };
+            match r {
+                Ok(batch) if batch.is_empty() => return None,
+                Ok(batch) => {
+                    self.producer = Some(p);
+                    let held = Arc::new(held);
+                    self.queue.extend(
+                        batch.into_iter().map(|bytes| Bytes::from_owner(Budgeted { bytes, _held: held.clone() })),
+                    );
+                }
+                // The client sees a cut-off body (its length or hash check fails); nothing more is read.
+                Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+/// A response body pulled from `producer`, holding at most two batches of `budget` at a time.
+pub fn pulled<P: Produce>(producer: P, budget: Budget, client: IpAddr) -> Body {
+    let pull = Pull { producer: Some(producer), queue: VecDeque::new(), ahead: None, budget, client };
+    let stream = futures_util::stream::unfold(pull, |mut pull| async move {
+        let item = pull.next().await?;
+        if item.is_err() {
+            pull.producer = None;
+        }
+        Some((item, pull))
     });
     Body::from_stream(stream)
-}
-
-/// A response body fed by a blocking producer that hands over ready-made chunks through `send`
-/// (no copying: leaf slices go to the socket as they are).
-pub fn body_from_chunks(
-    produce: impl FnOnce(&mut dyn FnMut(Bytes) -> io::Result<()>) -> io::Result<()> + Send + 'static,
-) -> Body {
-    body_from_blocking(move |w| produce(&mut |b: Bytes| w.push(b)))
-}
-
-/// The producer's end of a response body.
-pub struct ChannelWriter {
-    tx: mpsc::Sender<Batch>,
-    buf: Vec<u8>,
-    batch: Vec<Bytes>,
-    batched: usize,
-}
-
-impl ChannelWriter {
-    /// Queue a ready chunk; a full batch is sent.
-    fn push(&mut self, b: Bytes) -> io::Result<()> {
-        self.batched += b.len();
-        self.batch.push(b);
-        if self.batched >= BATCH {
-            self.send_batch()?;
-        }
-        Ok(())
-    }
-
-    fn send_batch(&mut self) -> io::Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.batched = 0;
-        self.tx
-            .blocking_send(Ok(std::mem::take(&mut self.batch)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-            self.push(chunk)?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-            self.batch.push(chunk);
-        }
-        self.send_batch()
-    }
 }
 
 /// A blocking reader over a request body that an async task pumps in.

@@ -6,20 +6,23 @@
 //! NAR is present with the same NarHash and NarSize, and every signature by a key we know verifies.
 
 use std::io::{self, BufReader, Read};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use data_encoding::BASE64;
 use sha2::Digest;
 
 use super::error::AppError;
 use super::http_path::NarCompression;
+use super::policy::{judge_narinfo, Known, Verdict};
 use super::stream::{reader_from_body, ChannelReader};
-use super::{blocking, Gateway, UploadPolicy};
+use super::Gateway;
 use crate::chunk::ChunkerConfig;
-use crate::nix::hash::NarHash;
-use crate::nix::nar::NarErrorKind;
+use crate::dag::DagReader;
+use crate::nix::hash::{Hasher, NarHash, NixHash};
+use crate::nix::nar::{NarErrorKind, NarVisitor};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
 use crate::store::{self, Manifest, StoreError};
@@ -27,32 +30,8 @@ use crate::store::{self, Manifest, StoreError};
 /// Nix's narinfos are a few KiB; anything this large is not one.
 const MAX_NARINFO: usize = 1 << 20;
 
-fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), AppError> {
-    let token = match &gw.cfg.uploads {
-        UploadPolicy::Denied => return Err(AppError::UploadsDisabled),
-        UploadPolicy::Open => return Ok(()),
-        UploadPolicy::Token(t) => t,
-    };
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let presented = if let Some(b) = auth.strip_prefix("Bearer ") {
-        Some(b.trim().to_string())
-    } else if let Some(b) = auth.strip_prefix("Basic ") {
-        BASE64
-            .decode(b.trim().as_bytes())
-            .ok()
-            .and_then(|d| String::from_utf8(d).ok())
-            .and_then(|s| s.split_once(':').map(|(_, pass)| pass.to_string()))
-    } else {
-        None
-    };
-    match presented {
-        Some(p) if p.as_bytes() == token.as_bytes() => Ok(()),
-        _ => Err(AppError::Unauthorized),
-    }
-}
-
-pub(super) fn put_cache_info(gw: &Gateway, headers: &HeaderMap) -> Result<Response, AppError> {
-    authorize(gw, headers)?;
+pub(super) fn put_cache_info(gw: &Gateway, headers: &HeaderMap, client: IpAddr) -> Result<Response, AppError> {
+    gw.cfg.uploads.authorize(headers, client)?;
     // Our nix-cache-info is fixed by configuration; accept the upload so `nix copy --to` proceeds.
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -61,6 +40,8 @@ pub(super) fn put_cache_info(gw: &Gateway, headers: &HeaderMap) -> Result<Respon
 struct Checked {
     inner: ChannelReader,
     sha: sha2::Sha256,
+    /// Bytes received so far (the expansion limit compares the NAR against them).
+    received: u64,
     expected: NarHash,
     /// The hash was compared already (a reader may be asked for more after its end, and must say 0 again).
     finished: bool,
@@ -90,6 +71,7 @@ impl Read for Checked {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(out)?;
         self.sha.update(&out[..n]);
+        self.received += n as u64;
         Ok(n)
     }
 }
@@ -123,6 +105,38 @@ impl Decoded {
     }
 }
 
+/// The decompressed NAR within the upload limits: at most `max_size` bytes, and at most `max_ratio`
+/// times what was received (plus 1 MiB of slack, so tiny NARs are not judged by their ratio).
+struct Limited {
+    inner: Decoded,
+    produced: u64,
+    max_size: u64,
+    max_ratio: u64,
+}
+
+/// The error a limit raises; the handler answers it with 413.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct OverLimit(String);
+
+impl Read for Limited {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.produced += n as u64;
+        if self.produced > self.max_size {
+            return Err(io::Error::other(OverLimit(format!("NAR over the upload limit of {} bytes", self.max_size))));
+        }
+        let received = self.inner.raw().received;
+        if self.produced > (1 << 20) + received.saturating_mul(self.max_ratio) {
+            return Err(io::Error::other(OverLimit(format!(
+                "upload expands more than {}-fold ({} bytes from {received})",
+                self.max_ratio, self.produced
+            ))));
+        }
+        Ok(n)
+    }
+}
+
 impl Read for Decoded {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = match self {
@@ -138,72 +152,143 @@ impl Read for Decoded {
     }
 }
 
+/// Wait (without a thread) for an ingest slot: uploads cost CPU and a blocking thread each.
+async fn upload_slot(gw: &Gateway) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    match tokio::time::timeout(Duration::from_secs(60), gw.uploads.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(AppError::internal(e)),
+        Err(_) => Err(AppError::Busy("too many uploads at once")),
+    }
+}
+
+/// Whether an ingest failed on an upload limit (then 413), with the message.
+fn over_limit(e: &StoreError) -> Option<String> {
+    let io = match e {
+        StoreError::Nar(n) => match n.kind() {
+            NarErrorKind::Io(io) => io,
+            _ => return None,
+        },
+        StoreError::Io { source, .. } => source,
+        _ => return None,
+    };
+    io.get_ref().and_then(|i| i.downcast_ref::<OverLimit>()).map(|o| o.0.clone())
+}
+
 pub(super) async fn put_nar(
     gw: &Gateway,
     headers: &HeaderMap,
+    client: IpAddr,
     file_hash: NarHash,
     compression: NarCompression,
     body: Body,
 ) -> Result<Response, AppError> {
-    authorize(gw, headers)?;
+    let policy = &gw.cfg.uploads;
+    policy.authorize(headers, client)?;
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > policy.max_nar_size) {
+        return Err(AppError::TooLarge(format!(
+            "upload of {} bytes (limit {})",
+            declared.unwrap_or(0),
+            policy.max_nar_size
+        )));
+    }
+    let _slot = upload_slot(gw).await?;
     let (reader, pump) = reader_from_body(body);
     let store = gw.store.clone();
+    let (max_size, max_ratio) = (policy.max_nar_size, policy.max_expansion);
     let ingest = tokio::task::spawn_blocking(move || {
-        let raw = Checked { inner: reader, sha: sha2::Sha256::new(), expected: file_hash, finished: false };
+        let raw =
+            Checked { inner: reader, sha: sha2::Sha256::new(), received: 0, expected: file_hash, finished: false };
         let decoded = Decoded::new(compression, raw)
             .map_err(|e| StoreError::Io { context: "starting decompression".into(), source: e })?;
-        store::add_nar(&store, BufReader::with_capacity(1 << 20, decoded), ChunkerConfig::default(), None)
+        let limited = Limited { inner: decoded, produced: 0, max_size, max_ratio };
+        store::add_nar(&store, BufReader::with_capacity(1 << 20, limited), ChunkerConfig::default(), None)
     });
     let ((), result) = tokio::join!(pump, ingest);
     match result? {
         Ok(added) => {
+            gw.health.healed(&added.nar_hash, &added.root);
+            gw.narinfos.invalidate_all();
             Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size)).into_response())
         }
-        // The store failing to take the bytes (a full disk, say) is ours to answer for, not the client's.
+        Err(e) if over_limit(&e).is_some() => Err(AppError::TooLarge(over_limit(&e).unwrap_or_default())),
+        Err(e) if e.is_out_of_space() => Err(e.into()),
+        // The store failing to take the bytes is ours to answer for, not the client's.
         Err(StoreError::Nar(e)) if matches!(e.kind(), NarErrorKind::Output(_)) => Err(AppError::internal(e)),
         Err(e @ (StoreError::Nar(_) | StoreError::HashMismatch { .. })) => Err(AppError::BadRequest(e.to_string())),
-        Err(e) => Err(AppError::internal(e)),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The hash of a NAR's contents when the NAR is a single regular file (what a flat or text CA claim
+/// is about); `None` for anything else. Reads the NAR; flat CA paths are single files, and a NAR that
+/// turns out to be a directory stops the parse at its first entry.
+fn flat_hash(store: &store::Store, root: crate::dag::Cid, algo: crate::nix::hash::HashAlgo) -> Option<NixHash> {
+    struct Flat {
+        hasher: Option<Hasher>,
+        regular: bool,
+    }
+    impl NarVisitor for Flat {
+        fn regular_begin(&mut self, _x: bool, _len: u64, _off: u64) -> io::Result<()> {
+            self.regular = true;
+            Ok(())
+        }
+        fn regular_data(&mut self, data: &[u8]) -> io::Result<()> {
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(data);
+            }
+            Ok(())
+        }
+        fn directory_begin(&mut self) -> io::Result<()> {
+            Err(io::Error::other("a directory, not a file"))
+        }
+        fn symlink(&mut self, _t: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("a symlink, not a file"))
+        }
+    }
+    let reader = DagReader::new(store, root).ok()?;
+    let mut v = Flat { hasher: Some(Hasher::new(algo)), regular: false };
+    crate::nix::nar::parse(BufReader::with_capacity(1 << 16, reader), &mut v).ok()?;
+    if !v.regular {
+        return None;
+    }
+    v.hasher.take().map(Hasher::finish)
 }
 
 pub(super) async fn put_narinfo(
     gw: &Gateway,
     headers: &HeaderMap,
+    client: IpAddr,
     hash: StorePathHash,
     body: Body,
 ) -> Result<Response, AppError> {
-    authorize(gw, headers)?;
-    let bytes = axum::body::to_bytes(body, MAX_NARINFO).await.map_err(|_| AppError::TooLarge("narinfo"))?;
+    gw.cfg.uploads.authorize(headers, client)?;
+    let bytes = axum::body::to_bytes(body, MAX_NARINFO).await.map_err(|_| AppError::TooLarge("narinfo".into()))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| AppError::BadRequest("narinfo is not UTF-8".into()))?;
     let info = NarInfo::parse(text).map_err(|e| AppError::BadRequest(format!("invalid narinfo: {e}")))?;
     if *info.store_path.hash() != hash {
         return Err(AppError::BadRequest(format!("narinfo for {} uploaded as {hash}.narinfo", info.store_path)));
     }
-    let fingerprint = info.fingerprint();
-    for sig in &info.sigs {
-        let name = sig.split_once(':').map(|(n, _)| n).unwrap_or("");
-        let own = gw.cfg.key.public();
-        let key = std::iter::once(&own).chain(&gw.cfg.trusted_keys).find(|k| k.name() == name);
-        if let Some(k) = key {
-            if !k.verify(&fingerprint, sig) {
-                return Err(AppError::BadRequest(format!("bad signature by {name} on {}", info.store_path)));
-            }
+    let mut keys = vec![gw.cfg.key.public()];
+    keys.extend(gw.cfg.trusted_keys.iter().cloned());
+    gw.lookup(move |s| {
+        let existing = s.path_info(&hash.to_string())?;
+        let stored = s.nar(&info.nar_hash)?;
+        let has_path = |p: &crate::nix::store_path::StorePath| {
+            s.path_info(&p.hash().to_string()).ok().flatten().is_some_and(|i| i.store_path == *p)
+        };
+        let flat = |h: &NixHash| stored.as_ref().and_then(|e| flat_hash(s, e.root, h.algo));
+        let known = Known {
+            existing: existing.as_ref(),
+            stored_nar_size: stored.as_ref().map(|e| e.nar_size),
+            has_path: &has_path,
+            flat_hash: &flat,
+            keys: &keys,
+        };
+        match judge_narinfo(&info, &known)? {
+            Verdict::Record(info) => s.begin_ingest().commit(&[Manifest::Path(Box::new(info))])?,
+            Verdict::Unchanged => {}
         }
-    }
-    blocking(gw, move |s| {
-        let entry = s.nar(&info.nar_hash)?.ok_or_else(|| {
-            AppError::BadRequest(format!(
-                "NAR {} of {} is not in the cache: upload it first",
-                info.nar_hash, info.store_path
-            ))
-        })?;
-        if entry.nar_size != info.nar_size {
-            return Err(AppError::BadRequest(format!(
-                "NarSize {} does not match the stored NAR's {} bytes",
-                info.nar_size, entry.nar_size
-            )));
-        }
-        s.begin_ingest().commit(&[Manifest::Path(Box::new(info))])?;
         Ok(())
     })
     .await?;

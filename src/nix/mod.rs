@@ -16,6 +16,7 @@
 //! The module does no async I/O and imports no storage or HTTP crates, so it could become a
 //! crate of its own without a rewrite.
 
+pub mod ca;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;

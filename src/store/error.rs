@@ -67,6 +67,13 @@ pub enum StoreError {
         /// The hash of the bytes received.
         got: String,
     },
+    /// A command that only reads was pointed at a directory that holds no store (a mistyped `--store`
+    /// must not create an empty store and report it consistent).
+    #[error("{path} is not a nixdag store (no index.redb): check --store or NIXDAG_STORE")]
+    NotAStore {
+        /// The directory given.
+        path: PathBuf,
+    },
     /// A manifest refers to a NAR the store does not hold.
     #[error("no NAR with hash {0} in the store")]
     NoSuchNar(NarHash),
@@ -89,6 +96,28 @@ impl StoreError {
 
     pub(crate) fn db<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
         move |e| StoreError::Db { context, source: e.into() }
+    }
+
+    /// Whether the store failed because its disk (or quota) is full: the gateway answers 507 and the CLI
+    /// says so in words, instead of a bare "internal error".
+    pub fn is_out_of_space(&self) -> bool {
+        fn io_full(e: &io::Error) -> bool {
+            e.kind() == io::ErrorKind::StorageFull
+                || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                || e.get_ref().and_then(|i| i.downcast_ref::<StoreError>()).is_some_and(StoreError::is_out_of_space)
+        }
+        match self {
+            StoreError::Io { source, .. } => io_full(source),
+            StoreError::Db { source, .. } => match source {
+                redb::Error::Io(e) => io_full(e),
+                _ => false,
+            },
+            StoreError::Nar(e) => match e.kind() {
+                crate::nix::nar::NarErrorKind::Io(io) | crate::nix::nar::NarErrorKind::Output(io) => io_full(io),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// Recover a store error that travelled through an `io::Error` (block sinks speak `io`).

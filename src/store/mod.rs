@@ -141,9 +141,20 @@ impl Store {
     /// for a writer. Opening for writing costs a header write and several fsyncs of the index (10 ms of a
     /// 16 ms `cat --range`). Falls back to [`open`](Self::open) when the store must be written first: it
     /// does not exist yet, was not closed cleanly, or has an older format to upgrade.
+    ///
+    /// A directory without `index.redb` is [`StoreError::NotAStore`]: a reader never creates a store. On a
+    /// store the process may not write (a read-only mount, another user's files), a clean index is read
+    /// as it is; only a store that needs writing first fails.
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.join("index.redb").is_file() {
+            return Err(StoreError::NotAStore { path: dir.to_path_buf() });
+        }
         let lock_path = dir.join("lock");
-        let Ok(lock) = OpenOptions::new().read(true).open(&lock_path) else { return Store::open(dir) };
+        let lock = match OpenOptions::new().read(true).open(&lock_path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Store::open(dir),
+            Err(e) => return Err(StoreError::Io { context: format!("opening {}", lock_path.display()), source: e }),
+        };
         if lock.try_lock_shared().is_err() {
             eprintln!("nixdag: waiting for another nixdag process to release {}", dir.display());
             lock.lock_shared().context(|| format!("locking {}", lock_path.display()))?;

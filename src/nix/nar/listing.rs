@@ -126,10 +126,20 @@ pub(super) fn write_json_string(out: &mut String, s: &str) {
 ///
 /// Memory grows with the number of entries (the listing is the result), not with file sizes.
 pub fn list<R: Read>(r: R) -> Result<NarListing, NarError> {
-    let mut lister = Lister::default();
-    parse(r, &mut lister)?;
+    list_bounded(r, usize::MAX)
+        .map(|l| l.unwrap_or(NarListing { root: NarEntry::Directory { entries: BTreeMap::new() } }))
+}
+
+/// Like [`list`], but gives up (returning `None`) once the NAR has more than `max_entries` nodes, so a
+/// hostile NAR of a million empty files costs a bounded amount of memory and time to refuse.
+pub fn list_bounded<R: Read>(r: R, max_entries: usize) -> Result<Option<NarListing>, NarError> {
+    let mut lister = Lister { left: max_entries, ..Lister::default() };
+    match parse(r, &mut lister) {
+        Err(_) if lister.over => return Ok(None),
+        r => r?,
+    };
     match lister.root {
-        Some(root) => Ok(NarListing { root }),
+        Some(root) => Ok(Some(NarListing { root })),
         // `parse` succeeded, so a root node was seen; this cannot happen.
         None => Err(NarError::new(super::NarErrorKind::Truncated, 0, "/".to_owned())),
     }
@@ -143,9 +153,23 @@ struct Lister {
     /// Open directories: their entries so far and the name of the entry being read.
     stack: Vec<(Entries, Vec<u8>)>,
     root: Option<NarEntry>,
+    /// Nodes still allowed.
+    left: usize,
+    /// The NAR had more nodes than allowed.
+    over: bool,
 }
 
 impl Lister {
+    /// Count one more node; fails the parse once over the limit.
+    fn count(&mut self) -> io::Result<()> {
+        if self.left == 0 {
+            self.over = true;
+            return Err(io::Error::other("too many entries for a listing"));
+        }
+        self.left -= 1;
+        Ok(())
+    }
+
     fn complete(&mut self, entry: NarEntry) {
         match self.stack.last_mut() {
             Some((entries, name)) => {
@@ -158,16 +182,19 @@ impl Lister {
 
 impl NarVisitor for Lister {
     fn regular_begin(&mut self, executable: bool, len: u64, contents_offset: u64) -> io::Result<()> {
+        self.count()?;
         self.complete(NarEntry::Regular { size: len, executable, nar_offset: contents_offset });
         Ok(())
     }
 
     fn symlink(&mut self, target: &[u8]) -> io::Result<()> {
+        self.count()?;
         self.complete(NarEntry::Symlink { target: String::from_utf8_lossy(target).into_owned() });
         Ok(())
     }
 
     fn directory_begin(&mut self) -> io::Result<()> {
+        self.count()?;
         self.stack.push((BTreeMap::new(), Vec::new()));
         Ok(())
     }

@@ -70,7 +70,7 @@ use std::io;
 pub use self::dump::dump_path;
 pub use self::encoder::NarEncoder;
 pub use self::error::{NarError, NarErrorKind, NarWriteError};
-pub use self::listing::{list, NarEntry, NarListing};
+pub use self::listing::{list, list_bounded, NarEntry, NarListing};
 pub use self::parser::{parse, NarVisitor};
 pub use self::restore::restore;
 use crate::nix::hash::NarHash;
