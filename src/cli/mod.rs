@@ -68,17 +68,30 @@ pub fn run(cli: Cli) -> Result<()> {
         None => Store::default_dir().context("no --store, NIXDAG_STORE, XDG_DATA_HOME or HOME to find the store")?,
     };
     let dir = store_dir.clone();
-    guard_index(&store_dir, move || run_in(dir, cli.command)).map_err(explain_full_disk)
+    guard_index(&store_dir, move || run_in(dir, cli.command)).map_err(|e| explain(e, &store_dir))
 }
 
-/// A full disk is the operator's to fix, so say it in words beside the OS error.
-fn explain_full_disk(e: anyhow::Error) -> anyhow::Error {
-    let full = e.chain().any(|c| c.downcast_ref::<crate::store::StoreError>().is_some_and(|s| s.is_out_of_space()));
-    if full {
-        e.context("the disk holding the store is full: free space, then run the command again (nothing was lost)")
-    } else {
-        e
+/// Faults the operator must act on get a sentence saying so beside the OS or redb error: a full disk,
+/// and an index redb reports as corrupted.
+fn explain(e: anyhow::Error, store_dir: &std::path::Path) -> anyhow::Error {
+    use crate::store::StoreError;
+    let store_err = || e.chain().filter_map(|c| c.downcast_ref::<StoreError>());
+    if store_err().any(|s| s.is_out_of_space()) {
+        return e
+            .context("the disk holding the store is full: free space, then run the command again (nothing was lost)");
     }
+    let corrupt = store_err().any(|s| {
+        matches!(s, StoreError::Db { source: redb::Error::Corrupted(_), .. })
+            || matches!(s, StoreError::Db { source: redb::Error::Io(io), .. } if io.kind() == std::io::ErrorKind::InvalidData)
+    });
+    if corrupt {
+        let index = store_dir.join("index.redb");
+        return e.context(format!(
+            "the store's index {} is damaged: run `nixdag verify` to see what is affected, or restore it from a backup",
+            index.display()
+        ));
+    }
+    e
 }
 
 /// redb checks its file as it reads and, on some damage, panics instead of returning an error. Such a

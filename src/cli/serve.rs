@@ -63,7 +63,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "128M", value_name = "SIZE", value_parser = super::parse_size)]
     inflight_bytes: u64,
     /// Bytes of NAR bodies held in memory for one client address
-    #[arg(long, default_value = "32M", value_name = "SIZE", value_parser = super::parse_size)]
+    #[arg(long, default_value = "8M", value_name = "SIZE", value_parser = super::parse_size)]
     inflight_per_address: u64,
     /// Print one line per request to stderr
     #[arg(long)]

@@ -54,7 +54,8 @@ pub struct Limits {
     pub conn: ConnLimits,
     /// Bytes of response bodies held in memory, in all.
     pub inflight_bytes: usize,
-    /// Bytes of response bodies held in memory for one client address.
+    /// Bytes of response bodies held in memory for one client address (a host's bodies wait for each
+    /// other beyond it; small, so that many addresses of slow readers cannot use up the global budget).
     pub inflight_per_address: usize,
     /// Bytes of rendered narinfos kept.
     pub narinfo_cache_bytes: usize,
@@ -74,7 +75,7 @@ impl Default for Limits {
         Limits {
             conn: ConnLimits::default(),
             inflight_bytes: 128 << 20,
-            inflight_per_address: 32 << 20,
+            inflight_per_address: 8 << 20,
             narinfo_cache_bytes: 32 << 20,
             listing_cache_bytes: 64 << 20,
             max_listing_entries: 100_000,

@@ -79,7 +79,7 @@ pub(super) async fn get(
     if head {
         return Ok((status, h).into_response());
     }
-    if !gw.budget.has_room(client) {
+    if !gw.budget.has_room() {
         return Err(AppError::Busy("too many bytes in flight"));
     }
     let reader = DagReader::range(gw.store.clone(), entry.root, start, Some(end)).map_err(AppError::internal)?;

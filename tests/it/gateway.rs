@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// A running `nixdag serve` on an ephemeral loopback port, with its access log collected.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub url: String,
     pub public_key: String,
     log: Arc<Mutex<Vec<String>>>,
@@ -66,25 +66,25 @@ impl Drop for Server {
     }
 }
 
-fn unsafe_kill_term(pid: u32) {
+pub(crate) fn unsafe_kill_term(pid: u32) {
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 
 /// Nix with a fresh narinfo cache (Nix caches narinfo answers per cache URL).
-fn nix(work: &Path, tag: &str) -> Command {
+pub(crate) fn nix(work: &Path, tag: &str) -> Command {
     let mut c = Command::new("nix");
     c.env("XDG_CACHE_HOME", work.join(format!("xdg-{tag}"))).args(["--extra-experimental-features", "nix-command"]);
     c
 }
 
-fn run(c: &mut Command) -> String {
+pub(crate) fn run(c: &mut Command) -> String {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{c:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
 
 /// An input-addressed closure (top → dep) built by real Nix; `payload` bytes of random data in top.
-fn build_closure(work: &Path, payload: u64) -> PathBuf {
+pub(crate) fn build_closure(work: &Path, payload: u64) -> PathBuf {
     require_nix();
     let expr = work.join("closure.nix");
     fs::write(
@@ -105,7 +105,7 @@ in derivation {{ name = "nixdag-test-top"; system = builtins.currentSystem; buil
 }
 
 /// `nix copy --from` the gateway into the Nix store at `other`, trusting only the gateway's key.
-fn copy_from_gateway(w: &Path, server: &Server, other: &Path, path: &Path) {
+pub(crate) fn copy_from_gateway(w: &Path, server: &Server, other: &Path, path: &Path) {
     run(nix(w, "from")
         .args(["copy", "--store"])
         .arg(other)
@@ -114,7 +114,7 @@ fn copy_from_gateway(w: &Path, server: &Server, other: &Path, path: &Path) {
         .arg(path));
 }
 
-fn closure_of(path: &Path) -> Vec<String> {
+pub(crate) fn closure_of(path: &Path) -> Vec<String> {
     run(Command::new("nix-store").arg("-qR").arg(path)).lines().map(String::from).collect()
 }
 
@@ -224,18 +224,18 @@ fn nix_store_realise_substitutes_a_100_mib_closure() {
     assert!(server.requests().iter().any(|l| l.starts_with("GET /nar/") && l.contains(" 200")));
 }
 
-fn curl(args: &[&str]) -> std::process::Output {
+pub(crate) fn curl(args: &[&str]) -> std::process::Output {
     Command::new("curl").args(["-sS"]).args(args).output().unwrap()
 }
 
-fn curl_ok(url: &str) -> String {
+pub(crate) fn curl_ok(url: &str) -> String {
     let o = curl(&["--fail", url]);
     assert!(o.status.success(), "curl {url}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
 
 /// `curl -D - URL` headers and body.
-fn curl_full(args: &[&str]) -> (u16, String, Vec<u8>) {
+pub(crate) fn curl_full(args: &[&str]) -> (u16, String, Vec<u8>) {
     let mut a = vec!["-D", "-", "-o", "-"];
     a.extend_from_slice(args);
     let o = curl(&a);

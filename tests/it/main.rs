@@ -11,4 +11,5 @@ mod gc;
 mod ipfs;
 mod rebuilds;
 mod roundtrip;
+mod security;
 mod storage;
