@@ -74,3 +74,41 @@ fn is_corrupt(e: &std::io::Error) -> bool {
         matches!(s, crate::store::StoreError::CorruptBlock { .. } | crate::store::StoreError::CorruptIndex { .. })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::{BlockHash, DagBuilder};
+    use crate::store::{Manifest, NarEntry};
+
+    /// A NAR whose index lost a leaf is refused before any status is sent (503 naming the block), and is
+    /// no longer advertised; one whose blocks are all there passes, and is remembered.
+    #[test]
+    fn a_missing_block_is_found_before_the_200() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chunks: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 5000]).collect();
+        let mut b = DagBuilder::new(store.begin_ingest());
+        for c in &chunks {
+            b.push_leaf(c).unwrap();
+        }
+        let (dag, ingest) = b.finish().unwrap();
+        let entry = NarEntry { root: dag.root, nar_size: 30_000 };
+        ingest.commit(&[Manifest::Nar { nar_hash: NarHash([3; 32]), entry }]).unwrap();
+        let health = Health::default();
+        assert!(health.check(&store, NarHash([3; 32]), dag.root, 30_000).is_ok());
+        // Lose one leaf from the index.
+        let lost = BlockHash::of(&chunks[4]);
+        let txn = store.db().begin_write().unwrap();
+        txn.open_table(crate::store::tables::BLOCKS).unwrap().remove(lost.0.as_slice()).unwrap();
+        txn.commit().unwrap();
+        let fresh = Health::default();
+        match fresh.check(&store, NarHash([3; 32]), dag.root, 30_000) {
+            Err(AppError::Damaged(why)) => assert!(why.contains("missing") || why.contains(&lost.to_string()), "{why}"),
+            other => panic!("expected damage, got {other:?}"),
+        }
+        assert!(fresh.is_damaged(&NarHash([3; 32])));
+        fresh.healed(&NarHash([3; 32]), &dag.root);
+        assert!(!fresh.is_damaged(&NarHash([3; 32])));
+    }
+}

@@ -41,6 +41,31 @@ pub fn header() -> [u8; HEADER_LEN as usize] {
     h
 }
 
+/// What a pack's 16-byte header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderState {
+    /// Magic and version as this build writes them.
+    Ok,
+    /// The magic is right, the version another: a pack of another format.
+    OtherVersion(u32),
+    /// The magic is wrong: the header is damaged (the records may still be intact).
+    Damaged,
+}
+
+/// Read and judge a pack's header.
+pub fn check_header(f: &File) -> std::io::Result<HeaderState> {
+    let mut h = [0u8; HEADER_LEN as usize];
+    f.read_exact_at(&mut h, 0)?;
+    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    Ok(if h[..8] != MAGIC[..] {
+        HeaderState::Damaged
+    } else if version != PACK_VERSION {
+        HeaderState::OtherVersion(version)
+    } else {
+        HeaderState::Ok
+    })
+}
+
 /// A record's header bytes.
 pub fn record_header(hash: &BlockHash, raw_len: u32, stored_len: u32, c: RecordKind) -> [u8; 41] {
     let mut h = [0u8; RECORD_HEADER_LEN as usize];
@@ -189,11 +214,17 @@ impl Packs {
         }
         let path = pack_path(&self.dir, id);
         let f = File::open(&path).context(|| format!("opening {}", path.display()))?;
-        let mut h = [0u8; HEADER_LEN as usize];
-        f.read_exact_at(&mut h, 0).context(|| format!("reading the header of {}", path.display()))?;
-        if h[..8] != MAGIC[..] || h[8..12] != PACK_VERSION.to_le_bytes() {
+        // Only a pack of another format version is refused. A damaged header (a flipped magic byte) does
+        // not make the records behind it unreadable: each record is checked against the index and its
+        // block hash anyway; `verify` reports the header (see `check_header`).
+        if let HeaderState::OtherVersion(v) =
+            check_header(&f).context(|| format!("reading the header of {}", path.display()))?
+        {
             return Err(StoreError::Io {
-                context: format!("{} is not a nixdag pack of version {PACK_VERSION}", path.display()),
+                context: format!(
+                    "{} is a nixdag pack of version {v}, this nixdag reads version {PACK_VERSION}",
+                    path.display()
+                ),
                 source: std::io::Error::from(std::io::ErrorKind::InvalidData),
             });
         }

@@ -45,6 +45,13 @@ impl Store {
             let (id, committed) = (id.value(), committed.value());
             r.packs += 1;
             let path = pack_path(self.packs().dir(), id);
+            match std::fs::File::open(&path).and_then(|f| super::pack::check_header(&f)) {
+                Ok(super::pack::HeaderState::Ok) | Err(_) => {}
+                Ok(h) => r.problems.push(format!(
+                    "pack {id}: {}: header is {h:?} (its records are checked one by one)",
+                    path.display()
+                )),
+            }
             match std::fs::metadata(&path) {
                 Ok(m) if m.len() >= committed => {}
                 Ok(m) => r.problems.push(format!(
