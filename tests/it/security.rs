@@ -434,3 +434,44 @@ fn a_damaged_index_gives_a_clear_error() {
         }
     }
 }
+
+/// A 145 KB zstd upload that expanded to 4 GiB was accepted; now the expansion ratio and the NAR size
+/// are bounded (413), and the store is left as it was.
+#[test]
+fn upload_bombs_and_oversized_nars_get_413() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    // A NAR of one regular file of 256 MiB of zeros, compressed by zstd to a few KiB.
+    let mut nar = toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"]);
+    let len: u64 = 256 << 20;
+    nar.extend_from_slice(&len.to_le_bytes());
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.write_all(&nar).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.write_all(&toks(&[b")"])).unwrap();
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    fs::write(w.join("bomb.nar.zst"), &bomb).unwrap();
+    let store = TestStore::new();
+    Server::start(&store, &[]).stop();
+    let before = store.snapshot();
+    let server = Server::start(&store, &["--allow-upload"]);
+    let url = format!("{}/nar/{}.nar.zst", server.url, sha256_nix32(&bomb));
+    let (st, why) = put(&url, &w.join("bomb.nar.zst"), None, &[]);
+    assert_eq!(st, 413, "{why}");
+    assert!(why.contains("expands"), "{why}");
+    server.stop();
+    let server = Server::start(&store, &["--allow-upload", "--max-upload-size", "1M"]);
+    let dir = w.join("two-mib");
+    fs::create_dir_all(&dir).unwrap();
+    write_random(&dir.join("data"), 2 << 20, 8);
+    let nar = nix_dump(&dir);
+    fs::write(w.join("big.nar"), &nar).unwrap();
+    let (st, why) = put(&format!("{}/nar/{}.nar", server.url, sha256_nix32(&nar)), &w.join("big.nar"), None, &[]);
+    assert_eq!(st, 413, "{why}");
+    server.stop();
+    assert_eq!(store.snapshot(), before, "a refused upload changed the store");
+}
