@@ -1627,7 +1627,8 @@ fn a_block_committed_in_batch_mode_is_readable_at_once_and_serves_as_a_delta_bas
 }
 
 /// Commands that only read open the index read-only: every form reads back, several readers share the
-/// store, nothing can be written through it, and a store that does not exist yet is created instead.
+/// store, nothing can be written through it, and a directory that holds no store is an error (a reader
+/// never creates a store: a mistyped `--store` must not be reported consistent).
 #[test]
 fn a_store_opened_read_only_reads_everything_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -1658,8 +1659,9 @@ fn a_store_opened_read_only_reads_everything_and_writes_nothing() {
     drop((a, b));
     assert!(std::fs::read(dir.path().join("index.redb")).unwrap() == index, "the index file changed");
 
-    // Nothing there yet: created, as `open` does.
+    // Nothing there: an error, and nothing created.
     let fresh = tempfile::tempdir().unwrap();
-    let s = Store::open_read_only(&fresh.path().join("new")).unwrap();
-    assert_eq!(s.stats().unwrap().blocks, 0);
+    let missing = fresh.path().join("new");
+    assert!(matches!(Store::open_read_only(&missing), Err(StoreError::NotAStore { .. })));
+    assert!(!missing.exists());
 }
