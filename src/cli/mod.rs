@@ -156,6 +156,7 @@ fn run_in(store_dir: PathBuf, command: Command) -> Result<()> {
         Command::Cat(a) => cat::run(&read()?, a),
         Command::Restore(a) => restore::run(&read()?, a),
         Command::ExportCar(a) => export_car::run(&read()?, a),
+        Command::Verify(a) if a.repair => verify::run(&open()?, a),
         Command::Verify(a) => verify::run(&read()?, a),
         Command::Gc(a) => {
             let mut store = open()?;

@@ -23,6 +23,11 @@ pub struct VerifyReport {
     pub paths: u64,
     /// One line per problem; empty means consistent.
     pub problems: Vec<String>,
+    /// Blocks whose stored bytes cannot be read back to their hash (what `verify --repair` drops from the
+    /// index, so that adding or uploading their content again stores them anew).
+    pub damaged_blocks: Vec<String>,
+    #[serde(skip)]
+    damaged: Vec<BlockHash>,
 }
 
 impl VerifyReport {
@@ -30,9 +35,47 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    fn check_read(&mut self, hash: BlockHash, read: Result<Vec<u8>, StoreError>) {
+        match read {
+            Ok(b) => {
+                self.blocks += 1;
+                self.block_bytes += b.len() as u64;
+            }
+            Err(e) => {
+                self.problems.push(e.to_string());
+                self.damaged.push(hash);
+                self.damaged_blocks.push(hash.to_string());
+            }
+        }
+    }
 }
 
 impl Store {
+    /// Drop the index entries of the blocks `report` found damaged, in one commit, and return how many.
+    /// Their pack records stay as dead bytes (gc compacts them). The roots that used them are then
+    /// incomplete, which `verify` and the gateway report as missing blocks, until their content is added
+    /// or uploaded again: an ingest stores a block the index lacks, where it would have reused the
+    /// damaged copy.
+    pub fn drop_damaged(&self, report: &VerifyReport) -> Result<usize, StoreError> {
+        if report.damaged.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let mut n = 0;
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            for h in &report.damaged {
+                if blocks.remove(h.0.as_slice()).map_err(StoreError::db("write"))?.is_some() {
+                    n += 1;
+                }
+            }
+        }
+        txn.commit().map_err(StoreError::db("commit"))?;
+        self.frame_cache().clear();
+        Ok(n)
+    }
+
     /// Check everything. Problems are collected, not returned as errors, so one report lists them all.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut r = VerifyReport::default();
@@ -65,6 +108,9 @@ impl Store {
 
         let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
         let mut frames = std::collections::HashSet::new();
+        // A frame whose payload is damaged is suspect as a whole: repair drops every block in it.
+        let mut bad_frames = std::collections::HashSet::new();
+        let mut members: std::collections::HashMap<(u32, u64), Vec<BlockHash>> = Default::default();
         let mut rebuilt: std::collections::HashMap<BlockHash, Vec<(BlockHash, BlockLoc)>> = Default::default();
         for row in blocks.iter().map_err(db("read"))? {
             let (k, v) = row.map_err(db("read"))?;
@@ -84,31 +130,29 @@ impl Store {
                 if frames.insert((loc.pack, loc.offset)) {
                     if let Err(e) = self.check_frame_payload(&loc) {
                         r.problems.push(e);
+                        bad_frames.insert((loc.pack, loc.offset));
                     }
                 }
+                members.entry((loc.pack, loc.offset)).or_default().push(hash);
             }
             // Rebuilt blocks are checked per recipe below: each recipe's output is regenerated once.
             if let Form::Rebuilt { recipe, .. } = loc.form {
                 rebuilt.entry(recipe).or_default().push((hash, loc));
                 continue;
             }
-            match self.read_at(&hash, &loc) {
-                Ok(b) => {
-                    r.blocks += 1;
-                    r.block_bytes += b.len() as u64;
-                }
-                Err(e) => r.problems.push(e.to_string()),
-            }
+            r.check_read(hash, self.read_at(&hash, &loc));
         }
 
         for (_, group) in rebuilt {
             for (hash, loc) in group {
-                match self.read_at(&hash, &loc) {
-                    Ok(b) => {
-                        r.blocks += 1;
-                        r.block_bytes += b.len() as u64;
-                    }
-                    Err(e) => r.problems.push(e.to_string()),
+                r.check_read(hash, self.read_at(&hash, &loc));
+            }
+        }
+        for frame in bad_frames {
+            for hash in members.remove(&frame).unwrap_or_default() {
+                if !r.damaged.contains(&hash) {
+                    r.damaged.push(hash);
+                    r.damaged_blocks.push(hash.to_string());
                 }
             }
         }

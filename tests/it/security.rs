@@ -475,3 +475,65 @@ fn upload_bombs_and_oversized_nars_get_413() {
     server.stop();
     assert_eq!(store.snapshot(), before, "a refused upload changed the store");
 }
+
+/// Flip one byte of `needle`'s copy in the store's packs; returns whether it was found.
+fn corrupt_in_packs(store: &TestStore, needle: &[u8]) -> bool {
+    for e in fs::read_dir(store.path().join("packs")).unwrap() {
+        let p = e.unwrap().path();
+        let mut bytes = fs::read(&p).unwrap();
+        if let Some(i) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[i + needle.len() / 2] ^= 0x01;
+            fs::write(&p, bytes).unwrap();
+            return true;
+        }
+    }
+    false
+}
+
+/// A block damaged on disk: the gateway cuts the stream (its headers were sent) and stops advertising the
+/// path; `verify --repair` drops the block, the gateway then refuses the NAR before any 200 (503), and
+/// uploading the NAR again heals it.
+#[test]
+fn damaged_blocks_are_never_served_and_heal_on_reupload() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let file = w.join("payload");
+    write_random(&file, 3 << 20, 21);
+    let path = nix_add(&file);
+    let nar = nix_dump(&path);
+    let store = TestStore::new();
+    store.add(&[path.to_str().unwrap()]);
+    let content = fs::read(&file).unwrap();
+    assert!(corrupt_in_packs(&store, &content[2 << 20..(2 << 20) + 64]), "payload bytes not found in the packs");
+    let server = Server::start(&store, &["--allow-upload"]);
+    let narinfo_url = format!("{}/{}.narinfo", server.url, hash_part(&path));
+    let info = String::from_utf8(curl(&["--fail", &narinfo_url]).stdout).unwrap();
+    let nar_url = format!("{}/{}", server.url, info.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap());
+    let o = curl(&["-o", "/dev/null", "-w", "%{http_code} %{size_download}", &nar_url]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!o.status.success(), "a damaged NAR was served whole: {out}");
+    assert!(out.starts_with("200 "), "{out}");
+    // No longer advertised, and the NAR itself is refused before a status line promises it.
+    assert_eq!(curl_full(&[&narinfo_url]).0, 404);
+    assert_eq!(curl_full(&[&nar_url]).0, 503);
+    server.stop();
+
+    let o = store.output(&["verify", "--repair"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dropped"), "{}", String::from_utf8_lossy(&o.stderr));
+    let server = Server::start(&store, &["--allow-upload"]);
+    let nar_url = format!("{}/{}", server.url, info.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap());
+    let narinfo_url = format!("{}/{}.narinfo", server.url, hash_part(&path));
+    let (st, _, _) = curl_full(&[&nar_url]);
+    assert_eq!(st, 503, "a NAR missing a block must be refused before the 200");
+    // Uploading the NAR again stores the dropped block anew.
+    fs::write(w.join("again.nar"), &nar).unwrap();
+    let (st, why) = put(&format!("{}/nar/{}.nar", server.url, sha256_nix32(&nar)), &w.join("again.nar"), None, &[]);
+    assert_eq!(st, 200, "{why}");
+    let (st, _, body) = curl_full(&[&nar_url]);
+    assert_eq!(st, 200);
+    assert!(body == nar, "healed NAR differs");
+    assert_eq!(curl_full(&[&narinfo_url]).0, 200);
+    server.stop();
+    store.verify();
+}
