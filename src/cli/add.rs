@@ -44,8 +44,6 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     if args.closure {
         paths = nix_cli::closure(&paths)?;
     }
-    // One fsync for the whole batch; lines are printed once what they report is durable.
-    store.set_batch(paths.len() > 1)?;
     let mut lines = Vec::new();
     // Proving a tarball's rebuild recompresses all of it on one core (store::prove_ahead). Helpers, one
     // per core, take the paths after the one being stored in order and prove the tarballs among them; the
@@ -57,12 +55,10 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     };
     let result =
         store::with_helpers(paths.len(), helpers, prove, |at| add_all(store, &args, &paths, cfg, &mut lines, at));
-    let synced = store.set_batch(false);
     for l in &lines {
         println!("{l}");
     }
     result?;
-    synced?;
     let queued = store.repack_queue()?.len();
     if queued > 0 {
         eprintln!(

@@ -31,6 +31,9 @@ pub struct Cli {
     /// Store directory [default: $XDG_DATA_HOME/nixdag or ~/.local/share/nixdag]
     #[arg(long, global = true, env = "NIXDAG_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Fail at once, instead of waiting, when another process holds the store alone
+    #[arg(long, global = true)]
+    no_wait: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +71,8 @@ pub fn run(cli: Cli) -> Result<()> {
         None => Store::default_dir().context("no --store, NIXDAG_STORE, XDG_DATA_HOME or HOME to find the store")?,
     };
     let dir = store_dir.clone();
-    guard_index(&store_dir, move || run_in(dir, cli.command)).map_err(|e| explain(e, &store_dir))
+    let wait = !cli.no_wait;
+    guard_index(&store_dir, move || run_in(dir, cli.command, wait)).map_err(|e| explain(e, &store_dir))
 }
 
 /// Faults the operator must act on get a sentence saying so beside the OS or redb error: a full disk,
@@ -143,10 +147,12 @@ fn install_redb_panic_hook() {
     });
 }
 
-fn run_in(store_dir: PathBuf, command: Command) -> Result<()> {
-    let open = || Store::open(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
+fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
+    let open = || Store::open_with(&store_dir, wait).with_context(|| format!("opening store {}", store_dir.display()));
     // Commands that only read open the index read-only: nothing written, and readers run side by side.
-    let read = || Store::open_read_only(&store_dir).with_context(|| format!("opening store {}", store_dir.display()));
+    let read = || {
+        Store::open_read_only_with(&store_dir, wait).with_context(|| format!("opening store {}", store_dir.display()))
+    };
     match command {
         Command::Add(a) => {
             let mut store = open()?;

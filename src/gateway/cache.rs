@@ -4,16 +4,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Answers by key, oldest evicted first once their bytes exceed the budget.
+/// Answers by key, oldest evicted first once their bytes exceed the budget, each kept at most `ttl`
+/// (another process may change the store: a path forgotten there is not advertised here for longer).
 pub struct ByteCache<K> {
     inner: RwLock<Inner<K>>,
+    ttl: Duration,
 }
 
 struct Inner<K> {
-    map: HashMap<K, (u64, Bytes)>,
+    map: HashMap<K, (u64, Bytes, Instant)>,
     order: VecDeque<(K, u64)>,
     bytes: usize,
     budget: usize,
@@ -26,9 +29,10 @@ struct Inner<K> {
 const OVERHEAD: usize = 96;
 
 impl<K: Hash + Eq + Clone> ByteCache<K> {
-    /// A cache holding at most `budget` bytes of answers.
-    pub fn new(budget: usize) -> Self {
+    /// A cache holding at most `budget` bytes of answers, each for at most `ttl`.
+    pub fn new(budget: usize, ttl: Duration) -> Self {
         ByteCache {
+            ttl,
             inner: RwLock::new(Inner {
                 map: HashMap::new(),
                 order: VecDeque::new(),
@@ -43,7 +47,7 @@ impl<K: Hash + Eq + Clone> ByteCache<K> {
     /// The cached answer, or the generation to pass to [`ByteCache::put`] after computing it.
     pub fn get(&self, k: &K) -> Result<Bytes, u64> {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        g.map.get(k).map(|(_, b)| b.clone()).ok_or(g.generation)
+        g.map.get(k).filter(|(_, _, at)| at.elapsed() < self.ttl).map(|(_, b, _)| b.clone()).ok_or(g.generation)
     }
 
     /// Cache an answer computed at `generation`, unless an invalidation came since. Answers larger than
@@ -56,15 +60,15 @@ impl<K: Hash + Eq + Clone> ByteCache<K> {
         }
         g.seq += 1;
         let seq = g.seq;
-        if let Some((_, old)) = g.map.insert(k.clone(), (seq, v)) {
+        if let Some((_, old, _)) = g.map.insert(k.clone(), (seq, v, Instant::now())) {
             g.bytes -= old.len() + OVERHEAD;
         }
         g.order.push_back((k, seq));
         g.bytes += cost;
         while g.bytes > g.budget {
             let Some((old, s)) = g.order.pop_front() else { break };
-            if g.map.get(&old).is_some_and(|(cur, _)| *cur == s) {
-                if let Some((_, b)) = g.map.remove(&old) {
+            if g.map.get(&old).is_some_and(|(cur, _, _)| *cur == s) {
+                if let Some((_, b, _)) = g.map.remove(&old) {
                     g.bytes -= b.len() + OVERHEAD;
                 }
             }
@@ -72,14 +76,14 @@ impl<K: Hash + Eq + Clone> ByteCache<K> {
         // Stale queue slots (of replaced or invalidated entries) must not outgrow the live ones.
         if g.order.len() > 2 * g.map.len() + 64 {
             let Inner { map, order, .. } = &mut *g;
-            order.retain(|(k, s)| map.get(k).is_some_and(|(cur, _)| cur == s));
+            order.retain(|(k, s)| map.get(k).is_some_and(|(cur, _, _)| cur == s));
         }
     }
 
     /// Forget `k` (its answer changed).
     pub fn invalidate(&self, k: &K) {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, b)) = g.map.remove(k) {
+        if let Some((_, b, _)) = g.map.remove(k) {
             g.bytes -= b.len() + OVERHEAD;
         }
         g.generation += 1;
@@ -107,7 +111,7 @@ mod tests {
 
     #[test]
     fn narinfo_cache_is_bounded_in_bytes() {
-        let c = ByteCache::new(1 << 20);
+        let c = ByteCache::new(1 << 20, Duration::from_secs(60));
         for i in 0..1000u32 {
             let g = c.get(&i).unwrap_err();
             c.put(i, Bytes::from(vec![0u8; 100 * 1024]), g);
@@ -124,7 +128,7 @@ mod tests {
 
     #[test]
     fn an_answer_computed_before_an_invalidation_is_not_cached() {
-        let c = ByteCache::new(1 << 20);
+        let c = ByteCache::new(1 << 20, Duration::from_secs(60));
         let g = c.get(&1u8).unwrap_err();
         c.invalidate(&1);
         c.put(1, Bytes::from_static(b"old"), g);

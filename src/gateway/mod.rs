@@ -38,6 +38,9 @@ use crate::nix::signing::{PublicKey, SecretKey};
 use crate::nix::store_path::StorePathHash;
 use crate::store::Store;
 
+/// How long a narinfo answer is reused: other processes may forget paths in the same store.
+const NARINFO_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How NARs are offered in narinfos.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServedCompression {
@@ -128,7 +131,7 @@ impl Gateway {
         let l = &cfg.limits;
         Gateway {
             store,
-            narinfos: Arc::new(cache::ByteCache::new(l.narinfo_cache_bytes)),
+            narinfos: Arc::new(cache::ByteCache::new(l.narinfo_cache_bytes, NARINFO_TTL)),
             listings: Arc::new(narinfo::Listings::new(l.listing_cache_bytes, l.max_listing_entries)),
             budget: stream::Budget::new(l.inflight_bytes, l.inflight_per_address),
             lookups: Arc::new(pool::Lookups::new(l.lookup_threads, 4096)),

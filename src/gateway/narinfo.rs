@@ -82,7 +82,7 @@ pub(super) struct Listings {
 impl Listings {
     pub(super) fn new(budget: usize, max_entries: usize) -> Self {
         Listings {
-            cache: ByteCache::new(budget),
+            cache: ByteCache::new(budget, std::time::Duration::from_secs(600)),
             too_large: Mutex::default(),
             builds: tokio::sync::Semaphore::new(2),
             max_entries,

@@ -74,6 +74,14 @@ pub enum StoreError {
         /// The directory given.
         path: PathBuf,
     },
+    /// The store is held by another process and the caller asked not to wait (`--no-wait`).
+    #[error("store {path} is busy: {what}; try again, or leave out --no-wait to wait")]
+    Busy {
+        /// The store directory.
+        path: PathBuf,
+        /// Who holds it, and for what.
+        what: String,
+    },
     /// A manifest refers to a NAR the store does not hold.
     #[error("no NAR with hash {0} in the store")]
     NoSuchNar(NarHash),

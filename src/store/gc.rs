@@ -12,7 +12,7 @@ use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
 use super::pack::{pack_path, record_header, sync_dir, RecordBytes, HEADER_LEN, RECORD_HEADER_LEN};
-use super::tables::{BlockLoc, Form, BLOCKS, PACKS, REPACK, SIMILAR, SIMILAR_PREFIX};
+use super::tables::{BlockLoc, Form, BLOCKS, META, META_PACK_HWM, PACKS, REPACK, SIMILAR, SIMILAR_PREFIX};
 use super::{roots_in, Store};
 use crate::dag::cid::{block_hash, cid_from_bytes};
 use crate::dag::{walk, BlockHash, WalkMode};
@@ -42,7 +42,7 @@ const COMPACT_BELOW_LIVE: f64 = 0.5;
 impl Store {
     /// Remove unreachable blocks and compact packs that became sparse.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
-        let mut report = self.mark_and_sweep()?;
+        let mut report = self.without_other_ingests(|| self.mark_and_sweep())?;
         self.compact(&mut report, COMPACT_BELOW_LIVE, u64::MAX)?;
         self.drop_empty_active_pack()?;
         Ok(report)
@@ -202,19 +202,27 @@ impl Store {
     /// Copy pack `id`'s live records to the active pack, repoint the index, then delete `id`.
     /// Skipped while an uncommitted ingest has records in `id`: its commit will point into that pack.
     fn compact_pack(&self, id: u32, report: &mut GcReport) -> Result<(), StoreError> {
-        {
+        // Another process that appends to `id`, or has uncommitted records there, holds its lock: skip it.
+        let _locked = {
             let mut writer = self.packs().lock_writer();
             if writer.in_flight.get(&id).copied().unwrap_or(0) > 0 {
                 return Ok(());
             }
+            let locked = if writer.holds(id) {
+                None
+            } else {
+                match self.packs().try_lock(id)? {
+                    Some(f) => Some(f),
+                    None => return Ok(()),
+                }
+            };
             // Move appends elsewhere now, under the same lock, so no ingest can start writing to `id`.
             if writer.pack.as_ref().is_none_or(|p| p.id == id) {
-                if let Some(mut old) = writer.pack.take() {
-                    old.sync()?;
-                }
+                writer.retire()?;
                 writer.pack = Some(self.resume_pack(Some(id))?);
             }
-        }
+            locked
+        };
         let db = StoreError::db::<redb::StorageError>;
         let mut ingest = self.begin_ingest();
         let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
@@ -273,6 +281,14 @@ impl Store {
             let mut packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
             ingest.record_pack_ends(&mut packs)?;
             packs.remove(id).map_err(db("write"))?;
+            let mut meta = txn.open_table(META).map_err(StoreError::db("open table"))?;
+            let hwm = meta
+                .get(META_PACK_HWM)
+                .map_err(db("read"))?
+                .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+                .map(u32::from_le_bytes)
+                .unwrap_or(0);
+            meta.insert(META_PACK_HWM, hwm.max(id).to_le_bytes().as_slice()).map_err(db("write"))?;
         }
         txn.commit().map_err(StoreError::db("commit"))?;
         ingest.forget_written();
@@ -281,6 +297,7 @@ impl Store {
         fs::remove_file(&path).context(|| format!("removing compacted {}", path.display()))?;
         sync_dir(self.packs().dir())?;
         self.packs().drop_reader(id);
+        self.packs().lock_writer().held.remove(&id);
         self.frame_cache().clear();
         let records: HashMap<(u32, u64), u32> = moved.iter().map(|(_, l)| ((l.pack, l.offset), l.stored_len)).collect();
         let written: u64 = records.values().map(|&n| RECORD_HEADER_LEN + u64::from(n)).sum();

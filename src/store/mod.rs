@@ -62,6 +62,63 @@ impl Protected {
     }
 }
 
+/// Keeps `gc`'s sweep and other processes' ingests apart. Inside one process, [`Protected`] does: an
+/// ingest protects every stored block it reuses, and the sweep spares protected blocks. That registry
+/// lives in one process's memory, so across processes `STORE/gc.lock` does the same coarsely: a process
+/// holds it shared while any of its ingests is open, and a sweep holds it exclusively.
+#[derive(Default)]
+pub(crate) struct GcGate(Mutex<(Option<File>, usize)>);
+
+impl GcGate {
+    /// An ingest begins: the first one of this process waits for another process's sweep to end.
+    fn enter(&self, dir: &Path) -> Result<(), StoreError> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1 == 0 {
+            let path = dir.join("gc.lock");
+            let f = match g.0.take() {
+                Some(f) => f,
+                None => OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .context(|| format!("opening {}", path.display()))?,
+            };
+            f.lock_shared().context(|| format!("locking {}", path.display()))?;
+            g.0 = Some(f);
+        }
+        g.1 += 1;
+        Ok(())
+    }
+
+    /// An ingest ended.
+    fn leave(&self) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 = g.1.saturating_sub(1);
+        if g.1 == 0 {
+            if let Some(f) = &g.0 {
+                let _ = FileExt::unlock(f);
+            }
+        }
+    }
+
+    /// Exclude every other process's ingests (and wait for those under way) while `f` runs.
+    fn exclusive<T>(&self, dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let path = dir.join("gc.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .context(|| format!("opening {}", path.display()))?;
+        if lock.try_lock_exclusive().is_err() {
+            eprintln!("nixdag: gc waits for ingests under way in other processes to commit");
+            lock.lock_exclusive().context(|| format!("locking {}", path.display()))?;
+        }
+        f()
+    }
+}
+
 /// The index, open for writing, or only for reading (see [`Store::open_read_only`]).
 pub(crate) enum Index {
     ReadWrite(Database),
@@ -92,15 +149,12 @@ pub struct Store {
     db: Index,
     packs: Packs,
     protected: Protected,
-    /// Whether commits since the last durable one were deferred (batch mode, see [`Store::set_batch`]).
-    deferred: std::sync::atomic::AtomicBool,
-    /// Batch mode: [`Ingest::commit`] defers durability until [`Store::sync`].
-    batch: std::sync::atomic::AtomicBool,
     /// How new blocks are stored.
     storage: Mutex<StorageConfig>,
     frames: read::FrameCache,
     outputs: rebuilt::OutputCache,
     proven: proven::Proven,
+    gc_gate: GcGate,
     _lock: File,
 }
 
@@ -114,9 +168,22 @@ impl Store {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/nixdag"))
     }
 
-    /// Open (creating if needed) the store in `dir`, waiting for another process that holds it.
-    /// Cuts uncommitted tails off the packs and removes packs no commit ever referenced.
+    /// Open (creating if needed) the store in `dir` for reading and writing. Other processes may have it
+    /// open at the same time, reading and writing (see [`Store::open_with`]). Cuts uncommitted tails off
+    /// the packs no live process holds, and removes packs no commit ever referenced.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, true)
+    }
+
+    /// [`Store::open`], failing at once with [`StoreError::Busy`] instead of waiting when another process
+    /// holds the store exclusively (`wait = false`, the CLI's `--no-wait`).
+    ///
+    /// Many processes share one store: each holds `STORE/lock` shared for as long as it has the store
+    /// open, and the index is opened in redb's multi-writer mode (one write transaction at a time, across
+    /// processes; readers follow commits). Each process appends to packs it has locked, so appends never
+    /// interleave (see `pack.rs`). The lock is taken exclusively only for what needs the store alone:
+    /// compacting the index file.
+    pub fn open_with(dir: &Path, wait: bool) -> Result<Store, StoreError> {
         fs::create_dir_all(dir.join("packs")).context(|| format!("creating store {}", dir.display()))?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -125,11 +192,11 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .context(|| format!("opening {}", lock_path.display()))?;
-        if lock.try_lock_exclusive().is_err() {
-            eprintln!("nixdag: waiting for another nixdag process to release {}", dir.display());
-            lock.lock_exclusive().context(|| format!("locking {}", lock_path.display()))?;
-        }
-        let db = Database::create(dir.join("index.redb")).map_err(StoreError::db("open"))?;
+        lock_shared(&lock, dir, wait)?;
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(dir.join("index.redb"))
+            .map_err(StoreError::db("open"))?;
         let store = Store::with_index(dir, Index::ReadWrite(db), lock);
         store.init_tables()?;
         store.recover_packs()?;
@@ -146,24 +213,30 @@ impl Store {
     /// store the process may not write (a read-only mount, another user's files), a clean index is read
     /// as it is; only a store that needs writing first fails.
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_read_only_with(dir, true)
+    }
+
+    /// [`Store::open_read_only`], failing at once with [`StoreError::Busy`] instead of waiting (`wait =
+    /// false`).
+    pub fn open_read_only_with(dir: &Path, wait: bool) -> Result<Store, StoreError> {
         if !dir.join("index.redb").is_file() {
             return Err(StoreError::NotAStore { path: dir.to_path_buf() });
         }
         let lock_path = dir.join("lock");
         let lock = match OpenOptions::new().read(true).open(&lock_path) {
             Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Store::open(dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Store::open_with(dir, wait),
             Err(e) => return Err(StoreError::Io { context: format!("opening {}", lock_path.display()), source: e }),
         };
-        if lock.try_lock_shared().is_err() {
-            eprintln!("nixdag: waiting for another nixdag process to release {}", dir.display());
-            lock.lock_shared().context(|| format!("locking {}", lock_path.display()))?;
-        }
-        let db = match redb::ReadOnlyDatabase::open(dir.join("index.redb")) {
+        lock_shared(&lock, dir, wait)?;
+        let db = match redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open_read_only(dir.join("index.redb"))
+        {
             Ok(db) => db,
             Err(_) => {
                 drop(lock);
-                return Store::open(dir);
+                return Store::open_with(dir, wait);
             }
         };
         let store = Store::with_index(dir, Index::ReadOnly(db), lock);
@@ -171,7 +244,7 @@ impl Store {
             Ok(true) => Ok(store),
             Ok(false) => {
                 drop(store);
-                Store::open(dir)
+                Store::open_with(dir, wait)
             }
             Err(e) => Err(e),
         }
@@ -183,12 +256,11 @@ impl Store {
             db,
             packs: Packs::new(dir.join("packs")),
             protected: Protected::default(),
-            deferred: std::sync::atomic::AtomicBool::new(false),
-            batch: std::sync::atomic::AtomicBool::new(false),
             storage: Mutex::new(StorageConfig::default()),
             frames: read::FrameCache::default(),
             outputs: rebuilt::OutputCache::default(),
             proven: proven::Proven::default(),
+            gc_gate: GcGate::default(),
             _lock: lock,
         }
     }
@@ -268,23 +340,41 @@ impl Store {
     }
 
     /// Make the packs match the last commit: cut tails nobody committed, delete packs nobody committed.
+    /// Packs another live process holds (it appends to them, or has uncommitted records there) are left
+    /// alone; so are its half-made packs (`*.tmp`, locked while they are made).
     fn recover_packs(&self) -> Result<(), StoreError> {
         let committed = self.committed_packs()?;
         let mut removed = false;
         for (id, len) in self.packs.list()? {
             let path = pack::pack_path(self.packs.dir(), id);
+            let stale = match committed.get(&id) {
+                None => true,
+                Some(&c) => len > c,
+            };
+            if !stale {
+                continue;
+            }
+            let Some(f) = self.packs.try_lock(id)? else { continue };
             match committed.get(&id) {
                 None => {
                     fs::remove_file(&path).context(|| format!("removing uncommitted {}", path.display()))?;
                     removed = true;
                 }
-                Some(&c) if len > c => {
-                    let f =
-                        OpenOptions::new().write(true).open(&path).context(|| format!("opening {}", path.display()))?;
+                Some(&c) => {
                     f.set_len(c).context(|| format!("truncating {}", path.display()))?;
                     f.sync_all().context(|| format!("fsync of {}", path.display()))?;
                 }
-                Some(_) => {}
+            }
+        }
+        for e in fs::read_dir(self.packs.dir()).context(|| format!("listing {}", self.packs.dir().display()))? {
+            let Ok(e) = e else { continue };
+            if !e.file_name().to_string_lossy().ends_with(".tmp") {
+                continue;
+            }
+            let Ok(f) = OpenOptions::new().read(true).open(e.path()) else { continue };
+            if f.try_lock_exclusive().is_ok() {
+                fs::remove_file(e.path()).context(|| format!("removing {}", e.path().display()))?;
+                removed = true;
             }
         }
         if removed {
@@ -304,58 +394,40 @@ impl Store {
         Ok(out)
     }
 
-    /// Batch mode for adding many things in a row: every commit is deferred (one fsync for the batch
-    /// instead of one per item) until [`Store::sync`], which leaving batch mode also does.
-    pub fn set_batch(&self, on: bool) -> Result<(), StoreError> {
-        self.batch.store(on, std::sync::atomic::Ordering::SeqCst);
-        if on {
-            Ok(())
-        } else {
-            self.sync()
-        }
-    }
-
-    pub(crate) fn batch(&self) -> bool {
-        self.batch.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub(crate) fn note_deferred(&self) {
-        self.deferred.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Make every deferred commit durable: fsync the active pack (closed packs were synced when they
-    /// closed), then commit an empty transaction durably, which persists the deferred ones before it.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        if !self.deferred.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Ok(());
-        }
-        if let Some(p) = self.packs.lock_writer().pack.as_mut() {
-            p.sync()?;
-        }
-        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
-        txn.commit().map_err(StoreError::db("commit"))
-    }
-
-    /// A new, empty pack numbered after every pack committed or on disk.
+    /// A new, empty pack numbered after every pack committed, on disk or ever compacted away (so no id
+    /// is reused: another process may still cache a read handle or frames under an old one).
     pub(crate) fn new_pack(&self) -> Result<pack::ActivePack, StoreError> {
         let committed = self.committed_packs()?;
         let on_disk = self.packs.list()?;
-        let next = committed.keys().chain(on_disk.iter().map(|(i, _)| i)).max().unwrap_or(&0) + 1;
+        let hwm = self.pack_high_water()?;
+        let next = committed.keys().chain(on_disk.iter().map(|(i, _)| i)).copied().chain([hwm]).max().unwrap_or(0) + 1;
         self.packs.create(next)
     }
 
-    /// The pack to append to when this process has none yet: the newest committed pack that has room
-    /// (other than `avoid`), else a new one.
+    /// The highest pack id a compaction deleted (`meta-0` `pack-hwm`), or 0.
+    fn pack_high_water(&self) -> Result<u32, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let t = txn.open_table(META).map_err(StoreError::db("open table"))?;
+        let v = t.get(META_PACK_HWM).map_err(StoreError::db("read"))?;
+        Ok(v.and_then(|v| <[u8; 4]>::try_from(v.value()).ok()).map(u32::from_le_bytes).unwrap_or(0))
+    }
+
+    /// The pack to append to when this process has none yet: the newest committed pack that has room,
+    /// is not `avoid` (the one being compacted) and no other process appends to; else a new one.
     pub(crate) fn resume_pack(&self, avoid: Option<u32>) -> Result<pack::ActivePack, StoreError> {
         let committed = self.committed_packs()?;
-        let reuse = committed
-            .iter()
-            .filter(|(id, len)| **len < pack::PACK_TARGET && Some(**id) != avoid)
-            .max_by_key(|(id, _)| **id);
-        match reuse {
-            Some((&id, &len)) if pack::pack_path(self.packs.dir(), id).exists() => self.packs.reopen(id, len),
-            _ => self.new_pack(),
+        let mut candidates: Vec<(u32, u64)> = committed
+            .into_iter()
+            .filter(|(id, len)| *len < pack::PACK_TARGET && Some(*id) != avoid)
+            .filter(|(id, _)| pack::pack_path(self.packs.dir(), *id).exists())
+            .collect();
+        candidates.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        for (id, len) in candidates.into_iter().take(4) {
+            if let Some(p) = self.packs.reopen(id, len)? {
+                return Ok(p);
+            }
         }
+        self.new_pack()
     }
 
     /// Start an ingest: blocks written through it become visible only with its [`Ingest::commit`].
@@ -386,7 +458,6 @@ impl Store {
     /// file, so a command that wrote much compacts it before it exits (measured in docs/STORAGE.md).
     /// Skipped while the index is small (< 4 MiB) or at least two thirds live.
     pub fn compact_index(&mut self) -> Result<(), StoreError> {
-        self.sync()?;
         let path = self.dir.join("index.redb");
         let len = fs::metadata(&path).context(|| format!("stat of {}", path.display()))?.len();
         if len < 4 << 20 {
@@ -401,7 +472,18 @@ impl Store {
         if live * 3 > len * 2 {
             return Ok(());
         }
+        // Compaction rewrites the file under every reader: only when no other process has the store open.
+        if self._lock.try_lock_exclusive().is_err() {
+            // A failed upgrade may have dropped the shared lock (flock converts by unlocking first).
+            return self._lock.lock_shared().context(|| format!("locking {}", self.dir.join("lock").display()));
+        }
         let Index::ReadWrite(db) = &mut self.db else { return Ok(()) };
+        let compacted = Self::compact_db(db, &path);
+        self._lock.lock_shared().context(|| format!("locking {}", self.dir.join("lock").display()))?;
+        compacted
+    }
+
+    fn compact_db(db: &mut Database, path: &Path) -> Result<(), StoreError> {
         while db.compact().map_err(|e| StoreError::Io {
             context: format!("compacting {}", path.display()),
             source: io::Error::other(e.to_string()),
@@ -507,6 +589,21 @@ impl Store {
         &self.packs
     }
 
+    /// Enter (`true`) or leave the set of open ingests that keep other processes' sweeps out.
+    pub(crate) fn ingest_gate(&self, enter: bool) -> Result<(), StoreError> {
+        if enter {
+            self.gc_gate.enter(&self.dir)
+        } else {
+            self.gc_gate.leave();
+            Ok(())
+        }
+    }
+
+    /// Run `f` with every other process's ingests kept out (see [`GcGate`]).
+    pub(crate) fn without_other_ingests<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.gc_gate.exclusive(&self.dir, f)
+    }
+
     pub(crate) fn protected(&self) -> &Protected {
         &self.protected
     }
@@ -530,14 +627,20 @@ impl Store {
     }
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        // Deferred commits are made durable on a clean close too; a caller that needs to know whether
-        // that worked calls `sync` itself.
-        if let Err(e) = self.sync() {
-            eprintln!("nixdag: syncing the store on close failed: {e}");
-        }
+/// Take `STORE/lock` shared: wait for a process that holds it exclusively (compacting the index), or
+/// fail at once with [`StoreError::Busy`].
+fn lock_shared(lock: &File, dir: &Path, wait: bool) -> Result<(), StoreError> {
+    if lock.try_lock_shared().is_ok() {
+        return Ok(());
     }
+    if !wait {
+        return Err(StoreError::Busy {
+            path: dir.to_path_buf(),
+            what: "another nixdag process holds it alone (compacting its index)".into(),
+        });
+    }
+    eprintln!("nixdag: waiting for another nixdag process to release {}", dir.display());
+    lock.lock_shared().context(|| format!("locking {}", dir.join("lock").display()))
 }
 
 /// Roots as seen by one transaction (read or write).

@@ -158,6 +158,25 @@ pub struct Writer {
     pub pack: Option<ActivePack>,
     /// Pack id → number of uncommitted ingests with records in it.
     pub in_flight: HashMap<u32, u32>,
+    /// Packs this process appended to before its active one, still locked: another process must not
+    /// cut their tails (uncommitted records of ours may be there) or compact them under us.
+    pub held: HashMap<u32, File>,
+}
+
+impl Writer {
+    /// Close the active pack for appends (synced first), keeping its lock.
+    pub fn retire(&mut self) -> Result<(), StoreError> {
+        if let Some(mut old) = self.pack.take() {
+            old.sync()?;
+            self.held.insert(old.id, old.file);
+        }
+        Ok(())
+    }
+
+    /// Whether this process holds pack `id` (active or retired).
+    pub fn holds(&self, id: u32) -> bool {
+        self.pack.as_ref().is_some_and(|p| p.id == id) || self.held.contains_key(&id)
+    }
 }
 
 /// All packs of a store: cached read handles and the writer.
@@ -184,27 +203,61 @@ impl Packs {
         &self.dir
     }
 
-    /// Create pack `id` with its header, durably (file and directory entry fsynced).
-    pub fn create(&self, id: u32) -> Result<ActivePack, StoreError> {
-        let path = pack_path(&self.dir, id);
+    /// Create a new pack numbered at least `from`, with its header, durably (file and directory entry
+    /// fsynced), and locked for this process's appends.
+    ///
+    /// Several processes may write one store, so the pack is made whole and locked under a temporary
+    /// name first and only then given its number, with a link that fails if the number is taken (the
+    /// next is tried). A pack that appears under its number is therefore always locked by its writer:
+    /// another process's recovery, which deletes packs no commit names, cannot take it away in between.
+    pub fn create(&self, from: u32) -> Result<ActivePack, StoreError> {
+        let tmp = self.dir.join(format!("new-{}-{from}.tmp", std::process::id()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)
-            .context(|| format!("creating {}", path.display()))?;
-        file.write_all_at(&header(), 0).context(|| format!("writing {}", path.display()))?;
-        file.sync_all().context(|| format!("fsync of {}", path.display()))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .context(|| format!("creating {}", tmp.display()))?;
+        fs2::FileExt::lock_exclusive(&file).context(|| format!("locking {}", tmp.display()))?;
+        file.write_all_at(&header(), 0).context(|| format!("writing {}", tmp.display()))?;
+        file.sync_all().context(|| format!("fsync of {}", tmp.display()))?;
+        let mut id = from;
+        loop {
+            let path = pack_path(&self.dir, id);
+            match fs::hard_link(&tmp, &path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
+                Err(e) => return Err(e).context(|| format!("creating {}", path.display())),
+            }
+        }
+        fs::remove_file(&tmp).context(|| format!("removing {}", tmp.display()))?;
         sync_dir(&self.dir)?;
         Ok(ActivePack { id, file, len: HEADER_LEN, buf: Vec::new(), buf_start: HEADER_LEN })
     }
 
-    /// Reopen pack `id` for appends at `len` (its committed length).
-    pub fn reopen(&self, id: u32, len: u64) -> Result<ActivePack, StoreError> {
+    /// Reopen pack `id` for appends at `len` (its committed length), if no other process appends to it
+    /// (`None` then: the caller picks another).
+    pub fn reopen(&self, id: u32, len: u64) -> Result<Option<ActivePack>, StoreError> {
         let path = pack_path(&self.dir, id);
         let file =
             OpenOptions::new().read(true).write(true).open(&path).context(|| format!("opening {}", path.display()))?;
-        Ok(ActivePack { id, file, len, buf: Vec::new(), buf_start: len })
+        if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(ActivePack { id, file, len, buf: Vec::new(), buf_start: len }))
+    }
+
+    /// Lock pack `id` against other processes' appends, recovery and compaction, if nobody holds it;
+    /// the lock lasts as long as the returned file.
+    pub fn try_lock(&self, id: u32) -> Result<Option<File>, StoreError> {
+        let path = pack_path(&self.dir, id);
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
+        };
+        Ok(fs2::FileExt::try_lock_exclusive(&file).is_ok().then_some(file))
     }
 
     fn reader(&self, id: u32) -> Result<Arc<File>, StoreError> {

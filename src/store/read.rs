@@ -79,7 +79,15 @@ impl Store {
 
     /// Read the block `hash` stored at `loc`, rebuild it from its form and check it.
     pub(crate) fn read_at(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
-        self.read_within(hash, loc, MAX_BASES)
+        match self.read_within(hash, loc, MAX_BASES) {
+            // Another process's compaction may have moved the block and deleted its pack between the
+            // lookup and the read: look it up again, once.
+            Err(e) => match self.block_loc(hash) {
+                Ok(Some(fresh)) if fresh != *loc => self.read_within(hash, &fresh, MAX_BASES),
+                _ => Err(e),
+            },
+            ok => ok,
+        }
     }
 
     /// [`read_at`](Self::read_at) following at most `budget` more bases, so a damaged index that links

@@ -70,6 +70,8 @@ pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
 /// [`META`] key of the dictionary new frames are compressed with (a block's 32-byte BLAKE3), once one
 /// has been trained.
 pub const META_DICT: &str = "dict";
+/// `meta-0` key: the highest pack id a compaction deleted (u32 LE), so that no pack id is used twice.
+pub const META_PACK_HWM: &str = "pack-hwm";
 
 /// What a pack record holds (the record header's last byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

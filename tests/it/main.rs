@@ -12,4 +12,5 @@ mod ipfs;
 mod rebuilds;
 mod roundtrip;
 mod security;
+mod shared;
 mod storage;
