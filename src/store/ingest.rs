@@ -9,12 +9,13 @@ use std::sync::Arc;
 use redb::ReadableTable;
 use sha2::Digest;
 
+use super::chain::ChainEnd;
 use super::compress::{train_dictionary, CompressPool, Compressed, Dictionary, Job, StorageConfig, Tarballs};
 use super::error::StoreError;
+use super::flat::{flat_compressed_nar_len, FLAT_HEAD};
 use super::normalize::{apply_patches, encode_patches, patches_for, Normalizer, Removals};
 use super::pack::{record_header, PACK_TARGET};
 use super::proven::{self, Claim};
-use super::repack::ChainEnd;
 use super::tables::*;
 use super::{alias_key, rebuilt, similar, Store};
 use crate::chunk::{Chunker, ChunkerConfig, TarSplit};
@@ -833,48 +834,6 @@ impl<R: Read> Read for Replay<R> {
             None => self.rest.read(out),
         }
     }
-}
-
-/// Bytes of a NAR enough to see whether it is one regular file and what its contents start with.
-pub(super) const FLAT_HEAD: usize = 256;
-
-/// When `head` starts a NAR of a single regular file whose contents start like a compressed stream
-/// (gzip, xz, bzip2, zstd), the NAR's whole length.
-fn flat_compressed_nar_len(head: &[u8]) -> Option<u64> {
-    flat_compressed_parts(head).map(|(_, _, total)| total)
-}
-
-/// [`flat_compressed_nar_len`]'s NAR: where its file's contents start, their length, the NAR's length.
-pub(super) fn flat_compressed_parts(head: &[u8]) -> Option<(usize, u64, u64)> {
-    let mut p = head;
-    let token = |p: &mut &[u8]| -> Option<Vec<u8>> {
-        let len = usize::try_from(u64::from_le_bytes(p.get(..8)?.try_into().ok()?)).ok()?;
-        let padded = len.checked_add(7)? / 8 * 8;
-        let t = p.get(8..8usize.checked_add(len)?)?.to_vec();
-        *p = p.get(8usize.checked_add(padded)?..)?;
-        Some(t)
-    };
-    for want in [&b"nix-archive-1"[..], b"(", b"type", b"regular"] {
-        if token(&mut p)? != want {
-            return None;
-        }
-    }
-    let mut t = token(&mut p)?;
-    if t == b"executable" {
-        if !token(&mut p)?.is_empty() {
-            return None;
-        }
-        t = token(&mut p)?;
-    }
-    if t != b"contents" {
-        return None;
-    }
-    let len = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
-    recompress::detect(p.get(8..)?)?;
-    let header = (head.len() - p.len()) as u64 + 8;
-    // Contents, padding, then the closing ")" token (8 + 8 bytes).
-    let total = header.checked_add(len.checked_add(7)? / 8 * 8)?.checked_add(16)?;
-    Some((header as usize, len, total))
 }
 
 /// Store a NAR held in memory: as content plus recipe when it is a rebuildable compressed flat file,

@@ -10,8 +10,10 @@
 //! *protects* every existing block it decides to reuse before it looks it up, and GC sweeps only
 //! unprotected blocks while holding the protection registry, so reuse and deletion cannot cross.
 
+mod chain;
 mod compress;
 mod error;
+mod flat;
 #[cfg(test)]
 mod form_tests;
 mod gc;

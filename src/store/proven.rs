@@ -16,7 +16,7 @@ use std::sync::{Condvar, Mutex};
 
 use sha2::Digest;
 
-use super::{ingest, rebuilt, Store, StoreError};
+use super::{flat, rebuilt, Store, StoreError};
 use crate::recompress::{self, Recipe};
 
 /// What is known about compressed files by their SHA-256.
@@ -116,10 +116,10 @@ pub fn prove_ahead(store: &Store, path: &Path, nar: bool) -> Result<(), StoreErr
     }
     let mut f = std::fs::File::open(path).map_err(io_err)?;
     let mut head = Vec::new();
-    (&mut f).take(ingest::FLAT_HEAD as u64).read_to_end(&mut head).map_err(io_err)?;
+    (&mut f).take(flat::FLAT_HEAD as u64).read_to_end(&mut head).map_err(io_err)?;
     let mut bytes;
     let payload = if nar {
-        let Some((start, len, total)) = ingest::flat_compressed_parts(&head) else { return Ok(()) };
+        let Some((start, len, total)) = flat::flat_compressed_parts(&head) else { return Ok(()) };
         bytes = head;
         f.read_to_end(&mut bytes).map_err(io_err)?;
         if total != bytes.len() as u64 {

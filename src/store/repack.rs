@@ -17,9 +17,11 @@ use std::sync::atomic::Ordering;
 
 use redb::ReadableTable;
 
+use super::chain::ChainEnd;
 use super::error::StoreError;
+use super::flat::{flat_compressed_parts, FLAT_HEAD};
 use super::gc::GcReport;
-use super::ingest::{flat_compressed_parts, store_recipe, FLAT_HEAD};
+use super::ingest::store_recipe;
 use super::proven::with_helpers;
 use super::tables::{Form, REPACK, REPACK_FILE, REPACK_NAR};
 use super::{rebuilt, Store};
@@ -48,16 +50,6 @@ pub enum RepackOutcome {
     Kept,
     /// Its blocks are no longer in the store (forgotten and collected).
     Gone,
-}
-
-/// Where [`Store::walk_bases`] stopped.
-pub(super) enum ChainEnd {
-    /// At a block the caller named.
-    Stopped,
-    /// At a block that is neither a delta nor patched: its form, or `None` when it is missing.
-    Ends(Option<Form>),
-    /// After 64 blocks (only a damaged index links so many).
-    TooLong,
 }
 
 /// What a repack did.
@@ -222,26 +214,6 @@ impl Store {
         }
         ingest.commit(&[])?;
         Ok((RepackOutcome::Converted, len))
-    }
-
-    /// Follow a stored block's delta and patch bases, the block itself first, for at most 64 blocks:
-    /// [`ChainEnd::Stopped`] at the first that `stop` names, else the form of the block the chain ends in.
-    pub(super) fn walk_bases(
-        &self,
-        from: BlockHash,
-        stop: impl Fn(&BlockHash) -> bool,
-    ) -> Result<ChainEnd, StoreError> {
-        let mut h = from;
-        for _ in 0..64 {
-            if stop(&h) {
-                return Ok(ChainEnd::Stopped);
-            }
-            match self.block_loc(&h)?.map(|l| l.form) {
-                Some(Form::Delta { base, .. } | Form::Patched { base }) => h = base,
-                end => return Ok(ChainEnd::Ends(end)),
-            }
-        }
-        Ok(ChainEnd::TooLong)
     }
 
     /// Whether reading any of `blocks` (stored blocks) could need one of `targets`: whether one of them,
