@@ -14,4 +14,5 @@ pub mod dag;
 pub mod gateway;
 pub mod nix;
 pub mod recompress;
+pub mod service;
 pub mod store;

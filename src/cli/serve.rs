@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 
 use super::TrustArgs;
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
+use crate::service::{Service, ServiceConfig};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,56 +75,6 @@ pub struct ServeArgs {
     repack_idle: u64,
 }
 
-/// Convert queued tarballs one at a time whenever the queue has not grown for `idle`, until `stop`.
-/// Uploads go on meanwhile: a repack commits like any ingest, and a crash mid-way loses only its work.
-fn repack_in_background(
-    store: Arc<Store>,
-    idle: std::time::Duration,
-    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let (lock, cvar) = &*stop;
-        let mut last = usize::MAX;
-        loop {
-            let stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let (stopped, _) = cvar.wait_timeout_while(stopped, idle, |s| !*s).unwrap_or_else(|p| p.into_inner());
-            if *stopped {
-                return;
-            }
-            drop(stopped);
-            let queued = match store.repack_queue() {
-                Ok(q) => q.len(),
-                Err(e) => {
-                    eprintln!("nixdag: background repack: {e}");
-                    continue;
-                }
-            };
-            // Still growing (an upload or warm-up is under way): wait for it to settle.
-            if queued == 0 || queued > last {
-                last = queued;
-                continue;
-            }
-            for _ in 0..queued {
-                if *lock.lock().unwrap_or_else(|p| p.into_inner()) {
-                    return;
-                }
-                let mut log = |root: &crate::dag::Cid, bytes: u64, outcome| {
-                    eprintln!("nixdag: background repack: {root} ({bytes} bytes): {outcome:?}");
-                };
-                match store.repack(Some(1), &mut log) {
-                    Ok(r) if r.left == 0 => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("nixdag: background repack: {e}");
-                        break;
-                    }
-                }
-            }
-            last = store.repack_queue().map(|q| q.len()).unwrap_or(usize::MAX);
-        }
-    })
-}
-
 /// Keep block-sized buffers on the heap. A served leaf (up to 256 KiB) is read into a fresh buffer that
 /// lives until the socket has sent it; above glibc's default 128 KiB mmap threshold each one is a new
 /// mapping — page faults, zeroing and munmap were a sixth of the serving CPU in profiles.
@@ -181,16 +132,18 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             Compression::Zstd => ServedCompression::Zstd,
         },
         uploads,
-        key,
-        trusted_keys,
         access_log: args.access_log,
         limits: limits.clone(),
     };
-    let store = Arc::new(store);
-    let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let repacker = (args.repack_idle > 0)
-        .then(|| repack_in_background(store.clone(), std::time::Duration::from_secs(args.repack_idle), stop.clone()));
-    let gateway = Gateway::new(store, cfg);
+    let service = Service::start(
+        Arc::new(store),
+        ServiceConfig {
+            key,
+            trusted_keys,
+            repack_idle: (args.repack_idle > 0).then(|| std::time::Duration::from_secs(args.repack_idle)),
+        },
+    );
+    let gateway = Gateway::new(service.clone(), cfg);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -202,11 +155,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         std::io::stdout().flush()?;
         server::serve(listener, gateway.router(), limits.conn, shutdown_signal()).await.context("serving")
     });
-    *stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-    stop.1.notify_all();
-    if let Some(t) = repacker {
-        let _ = t.join();
-    }
+    service.stop();
     served
 }
 

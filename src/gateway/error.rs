@@ -54,6 +54,18 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
+impl From<crate::service::ServiceError> for AppError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        use crate::service::{Refusal, ServiceError};
+        match e {
+            ServiceError::Damaged(d) => AppError::Damaged(d),
+            ServiceError::Refused(Refusal::Conflict(why)) => AppError::Conflict(why),
+            ServiceError::Refused(Refusal::Invalid(why)) => AppError::BadRequest(why),
+            ServiceError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for AppError {
     fn from(e: tokio::task::JoinError) -> Self {
         AppError::internal(e)

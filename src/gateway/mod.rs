@@ -9,7 +9,6 @@
 mod cache;
 mod cacheinfo;
 pub mod error;
-mod health;
 pub mod http_path;
 pub mod key;
 mod nar;
@@ -33,10 +32,8 @@ use self::error::AppError;
 use self::http_path::{PathError, Resource};
 pub use self::policy::{Cidr, UploadPolicy};
 pub use self::server::ConnLimits;
-use crate::nix::hash::NarHash;
-use crate::nix::signing::{PublicKey, SecretKey};
 use crate::nix::store_path::StorePathHash;
-use crate::store::Store;
+use crate::service::Service;
 
 /// How long a narinfo answer is reused: other processes may forget paths in the same store.
 const NARINFO_TTL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -97,10 +94,6 @@ pub struct GatewayConfig {
     pub compression: ServedCompression,
     /// Who may PUT, and how large an upload may be.
     pub uploads: UploadPolicy,
-    /// Signs the narinfos of paths the cache vouches for.
-    pub key: SecretKey,
-    /// The node's one set of trusted keys: signatures by them on uploads are checked.
-    pub trusted_keys: Vec<PublicKey>,
     /// Print one line per request (`METHOD PATH STATUS`) to stderr.
     pub access_log: bool,
     /// Costs bounded per request, per client and in all.
@@ -115,27 +108,25 @@ pub struct ClientAddr(pub IpAddr);
 /// Shared state: cheap to clone into every request.
 #[derive(Clone)]
 pub struct Gateway {
-    store: Arc<Store>,
+    service: Arc<Service>,
     cfg: Arc<GatewayConfig>,
     narinfos: Arc<cache::ByteCache<StorePathHash>>,
     listings: Arc<narinfo::Listings>,
     budget: stream::Budget,
     lookups: Arc<pool::Lookups>,
-    health: Arc<health::Health>,
     uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
-    /// A gateway over `store`.
-    pub fn new(store: Arc<Store>, cfg: GatewayConfig) -> Self {
+    /// The HTTP door of `service`.
+    pub fn new(service: Arc<Service>, cfg: GatewayConfig) -> Self {
         let l = &cfg.limits;
         Gateway {
-            store,
+            service,
             narinfos: Arc::new(cache::ByteCache::new(l.narinfo_cache_bytes, NARINFO_TTL)),
             listings: Arc::new(narinfo::Listings::new(l.listing_cache_bytes, l.max_listing_entries)),
             budget: stream::Budget::new(l.inflight_bytes, l.inflight_per_address),
             lookups: Arc::new(pool::Lookups::new(l.lookup_threads, 4096)),
-            health: Arc::default(),
             uploads: Arc::new(tokio::sync::Semaphore::new(l.uploads_at_once.max(1))),
             cfg: Arc::new(cfg),
         }
@@ -152,20 +143,13 @@ impl Gateway {
         }
     }
 
-    /// Run a lookup on the lookup pool (never on the pool that streams bodies).
+    /// Run a service call on the lookup pool (never on the pool that streams bodies).
     async fn lookup<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
+        f: impl FnOnce(&Arc<Service>) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError> {
-        let store = self.store.clone();
-        self.lookups.run(move || f(&store)).await
-    }
-
-    /// Note that the NAR with this hash is damaged: its paths stop being advertised until it is
-    /// uploaded again.
-    fn mark_damaged(&self, hash: NarHash) {
-        self.health.mark_damaged(hash);
-        self.narinfos.invalidate_all();
+        let service = self.service.clone();
+        self.lookups.run(move || f(&service)).await
     }
 }
 

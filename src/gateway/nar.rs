@@ -2,7 +2,6 @@
 
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,9 +11,8 @@ use super::error::AppError;
 use super::http_path::{parse_range, NarCompression, RangeRequest};
 use super::stream::{pulled, Produce, CHUNK};
 use super::Gateway;
-use crate::dag::DagReader;
 use crate::nix::hash::NarHash;
-use crate::store::Store;
+use crate::service::NarReader;
 
 /// zstd level for `.nar.zst`: fast enough to keep up with a LAN, still a large saving on a slow link.
 const ZSTD_LEVEL: i32 = 3;
@@ -30,20 +28,12 @@ pub(super) async fn get(
     if !matches!(compression, NarCompression::None | NarCompression::Zstd) {
         return Err(AppError::NotFound);
     }
-    let health = gw.health.clone();
     // Before any status is sent: the NAR must be whole (every block present in the index).
-    let entry = gw
-        .lookup(move |s| {
-            let entry = s.nar(&hash)?.ok_or(AppError::NotFound)?;
-            health.check(s, hash, entry.root, entry.nar_size)?;
-            Ok(entry)
-        })
-        .await
-        .inspect_err(|e| {
-            if matches!(e, AppError::Damaged(_)) {
-                gw.narinfos.invalidate_all();
-            }
-        })?;
+    let entry = gw.lookup(move |s| s.nar(&hash)?.ok_or(AppError::NotFound)).await.inspect_err(|e| {
+        if matches!(e, AppError::Damaged(_)) {
+            gw.narinfos.invalidate_all();
+        }
+    })?;
     let etag = format!("\"{}{}\"", hash.to_nix32(), compression.extension());
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-nix-nar"));
@@ -82,8 +72,7 @@ pub(super) async fn get(
     if !gw.budget.has_room() {
         return Err(AppError::Busy("too many bytes in flight"));
     }
-    let reader = DagReader::range(gw.store.clone(), entry.root, start, Some(end)).map_err(AppError::internal)?;
-    let reader = Watched { reader, hash, gw: gw.clone() };
+    let reader = Watched { reader: gw.service.nar_reader(hash, &entry, start, end)?, gw: gw.clone() };
     let body = if compression == NarCompression::Zstd {
         let enc =
             zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
@@ -94,21 +83,16 @@ pub(super) async fn get(
     Ok((status, h, body).into_response())
 }
 
-/// A NAR's reader that marks the NAR damaged when a block turns out bad mid-stream (the stream is cut:
-/// once the headers are gone that is the only safe answer; the client's hash check catches it).
+/// A NAR's reader; when a block turns out bad mid-stream (the service marks the NAR damaged and the
+/// stream is cut), the narinfos cached here are dropped so the path stops being advertised at once.
 struct Watched {
-    reader: DagReader<Arc<Store>>,
-    hash: NarHash,
+    reader: NarReader,
     gw: Gateway,
 }
 
 impl Watched {
     fn next(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        self.reader.next_bytes(max).map_err(|e| {
-            self.gw.mark_damaged(self.hash);
-            eprintln!("nixdag gateway: NAR {} is damaged: {e}", self.hash);
-            io::Error::other(e)
-        })
+        self.reader.next_bytes(max).inspect_err(|_| self.gw.narinfos.invalidate_all())
     }
 }
 

@@ -11,15 +11,11 @@ use super::cache::ByteCache;
 use super::error::AppError;
 use super::http_path::NarCompression;
 use super::{Gateway, ServedCompression};
-use crate::dag::DagReader;
 use crate::nix::hash::{NarHash, NixHash};
-use crate::nix::nar;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
 
-/// The narinfo as this gateway serves it: pointing at our NAR URL, with our signature added. Every path
-/// in the store came through a door the operator trusts (`add` by the store's owner, or an admitted
-/// uploader: docs/SECURITY.md), so the gateway vouches for each.
+/// The narinfo as this gateway serves it: pointing at our NAR URL, signed by the service.
 pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
     let compression = match gw.cfg.compression {
         ServedCompression::None => NarCompression::None,
@@ -34,11 +30,7 @@ pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
         info.file_hash = None;
         info.file_size = None;
     }
-    let sig = gw.cfg.key.sign(&info.fingerprint());
-    if !info.sigs.contains(&sig) {
-        info.sigs.retain(|s| !s.starts_with(&format!("{}:", gw.cfg.key.name())));
-        info.sigs.push(sig);
-    }
+    gw.service.sign(&mut info);
     info
 }
 
@@ -49,19 +41,8 @@ pub(super) async fn get(gw: &Gateway, hash: StorePathHash) -> Result<Response, A
     let text = match gw.narinfos.get(&hash) {
         Ok(t) => t,
         Err(generation) => {
-            let health = gw.health.clone();
-            let info = gw
-                .lookup(move |s| {
-                    let info = s.path_info(&hash.to_string())?.ok_or(AppError::NotFound)?;
-                    let entry = s.nar(&info.nar_hash)?.ok_or(AppError::NotFound)?;
-                    // A path whose NAR is not whole is not advertised (Nix would fail on it mid-download).
-                    match health.check(s, info.nar_hash, entry.root, entry.nar_size) {
-                        Ok(()) => Ok(info),
-                        Err(AppError::Damaged(_)) => Err(AppError::NotFound),
-                        Err(e) => Err(e),
-                    }
-                })
-                .await?;
+            // A path whose NAR is not whole is not advertised (Nix would fail on it mid-download).
+            let info = gw.lookup(move |s| s.narinfo(&hash)?.ok_or(AppError::NotFound)).await?;
             let text = Bytes::from(served(gw, info).render());
             gw.narinfos.put(hash, text.clone(), generation);
             text
@@ -97,10 +78,10 @@ impl Listings {
 /// `.ls`: built once per NAR (at most two at a time, each giving up past the entry cap), then served
 /// from a cache bounded in bytes. A NAR over the cap has no listing: 404, which Nix takes as "none".
 pub(super) async fn listing(gw: &Gateway, hash: StorePathHash) -> Result<Response, AppError> {
-    let nar_hash = gw.lookup(move |s| Ok(s.path_info(&hash.to_string())?.ok_or(AppError::NotFound)?.nar_hash)).await?;
+    let nar_hash = gw.lookup(move |s| Ok(s.narinfo(&hash)?.ok_or(AppError::NotFound)?.nar_hash)).await?;
     let ls = &gw.listings;
     let cached = |ls: &Listings| -> Result<Result<Bytes, u64>, AppError> {
-        if ls.is_too_large(&nar_hash) || gw.health.is_damaged(&nar_hash) {
+        if ls.is_too_large(&nar_hash) || gw.service.is_damaged(&nar_hash) {
             return Err(AppError::NotFound);
         }
         Ok(ls.cache.get(&nar_hash))
@@ -113,15 +94,7 @@ pub(super) async fn listing(gw: &Gateway, hash: StorePathHash) -> Result<Respons
                 Ok(j) => j,
                 Err(generation) => {
                     let max = ls.max_entries;
-                    let built = gw
-                        .lookup(move |s| {
-                            let entry = s.nar(&nar_hash)?.ok_or(AppError::NotFound)?;
-                            let reader = DagReader::new(s, entry.root).map_err(AppError::internal)?;
-                            let listing = nar::list_bounded(std::io::BufReader::with_capacity(1 << 16, reader), max)
-                                .map_err(AppError::internal)?;
-                            Ok(listing.map(|l| Bytes::from(l.to_json())))
-                        })
-                        .await?;
+                    let built = gw.lookup(move |s| Ok(s.listing(&nar_hash, max)?.map(Bytes::from))).await?;
                     match built {
                         Some(j) => {
                             ls.cache.put(nar_hash, j.clone(), generation);

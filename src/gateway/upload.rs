@@ -16,16 +16,13 @@ use sha2::Digest;
 
 use super::error::AppError;
 use super::http_path::NarCompression;
-use super::policy::{judge_narinfo, Known, Verdict};
 use super::stream::{reader_from_body, ChannelReader};
 use super::Gateway;
-use crate::chunk::ChunkerConfig;
-use crate::dag::DagReader;
-use crate::nix::hash::{Hasher, NarHash, NixHash};
-use crate::nix::nar::{NarErrorKind, NarVisitor};
+use crate::nix::hash::NarHash;
+use crate::nix::nar::NarErrorKind;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
-use crate::store::{self, Manifest, StoreError};
+use crate::store::StoreError;
 
 /// Nix's narinfos are a few KiB; anything this large is not one.
 const MAX_NARINFO: usize = 1 << 20;
@@ -194,7 +191,7 @@ pub(super) async fn put_nar(
     }
     let _slot = upload_slot(gw).await?;
     let (reader, pump) = reader_from_body(body);
-    let store = gw.store.clone();
+    let service = gw.service.clone();
     let (max_size, max_ratio) = (policy.max_nar_size, policy.max_expansion);
     let ingest = tokio::task::spawn_blocking(move || {
         let raw =
@@ -202,12 +199,11 @@ pub(super) async fn put_nar(
         let decoded = Decoded::new(compression, raw)
             .map_err(|e| StoreError::Io { context: "starting decompression".into(), source: e })?;
         let limited = Limited { inner: decoded, produced: 0, max_size, max_ratio };
-        store::add_nar(&store, BufReader::with_capacity(1 << 20, limited), ChunkerConfig::default(), None)
+        service.put_nar(BufReader::with_capacity(1 << 20, limited))
     });
     let ((), result) = tokio::join!(pump, ingest);
     match result? {
         Ok(added) => {
-            gw.health.healed(&added.nar_hash, &added.root);
             gw.narinfos.invalidate_all();
             Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size)).into_response())
         }
@@ -218,41 +214,6 @@ pub(super) async fn put_nar(
         Err(e @ (StoreError::Nar(_) | StoreError::HashMismatch { .. })) => Err(AppError::BadRequest(e.to_string())),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The hash of a NAR's contents when the NAR is a single regular file (what a flat or text CA claim
-/// is about); `None` for anything else. Reads the NAR; flat CA paths are single files, and a NAR that
-/// turns out to be a directory stops the parse at its first entry.
-fn flat_hash(store: &store::Store, root: crate::dag::Cid, algo: crate::nix::hash::HashAlgo) -> Option<NixHash> {
-    struct Flat {
-        hasher: Option<Hasher>,
-        regular: bool,
-    }
-    impl NarVisitor for Flat {
-        fn regular_begin(&mut self, _x: bool, _len: u64, _off: u64) -> io::Result<()> {
-            self.regular = true;
-            Ok(())
-        }
-        fn regular_data(&mut self, data: &[u8]) -> io::Result<()> {
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(data);
-            }
-            Ok(())
-        }
-        fn directory_begin(&mut self) -> io::Result<()> {
-            Err(io::Error::other("a directory, not a file"))
-        }
-        fn symlink(&mut self, _t: &[u8]) -> io::Result<()> {
-            Err(io::Error::other("a symlink, not a file"))
-        }
-    }
-    let reader = DagReader::new(store, root).ok()?;
-    let mut v = Flat { hasher: Some(Hasher::new(algo)), regular: false };
-    crate::nix::nar::parse(BufReader::with_capacity(1 << 16, reader), &mut v).ok()?;
-    if !v.regular {
-        return None;
-    }
-    v.hasher.take().map(Hasher::finish)
 }
 
 pub(super) async fn put_narinfo(
@@ -269,26 +230,8 @@ pub(super) async fn put_narinfo(
     if *info.store_path.hash() != hash {
         return Err(AppError::BadRequest(format!("narinfo for {} uploaded as {hash}.narinfo", info.store_path)));
     }
-    let mut keys = vec![gw.cfg.key.public()];
-    keys.extend(gw.cfg.trusted_keys.iter().cloned());
     gw.lookup(move |s| {
-        let existing = s.path_info(&hash.to_string())?;
-        let stored = s.nar(&info.nar_hash)?;
-        let has_path = |p: &crate::nix::store_path::StorePath| {
-            s.path_info(&p.hash().to_string()).ok().flatten().is_some_and(|i| i.store_path == *p)
-        };
-        let flat = |h: &NixHash| stored.as_ref().and_then(|e| flat_hash(s, e.root, h.algo));
-        let known = Known {
-            existing: existing.as_ref(),
-            stored_nar_size: stored.as_ref().map(|e| e.nar_size),
-            has_path: &has_path,
-            flat_hash: &flat,
-            keys: &keys,
-        };
-        match judge_narinfo(&info, &known)? {
-            Verdict::Record(info) => s.begin_ingest().commit(&[Manifest::Path(Box::new(info))])?,
-            Verdict::Unchanged => {}
-        }
+        s.put_narinfo(info)?;
         Ok(())
     })
     .await?;

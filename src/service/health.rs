@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use super::error::AppError;
+use super::ServiceError;
 use crate::dag::{reader, Cid, DagReadError};
 use crate::nix::hash::NarHash;
 use crate::store::Store;
@@ -39,9 +39,9 @@ impl Health {
     /// Check in the index that every block of the NAR under `root` is present, reading only interior
     /// nodes (leaves are looked up, not read). A missing or unreadable block marks the NAR damaged and
     /// answers 503 naming it; the first success is remembered.
-    pub fn check(&self, store: &Store, hash: NarHash, root: Cid, size: u64) -> Result<(), AppError> {
+    pub fn check(&self, store: &Store, hash: NarHash, root: Cid, size: u64) -> Result<(), ServiceError> {
         if self.is_damaged(&hash) {
-            return Err(AppError::Damaged(format!("NAR {hash} was found damaged earlier")));
+            return Err(ServiceError::Damaged(format!("NAR {hash} was found damaged earlier")));
         }
         if self.complete.lock().unwrap_or_else(|p| p.into_inner()).contains(&root) {
             return Ok(());
@@ -58,11 +58,14 @@ impl Health {
                 Ok(())
             }
             Err(DagReadError::Io { cid, source }) if !is_corrupt(&source) => {
-                Err(AppError::internal(format!("reading block {cid} of NAR {hash}: {source}")))
+                Err(ServiceError::Store(crate::store::StoreError::Io {
+                    context: format!("reading block {cid} of NAR {hash}"),
+                    source,
+                }))
             }
             Err(e) => {
                 self.mark_damaged(hash);
-                Err(AppError::Damaged(format!("NAR {hash}: {e}")))
+                Err(ServiceError::Damaged(format!("NAR {hash}: {e}")))
             }
         }
     }
@@ -104,7 +107,9 @@ mod tests {
         txn.commit().unwrap();
         let fresh = Health::default();
         match fresh.check(&store, NarHash([3; 32]), dag.root, 30_000) {
-            Err(AppError::Damaged(why)) => assert!(why.contains("missing") || why.contains(&lost.to_string()), "{why}"),
+            Err(ServiceError::Damaged(why)) => {
+                assert!(why.contains("missing") || why.contains(&lost.to_string()), "{why}")
+            }
             other => panic!("expected damage, got {other:?}"),
         }
         assert!(fresh.is_damaged(&NarHash([3; 32])));

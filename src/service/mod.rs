@@ -1,0 +1,334 @@
+//! The service: the one object every door calls. The HTTP gateway is the first door; peers, the hashed
+//! mirror and the cache warmer come next, each a room beside the gateway that adds only its protocol.
+//!
+//! It owns the store, the signing key and the node's one set of trusted keys, the background repack,
+//! what is known about damaged NARs, and counters. It answers: a store path's narinfo (signed), a NAR
+//! whole or as a range (checked whole first), a file by hash, a NAR listing, and puts (a NAR, a narinfo
+//! judged by the upload rules of docs/SECURITY.md). Its calls are synchronous: a door runs them on a pool
+//! of its choosing.
+
+mod accept;
+mod health;
+mod repack;
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use self::accept::{judge_narinfo, Known, Refusal, Verdict};
+use crate::chunk::ChunkerConfig;
+use crate::dag::{Cid, DagReader};
+use crate::nix::hash::{HashAlgo, Hasher, NarHash, NixHash};
+use crate::nix::nar::{self, NarVisitor};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::signing::{PublicKey, SecretKey};
+use crate::nix::store_path::{StorePath, StorePathHash};
+use crate::store::{self, Manifest, NarAdded, NarEntry, Store, StoreError};
+
+/// How a service is set up.
+pub struct ServiceConfig {
+    /// Signs the narinfos of the paths the cache vouches for.
+    pub key: SecretKey,
+    /// The node's one set of trusted keys.
+    pub trusted_keys: Vec<PublicKey>,
+    /// Repack queued tarballs in the background once no new one was queued for this long (`None`:
+    /// never; `nixdag repack` then does it).
+    pub repack_idle: Option<Duration>,
+}
+
+/// A service call that did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A stored NAR lacks a block or failed a check; it is no longer advertised.
+    #[error("stored data is damaged: {0}")]
+    Damaged(String),
+    /// An upload the rules refuse.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the service has done since it started.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Counters {
+    /// Narinfo lookups answered (found or not).
+    pub narinfo_lookups: u64,
+    /// Of those, paths not in the cache.
+    pub narinfo_misses: u64,
+    /// NAR bodies opened (whole or a range).
+    pub nars_opened: u64,
+    /// Bytes read out of NARs for doors.
+    pub nar_bytes: u64,
+    /// NARs stored by puts.
+    pub nars_put: u64,
+    /// Narinfos recorded by puts.
+    pub narinfos_put: u64,
+    /// NARs found damaged.
+    pub damaged: u64,
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    narinfo_lookups: AtomicU64,
+    narinfo_misses: AtomicU64,
+    nars_opened: AtomicU64,
+    nar_bytes: AtomicU64,
+    nars_put: AtomicU64,
+    narinfos_put: AtomicU64,
+    damaged: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The service; share it as `Arc<Service>`.
+pub struct Service {
+    store: Arc<Store>,
+    key: SecretKey,
+    trusted: Vec<PublicKey>,
+    health: health::Health,
+    counters: AtomicCounters,
+    repacker: Mutex<Option<repack::Background>>,
+}
+
+impl Service {
+    /// Start a service over `store`: the background repack begins if configured.
+    pub fn start(store: Arc<Store>, cfg: ServiceConfig) -> Arc<Service> {
+        let repacker = cfg.repack_idle.map(|idle| repack::Background::start(store.clone(), idle));
+        Arc::new(Service {
+            store,
+            key: cfg.key,
+            trusted: cfg.trusted_keys,
+            health: health::Health::default(),
+            counters: AtomicCounters::default(),
+            repacker: Mutex::new(repacker),
+        })
+    }
+
+    /// Stop background work (and wait for it); the service still answers calls.
+    pub fn stop(&self) {
+        if let Some(r) = self.repacker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            r.stop();
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The public half of the signing key.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// The node's trusted keys.
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
+    }
+
+    /// What the service has done.
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            narinfo_lookups: get(&c.narinfo_lookups),
+            narinfo_misses: get(&c.narinfo_misses),
+            nars_opened: get(&c.nars_opened),
+            nar_bytes: get(&c.nar_bytes),
+            nars_put: get(&c.nars_put),
+            narinfos_put: get(&c.narinfos_put),
+            damaged: get(&c.damaged),
+        }
+    }
+
+    /// Add the gateway's signature to a narinfo of a path the cache vouches for (replacing an older one
+    /// by the same key name). Every path in the store came through a door the operator trusts (`add`
+    /// by the store's owner, or an admitted uploader: docs/SECURITY.md), so the service vouches for each.
+    pub fn sign(&self, info: &mut NarInfo) {
+        let sig = self.key.sign(&info.fingerprint());
+        if !info.sigs.contains(&sig) {
+            let prefix = format!("{}:", self.key.name());
+            info.sigs.retain(|s| !s.starts_with(&prefix));
+            info.sigs.push(sig);
+        }
+    }
+
+    /// The recorded narinfo of a store path, if its NAR is whole (a path whose NAR is damaged is not
+    /// advertised: Nix would fail on it mid-download). Not signed yet: see [`Service::sign`].
+    pub fn narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfo>, ServiceError> {
+        bump(&self.counters.narinfo_lookups, 1);
+        let found = self.store.path_info(&hash.to_string())?;
+        let Some(info) = found else {
+            bump(&self.counters.narinfo_misses, 1);
+            return Ok(None);
+        };
+        let Some(entry) = self.store.nar(&info.nar_hash)? else { return Ok(None) };
+        match self.check_whole(info.nar_hash, &entry) {
+            Ok(()) => Ok(Some(info)),
+            Err(ServiceError::Damaged(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_whole(&self, hash: NarHash, entry: &NarEntry) -> Result<(), ServiceError> {
+        let newly = !self.health.is_damaged(&hash);
+        let r = self.health.check(&self.store, hash, entry.root, entry.nar_size);
+        if newly && matches!(r, Err(ServiceError::Damaged(_))) {
+            bump(&self.counters.damaged, 1);
+        }
+        r
+    }
+
+    /// The stored NAR with this hash, checked whole in the index (every block present) before a door
+    /// promises it: [`ServiceError::Damaged`] names what is missing.
+    pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, ServiceError> {
+        let Some(entry) = self.store.nar(hash)? else { return Ok(None) };
+        self.check_whole(*hash, &entry)?;
+        Ok(Some(entry))
+    }
+
+    /// Whether the NAR with this hash was found damaged.
+    pub fn is_damaged(&self, hash: &NarHash) -> bool {
+        self.health.is_damaged(hash)
+    }
+
+    /// A reader of bytes `[start, end)` of a NAR [`Service::nar`] returned.
+    pub fn nar_reader(
+        self: &Arc<Self>,
+        hash: NarHash,
+        entry: &NarEntry,
+        start: u64,
+        end: u64,
+    ) -> Result<NarReader, ServiceError> {
+        let reader = DagReader::range(self.store.clone(), entry.root, start, Some(end)).map_err(StoreError::from)?;
+        bump(&self.counters.nars_opened, 1);
+        Ok(NarReader { reader, hash, service: self.clone() })
+    }
+
+    /// A stored file by any of its hashes: its SHA-256, root and size.
+    pub fn file(&self, hash: &NixHash) -> Result<Option<([u8; 32], Cid, u64)>, ServiceError> {
+        let Some((sha, entry)) = self.store.file(hash)? else { return Ok(None) };
+        Ok(Some((sha, entry.root_cid()?, entry.size)))
+    }
+
+    /// The listing (`.ls` JSON) of a stored NAR, or `Ok(None)` when it has more than `max_entries` nodes.
+    pub fn listing(&self, hash: &NarHash, max_entries: usize) -> Result<Option<String>, ServiceError> {
+        let entry = self.nar(hash)?.ok_or(StoreError::NoSuchNar(*hash))?;
+        let reader = DagReader::new(self.store.as_ref(), entry.root).map_err(StoreError::from)?;
+        let listing =
+            nar::list_bounded(io::BufReader::with_capacity(1 << 16, reader), max_entries).map_err(StoreError::from)?;
+        Ok(listing.map(|l| l.to_json()))
+    }
+
+    /// Store a NAR read from `r` (validated as it streams). A NAR found damaged before is whole again.
+    pub fn put_nar(&self, r: impl Read) -> Result<NarAdded, StoreError> {
+        let added = store::add_nar(&self.store, r, ChunkerConfig::default(), None)?;
+        self.health.healed(&added.nar_hash, &added.root);
+        bump(&self.counters.nars_put, 1);
+        Ok(added)
+    }
+
+    /// Record an uploaded narinfo if the upload rules accept it (docs/SECURITY.md): its NAR stored, its
+    /// references present, its CA claim true, signatures by known keys valid, and written once.
+    pub fn put_narinfo(&self, info: NarInfo) -> Result<Verdict, ServiceError> {
+        let s = &*self.store;
+        let existing = s.path_info(&info.store_path.hash().to_string())?;
+        let stored = s.nar(&info.nar_hash)?;
+        let has_path =
+            |p: &StorePath| s.path_info(&p.hash().to_string()).ok().flatten().is_some_and(|i| i.store_path == *p);
+        let flat = |h: &NixHash| stored.as_ref().and_then(|e| flat_hash(s, e.root, h.algo));
+        let mut keys = vec![self.key.public()];
+        keys.extend(self.trusted.iter().cloned());
+        let known = Known {
+            existing: existing.as_ref(),
+            stored_nar_size: stored.as_ref().map(|e| e.nar_size),
+            has_path: &has_path,
+            flat_hash: &flat,
+            keys: &keys,
+        };
+        let verdict = judge_narinfo(&info, &known)?;
+        if let Verdict::Record(info) = &verdict {
+            s.begin_ingest().commit(&[Manifest::Path(Box::new(info.clone()))])?;
+            bump(&self.counters.narinfos_put, 1);
+        }
+        Ok(verdict)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Bytes of a NAR for a door. A block that turns out bad mid-stream marks the NAR damaged (it stops
+/// being advertised) and ends the read with an error: once a door has sent its headers, cutting the
+/// stream is the only safe answer, and the client's hash check catches it.
+pub struct NarReader {
+    reader: DagReader<Arc<Store>>,
+    hash: NarHash,
+    service: Arc<Service>,
+}
+
+impl NarReader {
+    /// The next piece, at most `max` bytes; `None` at the end.
+    pub fn next_bytes(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        match self.reader.next_bytes(max) {
+            Ok(b) => {
+                if let Some(b) = &b {
+                    bump(&self.service.counters.nar_bytes, b.len() as u64);
+                }
+                Ok(b)
+            }
+            Err(e) => {
+                if !self.service.health.is_damaged(&self.hash) {
+                    bump(&self.service.counters.damaged, 1);
+                }
+                self.service.health.mark_damaged(self.hash);
+                eprintln!("nixdag: NAR {} is damaged: {e}", self.hash);
+                Err(io::Error::other(e))
+            }
+        }
+    }
+}
+
+/// The hash of a NAR's contents when the NAR is a single regular file (what a flat or text CA claim is
+/// about); `None` for anything else. A NAR that turns out to be a directory stops the parse at once.
+fn flat_hash(store: &Store, root: Cid, algo: HashAlgo) -> Option<NixHash> {
+    struct Flat {
+        hasher: Option<Hasher>,
+        regular: bool,
+    }
+    impl NarVisitor for Flat {
+        fn regular_begin(&mut self, _x: bool, _len: u64, _off: u64) -> io::Result<()> {
+            self.regular = true;
+            Ok(())
+        }
+        fn regular_data(&mut self, data: &[u8]) -> io::Result<()> {
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(data);
+            }
+            Ok(())
+        }
+        fn directory_begin(&mut self) -> io::Result<()> {
+            Err(io::Error::other("a directory, not a file"))
+        }
+        fn symlink(&mut self, _t: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("a symlink, not a file"))
+        }
+    }
+    let reader = DagReader::new(store, root).ok()?;
+    let mut v = Flat { hasher: Some(Hasher::new(algo)), regular: false };
+    nar::parse(io::BufReader::with_capacity(1 << 16, reader), &mut v).ok()?;
+    if !v.regular {
+        return None;
+    }
+    v.hasher.take().map(Hasher::finish)
+}
