@@ -40,6 +40,11 @@ pub trait BlockSink {
 pub trait BlockSource {
     /// The block's bytes, verified to hash to `hash`, or `None` when absent.
     fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>>;
+    /// The same as shared bytes: a source that holds the block inside a larger buffer (a decompressed
+    /// frame) hands out a slice of it instead of a copy, which is what readers of whole NARs use.
+    fn get_block_bytes(&self, hash: &BlockHash) -> io::Result<Option<bytes::Bytes>> {
+        Ok(self.get_block(hash)?.map(bytes::Bytes::from))
+    }
     /// The block's length without reading it, or `None` when absent.
     fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>>;
 }
@@ -56,6 +61,9 @@ impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
     fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
         (**self).get_block(hash)
     }
+    fn get_block_bytes(&self, hash: &BlockHash) -> io::Result<Option<bytes::Bytes>> {
+        (**self).get_block_bytes(hash)
+    }
     fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
         (**self).block_len(hash)
     }
@@ -64,6 +72,9 @@ impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
 impl<T: BlockSource + ?Sized> BlockSource for &T {
     fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
         (**self).get_block(hash)
+    }
+    fn get_block_bytes(&self, hash: &BlockHash) -> io::Result<Option<bytes::Bytes>> {
+        (**self).get_block_bytes(hash)
     }
     fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
         (**self).block_len(hash)

@@ -87,9 +87,9 @@ pub enum DagReadError {
     },
 }
 
-fn load(source: &impl BlockSource, cid: &Cid, root: &Cid) -> Result<Vec<u8>, DagReadError> {
+fn load(source: &impl BlockSource, cid: &Cid, root: &Cid) -> Result<Bytes, DagReadError> {
     let hash = block_hash(cid).map_err(|source| DagReadError::Cid { root: *root, source })?;
-    match source.get_block(&hash) {
+    match source.get_block_bytes(&hash) {
         Ok(Some(b)) => Ok(b),
         Ok(None) => Err(DagReadError::MissingBlock { cid: *cid, root: *root }),
         Err(source) => Err(DagReadError::Io { cid: *cid, source }),
@@ -197,7 +197,7 @@ impl<S: BlockSource> DagReader<S> {
         };
         if cid.codec() == RAW_CODEC {
             check(bytes.len() as u64)?;
-            self.leaf = Bytes::from(bytes);
+            self.leaf = bytes;
             self.leaf_start = start;
             return Ok(true);
         }

@@ -44,7 +44,7 @@ impl AppError {
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         if e.is_out_of_space() {
-            eprintln!("nixdag gateway: the store's disk is full: {e}");
+            tracing::error!("the store's disk is full: {e}");
             return AppError::InsufficientStorage;
         }
         match e {
@@ -89,7 +89,7 @@ impl IntoResponse for AppError {
                 return r;
             }
             AppError::Damaged(detail) => {
-                eprintln!("nixdag gateway: damaged: {detail}");
+                tracing::error!("damaged: {detail}");
                 (StatusCode::SERVICE_UNAVAILABLE, format!("stored data is damaged ({detail}); run `nixdag verify`"))
             }
             AppError::InsufficientStorage => {
@@ -103,7 +103,7 @@ impl IntoResponse for AppError {
                 return r;
             }
             AppError::Internal(detail) => {
-                eprintln!("nixdag gateway: internal error: {detail}");
+                tracing::error!("internal error: {detail}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
             }
         };

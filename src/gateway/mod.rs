@@ -161,7 +161,14 @@ async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    use tracing::Instrument;
     let client = client.map(|Extension(ClientAddr(a))| a).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // Everything logged while answering names the request it is about.
+    let span = tracing::info_span!("request", %method, path = %uri.path(), %client);
+    answer(gw, client, method, uri, headers, body).instrument(span).await
+}
+
+async fn answer(gw: Gateway, client: IpAddr, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let resource = match http_path::parse(uri.path()) {
         Ok(r) => r,
         Err(PathError::Malformed(why)) => return AppError::BadRequest(why).into_response(),

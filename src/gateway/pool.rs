@@ -23,7 +23,7 @@ impl Lookups {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("nixdag-lookup-{i}")).spawn(move || worker(&rx));
             if let Err(e) = spawned {
-                eprintln!("nixdag gateway: cannot start lookup thread: {e}");
+                tracing::error!("cannot start lookup thread: {e}");
             }
         }
         Lookups { tx }

@@ -132,7 +132,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors (or a client that left before accept): wait a little instead
                     // of spinning; connections that close free descriptors.
-                    eprintln!("nixdag gateway: accept failed: {e}");
+                    tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

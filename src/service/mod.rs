@@ -292,7 +292,7 @@ impl NarReader {
                     bump(&self.service.counters.damaged, 1);
                 }
                 self.service.health.mark_damaged(self.hash);
-                eprintln!("nixdag: NAR {} is damaged: {e}", self.hash);
+                tracing::error!("NAR {} is damaged: {e}", self.hash);
                 Err(io::Error::other(e))
             }
         }

@@ -44,7 +44,7 @@ fn run(store: Arc<Store>, idle: Duration, stop: Arc<(Mutex<bool>, Condvar)>) -> 
             let queued = match store.repack_queue() {
                 Ok(q) => q.len(),
                 Err(e) => {
-                    eprintln!("nixdag: background repack: {e}");
+                    tracing::error!("background repack: {e}");
                     continue;
                 }
             };
@@ -58,13 +58,13 @@ fn run(store: Arc<Store>, idle: Duration, stop: Arc<(Mutex<bool>, Condvar)>) -> 
                     return;
                 }
                 let mut log = |root: &crate::dag::Cid, bytes: u64, outcome| {
-                    eprintln!("nixdag: background repack: {root} ({bytes} bytes): {outcome:?}");
+                    tracing::info!("background repack: {root} ({bytes} bytes): {outcome:?}");
                 };
                 match store.repack(Some(1), &mut log) {
                     Ok(r) if r.left == 0 => break,
                     Ok(_) => {}
                     Err(e) => {
-                        eprintln!("nixdag: background repack: {e}");
+                        tracing::error!("background repack: {e}");
                         break;
                     }
                 }

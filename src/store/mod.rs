@@ -703,6 +703,9 @@ impl BlockSource for Store {
     fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
         self.read_block(hash).map_err(io::Error::other)
     }
+    fn get_block_bytes(&self, hash: &BlockHash) -> io::Result<Option<bytes::Bytes>> {
+        self.read_block_bytes(hash).map_err(io::Error::other)
+    }
     fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
         Ok(self.block_loc(hash).map_err(io::Error::other)?.map(|l| u64::from(l.raw_len)))
     }
