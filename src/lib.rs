@@ -1,18 +1,56 @@
 //! nixdag: a content-addressed chunk store for Nix.
 //!
-//! Data flows one way: [`nix`] turns store paths into NAR streams (and parses them back), [`chunk`] cuts
-//! streams into content-defined chunks, [`dag`] names chunks by BLAKE3 and links them into UnixFS DAGs,
-//! [`store`] keeps blocks in compressed packs with a redb index and maps Nix hashes to DAG roots. The
-//! [`cli`] is a thin layer over those. See `docs/ARCHITECTURE.md`.
+//! Data flows one way: Nix store paths become NAR streams, which are cut into content-defined chunks,
+//! named by BLAKE3 and linked into UnixFS DAGs, kept in compressed packs with a redb index ([`Store`]),
+//! and served through the [`Service`] by its doors: the HTTP binary cache ([`Gateway`]) today. See
+//! `docs/ARCHITECTURE.md`.
+//!
+//! The public face is the list below; the modules behind it are private. Fuzz targets, benches and
+//! examples reach the internals they test through the `internals` feature, which is not part of the API.
 #![warn(missing_docs)]
 // Errors carry the CIDs, roots and offsets a reader needs to act on them; they are cold, so their size
 // (over clippy's 128-byte line) costs nothing measurable and boxing them would cost clarity.
 #![allow(clippy::result_large_err)]
-pub mod chunk;
-pub mod cli;
-pub mod dag;
-pub mod gateway;
-pub mod nix;
-pub mod recompress;
-pub mod service;
-pub mod store;
+// Without `internals`, items only fuzz targets and benches use are unused by the library itself.
+#![cfg_attr(not(feature = "internals"), allow(dead_code))]
+
+/// Declare the modules: private, or public (hidden from the docs) for fuzzing, benches and examples.
+macro_rules! modules {
+    ($($name:ident),*) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+modules!(chunk, dag, gateway, nix, recompress, service, store);
+mod cli;
+
+// The store: blocks, manifests, ingest, gc, verify.
+pub use crate::chunk::ChunkerConfig;
+pub use crate::dag::{BlockHash, BlockSource, Cid, DagReadError, DagReader};
+// Nix's own formats.
+pub use crate::gateway::key::load_or_create as load_or_create_key;
+pub use crate::gateway::server::serve;
+// The HTTP binary cache, for programs that embed it.
+pub use crate::gateway::{
+    Cidr, ClientAddr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy,
+};
+pub use crate::nix::hash::{HashAlgo, NarHash, NixHash};
+pub use crate::nix::narinfo::NarInfo;
+pub use crate::nix::signing::{PublicKey, SecretKey};
+pub use crate::nix::store_path::{StorePath, StorePathHash};
+// The service every door calls.
+pub use crate::service::{Counters, NarReader, Refusal, Service, ServiceConfig, ServiceError, Verdict};
+pub use crate::store::{
+    add_file, add_nar, add_path, FileAdded, GcReport, NarAdded, RepackReport, StorageConfig, Store, StoreError,
+    StoreStats, VerifyReport,
+};
+
+/// The `nixdag` command line: parse the arguments, run, print the error chain, return the exit status.
+/// What `src/main.rs` calls; the commands themselves are not part of the library.
+#[doc(hidden)]
+pub fn cli_main() -> std::process::ExitCode {
+    cli::main()
+}

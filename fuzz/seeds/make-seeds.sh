@@ -3,7 +3,8 @@
 # (`add` + `export-car`, and examples/dag_car.rs for tiny deep DAGs). Needs nix (2.8), python3, cargo.
 # Store paths and signatures depend on the machine's keys and contents; the committed seeds are one run.
 #
-# usage: fuzz/seeds/make-seeds.sh
+# usage: fuzz/seeds/make-seeds.sh                              # every target's seeds
+#        fuzz/seeds/make-seeds.sh range_parse upload_narinfo   # only these (need nix alone, no cargo)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,6 +13,108 @@ work="$(mktemp -d)"
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 nixflags=(--extra-experimental-features nix-command)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
+# --- range_parse: size:u64le + a Range header -------------------------------------------------------
+seeds_range_parse() {
+  local d="$here/range_parse"
+  rm -rf "$d" && mkdir -p "$d"
+  local s4k='\x00\x10\x00\x00\x00\x00\x00\x00' s10='\x0a\x00\x00\x00\x00\x00\x00\x00' s0='\x00\x00\x00\x00\x00\x00\x00\x00'
+  r() { printf "$1$2" > "$d/$3"; }
+  r "$s4k" 'bytes=0-99' a-b
+  r "$s4k" 'bytes=100-' a
+  r "$s4k" 'bytes=-100' suffix
+  r "$s4k" 'bytes=0-1,5-9' multi
+  r "$s4k" 'bytes=4096-' at-end
+  r "$s4k" 'bytes=5-2' inverted
+  r "$s4k" ' bytes= 3 - 7 ' blanks
+  r "$s4k" 'items=0-1' other-unit
+  r "$s10" 'bytes=-0' suffix-zero
+  r "$s10" 'bytes=99999999999999999999-' overflow-first
+  r "$s10" 'bytes=0-18446744073709551616' overflow-last
+  r "$s10" 'bytes=-99999999999999999999' overflow-suffix
+  r "$s10" 'bytes=00000000000000000000003-0009' leading-zeros
+  r "$s0" 'bytes=0-' empty-body
+  r '\xff\xff\xff\xff\xff\xff\xff\xff' 'bytes=18446744073709551614-18446744073709551615' max-size
+}
+
+# --- upload_narinfo: flags:u8 refs:u8 narinfo NUL nar, for real paths `nix-store` made ---------------
+# The narinfos are written by hand in Nix's format (what `nix copy` uploads), from `nix-store -q` and
+# `nix path-info --json` (for CA:). One is signed by Nix with the target's key K (`nix store sign`).
+seeds_upload_narinfo() {
+  local d="$here/upload_narinfo" w
+  rm -rf "$d" && mkdir -p "$d"
+  w="$(mktemp -d)"
+  mkdir -p "$w/tree/sub"
+  printf 'hello\n' > "$w/hello"
+  printf '#!/bin/sh\necho hi\n' > "$w/run" && chmod +x "$w/run"
+  printf 'a\n' > "$w/tree/a" && printf 'b\n' > "$w/tree/sub/b" && ln -s ../a "$w/tree/sub/to-a"
+  # The fuzz target's key K (fuzz_targets/upload_narinfo.rs); made for these seeds, signs nothing else.
+  printf '%s' 'nixdag-fuzz-1:jUPnr37sVLSgPxZaCVup4j0zN/5yuzucJtovoiXNLb2vNsixc8tHQhKIOxxraWTZbPfqsS3G9gZuyDFaOIxEAQ==' > "$w/sk"
+  cat > "$w/out.nix" <<'NIX'
+let dep = builtins.toFile "fuzz-seed-dep" "a dependency\n";
+in derivation {
+  name = "fuzz-seed-out";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo ${dep} > $out" ];
+}
+NIX
+  local rec flat flat1 exe tree r512 dep txt out
+  rec="$(nix-store --add "$w/hello")"                         # fixed:r:sha256, one file
+  flat="$(nix-store --add-fixed sha256 "$w/hello")"           # fixed:sha256 (flat)
+  flat1="$(nix-store --add-fixed sha1 "$w/hello")"            # fixed:sha1 (flat)
+  exe="$(nix-store --add "$w/run")"                           # fixed:r:sha256, executable
+  tree="$(nix-store --add "$w/tree")"                         # fixed:r:sha256, a directory
+  r512="$(nix-store --add-fixed --recursive sha512 "$w/tree")" # fixed:r:sha512 (not checkable)
+  dep="$(nix "${nixflags[@]}" eval --raw --expr 'builtins.toFile "dep.txt" "dep\n"')"    # text:sha256
+  txt="$(nix "${nixflags[@]}" eval --raw --expr \
+    'builtins.toFile "uses-dep.txt" "see ${builtins.toFile "dep.txt" "dep\n"}\n"')"    # text, one reference
+  out="$(nix-build --no-out-link "$w/out.nix" 2>/dev/null)"    # input-addressed, a reference, a deriver
+  nix "${nixflags[@]}" store sign --key-file "$w/sk" "$out"
+  narinfo() {
+    local p="$1" h ca refs deriver sigs
+    h="$(nix-store -q --hash "$p")"
+    refs="$(nix-store -q --references "$p" | xargs -r -n1 basename | sort | tr '\n' ' ' | sed 's/ $//')"
+    ca="$(nix "${nixflags[@]}" path-info --json "$p" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0].get("ca") or "")')"
+    deriver="$(nix-store -q --deriver "$p")"
+    sigs="$(nix "${nixflags[@]}" path-info --json --sigs "$p" | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)[0].get("signatures", [])))')"
+    printf 'StorePath: %s\nURL: nar/%s.nar\nCompression: none\nNarHash: %s\nNarSize: %s\nReferences: %s\n' \
+      "$p" "${h#sha256:}" "$h" "$(nix-store -q --size "$p")" "$refs"
+    [ "$deriver" = unknown-deriver ] || printf 'Deriver: %s\n' "$(basename "$deriver")"
+    [ -z "$sigs" ] || printf 'Sig: %s\n' $sigs
+    [ -z "$ca" ] || printf 'CA: %s\n' "$ca"
+  }
+  # seed NAME FLAGS REFS PATH: see the input format in fuzz_targets/upload_narinfo.rs.
+  seed() {
+    { printf "$2$3"; narinfo "$4"; printf '\0'; nix-store --dump "$4"; } > "$d/$1"
+  }
+  # 0x20: keys=[K], new path; 0x61: recorded before, upload adds K's signature; 0x02: another NarHash.
+  seed recursive '\x20' '\xff' "$rec"
+  seed recursive-again '\x61' '\xff' "$rec"
+  seed recursive-conflict '\x02' '\xff' "$rec"
+  seed flat '\x20' '\xff' "$flat"
+  seed flat-sha1 '\x20' '\xff' "$flat1"
+  seed executable '\x20' '\xff' "$exe"
+  seed tree '\x20' '\xff' "$tree"
+  seed tree-sha512 '\x20' '\xff' "$r512"
+  seed text '\x20' '\xff' "$dep"
+  seed text-ref '\x20' '\xff' "$txt"
+  seed text-ref-missing '\x20' '\x00' "$txt"
+  seed text-ref-again '\x65' '\xff' "$txt"
+  seed built-signed '\x20' '\xff' "$out"
+  seed built-signed-again '\x61' '\xff' "$out"
+  seed built-bad-sig '\xa0' '\xff' "$out"
+  seed built-no-key '\x00' '\xff' "$out"
+  seed built-conflict-size '\x06' '\xff' "$out"
+  seed built-recorded-more-sigs '\x63' '\xff' "$out"
+  chmod -R u+w "$w" && rm -rf "$w"
+}
+
+if [ "$#" -gt 0 ]; then
+  for t in "$@"; do "seeds_$t"; done
+  ls "$here/$1"
+  exit 0
+fi
 
 for t in nar_parse narinfo_parse hash_parse store_path_parse dagpb_decode cid_parse dag_read http_path_parse; do
   rm -rf "${here:?}/$t"
@@ -135,6 +238,9 @@ w '\x00\x00\x10\x00\x00\x00\x00\x00\x00bytes=0-99' range-a-b
 w '\x00\x00\x10\x00\x00\x00\x00\x00\x00bytes=100-' range-a
 w '\x00\x00\x10\x00\x00\x00\x00\x00\x00bytes=-100' range-suffix
 w '\x00\x00\x10\x00\x00\x00\x00\x00\x00bytes=0-1,5-9' range-multi
+
+seeds_range_parse
+seeds_upload_narinfo
 
 ls "$here"/*/ | head -100
 du -sh "$here"

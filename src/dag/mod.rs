@@ -16,6 +16,7 @@ use std::io;
 
 pub use self::builder::DagBuilder;
 pub use self::cid::{BlockHash, Cid};
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))] // for fuzz targets and benches
 pub use self::mem::MemBlocks;
 pub use self::reader::{walk, DagReadError, DagReader, WalkMode};
 

@@ -114,6 +114,12 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
     Ok(if listing { Resource::Listing(hash) } else { Resource::NarInfo(hash) })
 }
 
+/// `a <= b` for two strings of ASCII digits of any length.
+fn decimal_le(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) <= (b.len(), b)
+}
+
 /// What a `Range:` header asks of a body of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
@@ -163,7 +169,8 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
         },
         // bytes=A-B
         (false, false) => match (num(a), num(b)) {
-            (Some(start), Some(last)) if start <= last => {
+            // Compared as decimals, before saturation: a backwards range is ignored however large.
+            (Some(start), Some(last)) if decimal_le(a, b) => {
                 if start >= size {
                     RangeRequest::Unsatisfiable
                 } else {
@@ -247,6 +254,9 @@ mod tests {
             ("bytes=3-18446744073709551614", 10, Partial { start: 3, end: 10 }),
             ("bytes=-99999999999999999999", 10, Partial { start: 0, end: 10 }),
             ("bytes=99999999999999999999-5", 10, Full),
+            // Found by fuzzing: a backwards range of two overflowing positions is ignored too.
+            ("bytes=18446744073709551616-18446744073709551615", 10, Full),
+            ("bytes=000-0009", 10, Partial { start: 0, end: 10 }),
         ];
         for (h, size, want) in cases {
             assert_eq!(parse_range(Some(h), *size), *want, "{h} of {size}");

@@ -61,7 +61,9 @@ pub fn judge_narinfo(info: &NarInfo, known: &Known<'_>) -> Result<Verdict, Refus
         }
     }
     if let Some(old) = known.existing {
-        if old.nar_hash != info.nar_hash || old.nar_size != info.nar_size || old.references != info.references {
+        // `existing` is found by the hash part: another name under it is another path (a conflict too).
+        if old.store_path != info.store_path
+            || old.nar_hash != info.nar_hash || old.nar_size != info.nar_size || old.references != info.references {
             return Err(Refusal::Conflict(format!(
                 "{path} is already in the cache with NarHash {} ({} bytes); a store path's narinfo is written once",
                 old.nar_hash, old.nar_size
@@ -123,4 +125,43 @@ pub fn judge_narinfo(info: &NarInfo, known: &Known<'_>) -> Result<Verdict, Refus
         }
     }
     Ok(Verdict::Record(info.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "StorePath: /nix/store/xkqag603938xw013sv3hgqh30laryip9-hello\n\
+        URL: nar/x.nar\nCompression: none\n\
+        NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\nNarSize: 120\nReferences: \n";
+
+    fn judge(upload: &NarInfo, existing: Option<&NarInfo>) -> Result<Verdict, Refusal> {
+        let known = Known {
+            existing,
+            stored_nar_size: Some(120),
+            has_path: &|_| true,
+            flat_hash: &|_| None,
+            keys: &[],
+        };
+        judge_narinfo(upload, &known)
+    }
+
+    #[test]
+    fn a_narinfo_is_written_once_and_only_gains_signatures() {
+        let old = NarInfo::parse(INFO).unwrap();
+        assert!(matches!(judge(&old, None), Ok(Verdict::Record(_))));
+        assert_eq!(judge(&old, Some(&old)), Ok(Verdict::Unchanged));
+        let mut signed = old.clone();
+        signed.sigs.push("cache.example.org-1:AAAA".into());
+        match judge(&signed, Some(&old)) {
+            Ok(Verdict::Record(merged)) => assert_eq!(merged.sigs, signed.sigs),
+            other => panic!("{other:?}"),
+        }
+        let other_bytes =
+            NarInfo::parse(&INFO.replace("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73", &"1".repeat(52))).unwrap();
+        assert!(matches!(judge(&other_bytes, Some(&old)), Err(Refusal::Conflict(_))));
+        // Found by reading the fuzz target: the same hash part under another name is another path.
+        let renamed = NarInfo::parse(&INFO.replace("-hello", "-hullo")).unwrap();
+        assert!(matches!(judge(&renamed, Some(&old)), Err(Refusal::Conflict(_))));
+    }
 }

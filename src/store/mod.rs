@@ -38,6 +38,7 @@ use std::sync::Mutex;
 use fs2::FileExt;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))] // for fuzz targets and benches
 pub use self::compress::{StorageConfig, StorageConfigError, Tarballs};
 use self::error::IoContext;
 pub use self::error::StoreError;
@@ -79,12 +80,7 @@ impl GcGate {
             let path = dir.join("gc.lock");
             let f = match g.0.take() {
                 Some(f) => f,
-                None => OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .context(|| format!("opening {}", path.display()))?,
+                None => open_lock_file(&path)?,
             };
             f.lock_shared().context(|| format!("locking {}", path.display()))?;
             g.0 = Some(f);
@@ -107,12 +103,7 @@ impl GcGate {
     /// Exclude every other process's ingests (and wait for those under way) while `f` runs.
     fn exclusive<T>(&self, dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         let path = dir.join("gc.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .context(|| format!("opening {}", path.display()))?;
+        let lock = open_lock_file(&path)?;
         if lock.try_lock_exclusive().is_err() {
             eprintln!("nixdag: gc waits for ingests under way in other processes to commit");
             lock.lock_exclusive().context(|| format!("locking {}", path.display()))?;
@@ -187,13 +178,7 @@ impl Store {
     /// compacting the index file.
     pub fn open_with(dir: &Path, wait: bool) -> Result<Store, StoreError> {
         fs::create_dir_all(dir.join("packs")).context(|| format!("creating store {}", dir.display()))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .context(|| format!("opening {}", lock_path.display()))?;
+        let lock = open_lock_file(&dir.join("lock"))?;
         lock_shared(&lock, dir, wait)?;
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
@@ -627,6 +612,16 @@ impl Store {
     pub fn storage(&self) -> StorageConfig {
         *self.storage.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Open (creating) an empty file that exists only to be `flock`ed.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .context(|| format!("opening {}", path.display()))
 }
 
 /// Take `STORE/lock` shared: wait for a process that holds it exclusively (compacting the index), or

@@ -350,7 +350,7 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
         .arg(w.join("sk"))
         .arg(w.join("pk")));
     let trusted = fs::read_to_string(w.join("pk")).unwrap().trim().to_string();
-    let secret = nixdag::nix::signing::SecretKey::parse(fs::read_to_string(w.join("sk")).unwrap().trim()).unwrap();
+    let secret = nixdag::SecretKey::parse(fs::read_to_string(w.join("sk")).unwrap().trim()).unwrap();
     let store = TestStore::new();
     let dir = w.join("present");
     fs::create_dir_all(&dir).unwrap();
@@ -363,7 +363,7 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
         fs::write(&f, body).unwrap();
         curl_full(&["-X", "PUT", "--data-binary", &format!("@{}", f.display()), &format!("{}{path}", server.url)])
     };
-    let sha = |b: &[u8]| nixdag::nix::hash::nix32::encode(&sha2::Sha256::digest(b));
+    let sha = |b: &[u8]| nixdag::NarHash(sha2::Sha256::digest(b).into()).to_nix32();
     let big = w.join("big");
     fs::create_dir_all(&big).unwrap();
     write_random(&big.join("f"), 3_000_000, 2);
@@ -470,7 +470,7 @@ fn thirty_two_parallel_downloads_are_byte_exact() {
     for (child, want) in children.into_iter().zip(&expected) {
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success());
-        let got = format!("sha256:{}", nixdag::nix::hash::nix32::encode(&sha2::Sha256::digest(&o.stdout)));
+        let got = format!("sha256:{}", nixdag::NarHash(sha2::Sha256::digest(&o.stdout).into()).to_nix32());
         assert_eq!(&got, want);
     }
 }

@@ -85,7 +85,7 @@ fn add_and_gc_loop_concurrently() {
         }
         let out = store.bytes(&["cat", "--nar-hash", h]);
         assert_eq!(
-            format!("sha256:{}", nixdag::nix::hash::nix32::encode(&<sha2::Sha256 as sha2::Digest>::digest(&out))),
+            format!("sha256:{}", nixdag::NarHash(<sha2::Sha256 as sha2::Digest>::digest(&out).into()).to_nix32()),
             *h
         );
     }
@@ -95,8 +95,7 @@ fn add_and_gc_loop_concurrently() {
 /// ingest that reuses a block GC is about to sweep must keep it.
 #[test]
 fn in_process_ingest_and_gc_race_loses_nothing() {
-    use nixdag::chunk::ChunkerConfig;
-    use nixdag::store::{add_nar, Store};
+    use nixdag::{add_nar, ChunkerConfig, Store};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let shared = Arc::new(Prng::new(8).bytes(1 << 20));

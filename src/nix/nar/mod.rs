@@ -41,18 +41,8 @@
 //! - [`parse`] with a [`NarVisitor`]: the one reader, behind [`copy_validated`], [`restore`] and
 //!   [`list`].
 //!
-//! ```
-//! use nixdag::nix::nar::{copy_validated, dump_path, NarSummary};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let dir = tempfile::tempdir()?;
-//! std::fs::write(dir.path().join("hello"), b"hello\n")?;
-//! let mut nar = Vec::new();
-//! let written: NarSummary = dump_path(dir.path(), &mut nar)?;
-//! let mut copy = Vec::new();
-//! let read = copy_validated(&nar[..], &mut copy)?;
-//! assert_eq!((written, &nar), (read, &copy));
-//! # Ok(()) }
-//! ```
+//! A tree dumped to a NAR and copied through the validating parser gives the same bytes and summary
+//! (`doc_example::dump_and_validated_copy_agree`).
 
 mod dump;
 mod encoder;
@@ -65,11 +55,29 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod doc_example {
+    use super::{copy_validated, dump_path, NarSummary};
+
+    #[test]
+    fn dump_and_validated_copy_agree() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("hello"), b"hello\n")?;
+        let mut nar = Vec::new();
+        let written: NarSummary = dump_path(dir.path(), &mut nar)?;
+        let mut copy = Vec::new();
+        let read = copy_validated(&nar[..], &mut copy)?;
+        assert_eq!((written, &nar), (read, &copy));
+        Ok(())
+    }
+}
+
 use std::io;
 
 pub use self::dump::dump_path;
 pub use self::encoder::NarEncoder;
 pub use self::error::{NarError, NarErrorKind, NarWriteError};
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))] // for fuzz targets and benches
 pub use self::listing::{list, list_bounded, NarEntry, NarListing};
 pub use self::parser::{parse, NarVisitor};
 pub use self::restore::restore;
