@@ -74,8 +74,7 @@ pub(super) async fn get(
     }
     let reader = Watched { reader: gw.service.nar_reader(hash, &entry, start, end)?, gw: gw.clone() };
     let body = if compression == NarCompression::Zstd {
-        let enc =
-            zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
+        let enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
         pulled(Zstd { reader, enc, done: false }, gw.budget.clone(), client)
     } else {
         pulled(reader, gw.budget.clone(), client)

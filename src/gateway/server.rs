@@ -202,19 +202,24 @@ Content-Type: text/plain\r\nContent-Length: 37\r\nConnection: close\r\n\r\ntoo m
 /// A socket that fails with `TimedOut` once it has made no progress, in either direction, for `limit`
 /// while someone waits on it. hyper waits on reads between requests too; its header-read timeout is
 /// the shorter one there.
+///
+/// Progress only notes the time (a clock read): moving a timer on every read and write took the timer
+/// driver's lock per I/O call. The timer is moved only when it fires early, to the last progress plus
+/// the limit.
 struct IdleTimeout<S> {
     inner: S,
     limit: Duration,
+    last: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<S> IdleTimeout<S> {
     fn new(inner: S, limit: Duration) -> Self {
-        IdleTimeout { inner, limit, deadline: Box::pin(tokio::time::sleep(limit)) }
+        IdleTimeout { inner, limit, last: Instant::now(), deadline: Box::pin(tokio::time::sleep(limit)) }
     }
 
     fn progressed(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.limit);
+        self.last = Instant::now();
     }
 
     /// After a write: bytes taken are progress; not ready means the deadline counts (see `check`).
@@ -235,9 +240,19 @@ impl<S> IdleTimeout<S> {
 
     /// Called when the inner socket is not ready: fail if the deadline has passed, else wait for it too.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::TimedOut, "client made no progress")),
-            Poll::Pending => Ok(()),
+        loop {
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(()) => {
+                    let due = self.last + self.limit;
+                    if Instant::now() >= due {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "client made no progress"));
+                    }
+                    // Progress since the timer was set: wait from the last progress (and poll again, so
+                    // the timer holds this task's waker).
+                    self.deadline.as_mut().reset(due);
+                }
+            }
         }
     }
 }

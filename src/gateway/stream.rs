@@ -1,10 +1,10 @@
 //! Bridges between async bodies and the synchronous store.
 //!
-//! Responses are *pulled*: a body asks for its next batch (up to [`BATCH`] bytes) only when the client
-//! has taken the previous ones, and each batch is read by a short task on the blocking pool that returns
-//! at once. No thread ever waits on a client (the old design parked a blocking thread per slow reader on
-//! a full channel, and ~530 readers that never read froze every other request). One batch is read
-//! ahead while the current one is sent, so reading and sending overlap on two cores.
+//! Responses are *pulled*: a body's reader task reads its next batch (up to [`BATCH`] bytes) only when
+//! there is room for it (a few batches ahead of the socket), each batch by a short task on the blocking
+//! pool that returns at once. No thread ever waits on a client (the old design parked a blocking thread
+//! per slow reader on a full channel, and ~530 readers that never read froze every other request).
+//! Reading runs ahead of sending, so the two overlap on two cores.
 //!
 //! Every batch holds bytes of a [`Budget`]: one per client address and one for the whole gateway. The
 //! bytes are returned when the socket has taken the last piece of the batch, so what slow clients can
@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 
 /// Bytes per chunk handed to the socket.
 pub const CHUNK: usize = 256 * 1024;
@@ -72,12 +71,6 @@ impl Budget {
         self.global.available_permits() >= BATCH
     }
 
-    fn try_hold(&self, addr: IpAddr) -> Option<Held> {
-        let address = self.address(addr).try_acquire_many_owned(BATCH as u32).ok()?;
-        let global = self.global.clone().try_acquire_many_owned(BATCH as u32).ok()?;
-        Some(Held { _global: global, _address: address })
-    }
-
     async fn hold(&self, addr: IpAddr) -> Option<Held> {
         let address = self.address(addr).acquire_many_owned(BATCH as u32).await.ok()?;
         let global = self.global.clone().acquire_many_owned(BATCH as u32).await.ok()?;
@@ -104,77 +97,88 @@ impl AsRef<[u8]> for Budgeted {
     }
 }
 
-type Ahead<P> = JoinHandle<(P, io::Result<Vec<Bytes>>, Held)>;
+/// Batches read ahead of the one being sent.
+const AHEAD: usize = 2;
 
-struct Pull<P> {
-    producer: Option<P>,
-    queue: VecDeque<Bytes>,
-    ahead: Option<Ahead<P>>,
-    budget: Budget,
-    client: IpAddr,
-}
-
-impl<P: Produce> Pull<P> {
-    /// Start reading the next batch, holding `held` for it.
-    fn start(&mut self, held: Held) {
-        if let Some(mut p) = self.producer.take() {
-            self.ahead = Some(tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                let r = p.next_batch(BATCH, &mut out).map(|()| out);
-                (p, r, held)
-            }));
-        }
-    }
-
-    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+/// A response body pulled from `producer`: a task reads batches on the blocking pool, each only once
+/// there is room for it (at most [`AHEAD`] waiting), holding [`BATCH`] bytes of `budget` per batch until
+/// the socket has taken it. While the client does not read, the task waits for room, holding no thread.
+pub fn pulled<P: Produce>(producer: P, budget: Budget, client: IpAddr) -> Body {
+    let (tx, rx) = mpsc::channel::<io::Result<Vec<Bytes>>>(AHEAD);
+    tokio::spawn(async move {
+        let mut producer = producer;
         loop {
-            if let Some(b) = self.queue.pop_front() {
-                // Read ahead while this piece is sent, if the budget allows without waiting.
-                if self.ahead.is_none() && self.producer.is_some() {
-                    if let Some(held) = self.budget.try_hold(self.client) {
-                        self.start(held);
-                    }
-                }
-                return Some(Ok(b));
-            }
-            if self.ahead.is_none() {
-                self.producer.as_ref()?;
-                // Waiting here holds no thread: the task sleeps until another body returns budget.
-                let held = self.budget.hold(self.client).await?;
-                self.start(held);
-            }
-            let handle = self.ahead.take()?;
-            let (p, r, held) = match handle.await {
+            // Room first (the client went away: stop), then budget, then one short blocking read.
+            let Ok(slot) = tx.reserve().await else { return };
+            let Some(held) = budget.hold(client).await else { return };
+            let read = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let r = producer.next_batch(BATCH, &mut out).map(|()| out);
+                (producer, r)
+            });
+            let (back, r) = match read.await {
                 Ok(x) => x,
-                Err(e) => return Some(Err(io::Error::other(format!("reader task failed: {e}")))),
+                Err(e) => {
+                    slot.send(Err(io::Error::other(format!("reader task failed: {e}"))));
+                    return;
+                }
             };
+            producer = back;
             match r {
-                Ok(batch) if batch.is_empty() => return None,
+                Ok(batch) if batch.is_empty() => return,
                 Ok(batch) => {
-                    self.producer = Some(p);
                     let held = Arc::new(held);
-                    self.queue.extend(
-                        batch.into_iter().map(|bytes| Bytes::from_owner(Budgeted { bytes, _held: held.clone() })),
-                    );
+                    let batch =
+                        batch.into_iter().map(|bytes| Bytes::from_owner(Budgeted { bytes, _held: held.clone() }));
+                    slot.send(Ok(batch.collect()));
                 }
                 // The client sees a cut-off body (its length or hash check fails); nothing more is read.
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    slot.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Body::from_stream(Batches { rx, queue: VecDeque::new(), done: false })
+}
+
+/// The receiving end: batches unpacked into the body's pieces.
+struct Batches {
+    rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
+    queue: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl futures_util::Stream for Batches {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(b) = self.queue.pop_front() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(batch))) => self.queue.extend(batch),
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
-}
-
-/// A response body pulled from `producer`, holding at most two batches of `budget` at a time.
-pub fn pulled<P: Produce>(producer: P, budget: Budget, client: IpAddr) -> Body {
-    let pull = Pull { producer: Some(producer), queue: VecDeque::new(), ahead: None, budget, client };
-    let stream = futures_util::stream::unfold(pull, |mut pull| async move {
-        let item = pull.next().await?;
-        if item.is_err() {
-            pull.producer = None;
-        }
-        Some((item, pull))
-    });
-    Body::from_stream(stream)
 }
 
 /// A blocking reader over a request body that an async task pumps in.
