@@ -72,6 +72,18 @@ impl From<tokio::task::JoinError> for AppError {
     }
 }
 
+impl AppError {
+    /// Log a failure that is ours (internal, damaged data), naming the request: the detail never goes
+    /// to the client. Client mistakes are not logged (the access log has their status).
+    pub(super) fn log(&self, method: &axum::http::Method, path: &str, client: std::net::IpAddr) {
+        match self {
+            AppError::Internal(detail) => tracing::error!(%method, path, %client, "internal error: {detail}"),
+            AppError::Damaged(detail) => tracing::error!(%method, path, %client, "damaged: {detail}"),
+            _ => {}
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
@@ -89,7 +101,6 @@ impl IntoResponse for AppError {
                 return r;
             }
             AppError::Damaged(detail) => {
-                tracing::error!("damaged: {detail}");
                 (StatusCode::SERVICE_UNAVAILABLE, format!("stored data is damaged ({detail}); run `nixdag verify`"))
             }
             AppError::InsufficientStorage => {
@@ -102,8 +113,7 @@ impl IntoResponse for AppError {
                 }
                 return r;
             }
-            AppError::Internal(detail) => {
-                tracing::error!("internal error: {detail}");
+            AppError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
             }
         };

@@ -163,8 +163,10 @@ async fn dispatch(
 ) -> Response {
     use tracing::Instrument;
     let client = client.map(|Extension(ClientAddr(a))| a).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    // Everything logged while answering names the request it is about.
-    let span = tracing::info_span!("request", %method, path = %uri.path(), %client);
+    // A span per request names it in everything logged while answering, at debug level: at info it cost
+    // 15 % of narinfo throughput (94 -> 110 k requests/s without it). Failures of ours are logged with
+    // the request's fields whatever the level (`AppError::log`).
+    let span = tracing::debug_span!("request", %method, path = %uri.path(), %client);
     answer(gw, client, method, uri, headers, body).instrument(span).await
 }
 
@@ -190,7 +192,10 @@ async fn answer(gw: Gateway, client: IpAddr, method: Method, uri: Uri, headers: 
         Resource::Root if read => Ok("nixdag binary cache: see /nix-cache-info\n".into_response()),
         _ => Ok((StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response()),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|e| {
+        e.log(&method, uri.path(), client);
+        e.into_response()
+    })
 }
 
 async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
