@@ -114,6 +114,14 @@ pub(crate) fn copy_from_gateway(w: &Path, server: &Server, other: &Path, path: &
         .arg(path));
 }
 
+/// An uploader's signing key, made by real Nix: `w/sk` (secret) and `w/pk` (public), named `uploader-1`.
+pub(crate) fn uploader_key(w: &Path) {
+    run(Command::new("nix-store")
+        .args(["--generate-binary-cache-key", "uploader-1"])
+        .arg(w.join("sk"))
+        .arg(w.join("pk")));
+}
+
 pub(crate) fn closure_of(path: &Path) -> Vec<String> {
     run(Command::new("nix-store").arg("-qR").arg(path)).lines().map(String::from).collect()
 }
@@ -125,10 +133,7 @@ fn nix_copy_to_and_from_with_only_the_gateway_key_trusted() {
     let top = build_closure(w, 300_000);
     let store = TestStore::new();
     let server = Server::start(&store, &["--allow-upload"]);
-    run(Command::new("nix-store")
-        .args(["--generate-binary-cache-key", "uploader-1"])
-        .arg(w.join("sk"))
-        .arg(w.join("pk")));
+    uploader_key(w);
     for compression in ["xz", "zstd", "bzip2", "none"] {
         // Each round uploads into an empty cache from Nix's point of view (fresh narinfo cache, new store).
         let dest = format!("{}?secret-key={}&compression={compression}", server.url, w.join("sk").display());
@@ -509,10 +514,7 @@ fn an_uploaded_tarball_is_repacked_in_the_background() {
     let p = nix_add(&f);
     let store = TestStore::new();
     let server = Server::start(&store, &["--allow-upload", "--repack-idle", "1"]);
-    run(Command::new("nix-store")
-        .args(["--generate-binary-cache-key", "uploader-1"])
-        .arg(w.join("sk"))
-        .arg(w.join("pk")));
+    uploader_key(w);
     let dest = format!("{}?secret-key={}&compression=none", server.url, w.join("sk").display());
     run(nix(w, "to").args(["copy", "--to", &dest]).arg(&p));
     let started = std::time::Instant::now();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 
 use crate::common::*;
-use crate::gateway::{build_closure, copy_from_gateway, curl, curl_full, nix, run, Server};
+use crate::gateway::{build_closure, copy_from_gateway, curl, curl_full, nix, run, uploader_key, Server};
 
 fn hash_part(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap()[..32].to_string()
@@ -47,10 +47,7 @@ fn cache_poisoning_is_refused_with_409() {
     let top = build_closure(w, 5000);
     let store = TestStore::new();
     let server = Server::start(&store, &["--allow-upload"]);
-    run(Command::new("nix-store")
-        .args(["--generate-binary-cache-key", "uploader-1"])
-        .arg(w.join("sk"))
-        .arg(w.join("pk")));
+    uploader_key(w);
     let dest = format!("{}?secret-key={}&compression=none", server.url, w.join("sk").display());
     run(nix(w, "to").args(["copy", "--to", &dest]).arg(&top));
     let url = format!("{}/{}.narinfo", server.url, hash_part(&top));
