@@ -18,7 +18,7 @@ pub struct VerifyArgs {
 
 pub fn run(store: &Store, args: VerifyArgs) -> Result<()> {
     let r = store.verify()?;
-    if args.repair && !r.damaged_blocks.is_empty() {
+    if args.repair && !r.damaged.is_empty() {
         let n = store.drop_damaged(&r)?;
         eprintln!(
             "nixdag: repair: dropped {n} damaged blocks from the index; add or upload the NARs and files above \

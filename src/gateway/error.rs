@@ -26,8 +26,8 @@ pub enum AppError {
     /// 503: a stored NAR is missing a block or failed a check; the detail (which block) is logged and
     /// the path is no longer advertised.
     Damaged(String),
-    /// 507: the store's disk is full.
-    InsufficientStorage,
+    /// 507: the store's disk is full; the detail is logged.
+    InsufficientStorage(String),
     /// 416: the range is outside a body of this size.
     RangeNotSatisfiable(u64),
     /// 500: our fault; the detail is logged.
@@ -44,8 +44,7 @@ impl AppError {
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         if e.is_out_of_space() {
-            tracing::error!("the store's disk is full: {e}");
-            return AppError::InsufficientStorage;
+            return AppError::InsufficientStorage(e.to_string());
         }
         match e {
             crate::store::StoreError::NoSuchNar(_) => AppError::NotFound,
@@ -73,12 +72,15 @@ impl From<tokio::task::JoinError> for AppError {
 }
 
 impl AppError {
-    /// Log a failure that is ours (internal, damaged data), naming the request: the detail never goes
+    /// Log a failure that is ours (internal, damaged data, a full disk), naming the request: the detail never goes
     /// to the client. Client mistakes are not logged (the access log has their status).
     pub(super) fn log(&self, method: &axum::http::Method, path: &str, client: std::net::IpAddr) {
         match self {
             AppError::Internal(detail) => tracing::error!(%method, path, %client, "internal error: {detail}"),
             AppError::Damaged(detail) => tracing::error!(%method, path, %client, "damaged: {detail}"),
+            AppError::InsufficientStorage(detail) => {
+                tracing::error!(%method, path, %client, "the store's disk is full: {detail}")
+            }
             _ => {}
         }
     }
@@ -103,7 +105,7 @@ impl IntoResponse for AppError {
             AppError::Damaged(detail) => {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("stored data is damaged ({detail}); run `nixdag verify`"))
             }
-            AppError::InsufficientStorage => {
+            AppError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "the cache's disk is full; nothing was stored".into())
             }
             AppError::RangeNotSatisfiable(size) => {

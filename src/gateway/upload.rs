@@ -182,12 +182,8 @@ pub(super) async fn put_nar(
     let policy = &gw.cfg.uploads;
     policy.authorize(headers, client)?;
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > policy.max_nar_size) {
-        return Err(AppError::TooLarge(format!(
-            "upload of {} bytes (limit {})",
-            declared.unwrap_or(0),
-            policy.max_nar_size
-        )));
+    if let Some(n) = declared.filter(|n| *n > policy.max_nar_size) {
+        return Err(AppError::TooLarge(format!("upload of {n} bytes (limit {})", policy.max_nar_size)));
     }
     let _slot = upload_slot(gw).await?;
     let (reader, pump) = reader_from_body(body);
@@ -202,17 +198,23 @@ pub(super) async fn put_nar(
         service.put_nar(BufReader::with_capacity(1 << 20, limited))
     });
     let ((), result) = tokio::join!(pump, ingest);
-    match result? {
+    // No cached narinfo needs dropping: a path whose NAR was damaged was never cached as found since.
+    let e = match result? {
         Ok(added) => {
-            gw.narinfos.invalidate_all();
-            Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size)).into_response())
+            return Ok((StatusCode::OK, format!("stored {} ({} bytes)\n", added.nar_hash, added.nar_size))
+                .into_response())
         }
-        Err(e) if over_limit(&e).is_some() => Err(AppError::TooLarge(over_limit(&e).unwrap_or_default())),
-        Err(e) if e.is_out_of_space() => Err(e.into()),
+        Err(e) => e,
+    };
+    if let Some(why) = over_limit(&e) {
+        return Err(AppError::TooLarge(why));
+    }
+    match e {
+        e if e.is_out_of_space() => Err(e.into()),
         // The store failing to take the bytes is ours to answer for, not the client's.
-        Err(StoreError::Nar(e)) if matches!(e.kind(), NarErrorKind::Output(_)) => Err(AppError::internal(e)),
-        Err(e @ (StoreError::Nar(_) | StoreError::HashMismatch { .. })) => Err(AppError::BadRequest(e.to_string())),
-        Err(e) => Err(e.into()),
+        StoreError::Nar(e) if matches!(e.kind(), NarErrorKind::Output(_)) => Err(AppError::internal(e)),
+        e @ (StoreError::Nar(_) | StoreError::HashMismatch { .. }) => Err(AppError::BadRequest(e.to_string())),
+        e => Err(e.into()),
     }
 }
 

@@ -84,20 +84,23 @@ impl Store {
             }
         }
         // Every other form, and any failure above (reported with its reason by the full path).
-        self.read_block(hash).map(|b| b.map(bytes::Bytes::from))
+        self.read_located(hash, &loc).map(|b| b.map(bytes::Bytes::from))
     }
 
     /// Read and verify a block.
     pub fn read_block(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(loc) = self.block_loc(hash)? else { return Ok(None) };
-        match self.read_at(hash, &loc) {
+        self.read_located(hash, &loc)
+    }
+
+    /// [`read_at`](Self::read_at) for a block just looked up: `None` when it failed because the block
+    /// left the index meanwhile (gc), so callers see it as missing rather than damaged.
+    fn read_located(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.read_at(hash, loc) {
             Ok(b) => Ok(Some(b)),
-            // GC compaction may have moved the block (and deleted its old pack) between our lookup and
-            // our read: if the index now says elsewhere, read there; otherwise the error stands.
             Err(e) => match self.block_loc(hash)? {
-                Some(now) if now != loc => self.read_at(hash, &now).map(Some),
-                Some(_) => Err(e),
                 None => Ok(None),
+                Some(_) => Err(e),
             },
         }
     }
@@ -105,8 +108,8 @@ impl Store {
     /// Read the block `hash` stored at `loc`, rebuild it from its form and check it.
     pub(crate) fn read_at(&self, hash: &BlockHash, loc: &BlockLoc) -> Result<Vec<u8>, StoreError> {
         match self.read_within(hash, loc, MAX_BASES) {
-            // Another process's compaction may have moved the block and deleted its pack between the
-            // lookup and the read: look it up again, once.
+            // A compaction (in this process or another) may have moved the block and deleted its pack
+            // between the lookup and the read: look it up again, once, and read it where it is now.
             Err(e) => match self.block_loc(hash) {
                 Ok(Some(fresh)) if fresh != *loc => self.read_within(hash, &fresh, MAX_BASES),
                 _ => Err(e),

@@ -25,9 +25,13 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
     /// Blocks whose stored bytes cannot be read back to their hash (what `verify --repair` drops from the
     /// index, so that adding or uploading their content again stores them anew).
-    pub damaged_blocks: Vec<String>,
-    #[serde(skip)]
-    damaged: Vec<BlockHash>,
+    #[serde(rename = "damaged_blocks", serialize_with = "as_strings")]
+    pub damaged: Vec<BlockHash>,
+}
+
+/// Block hashes in a report as their text form.
+fn as_strings<S: serde::Serializer>(hashes: &[BlockHash], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(hashes.iter().map(|h| h.to_string()))
 }
 
 impl VerifyReport {
@@ -45,7 +49,6 @@ impl VerifyReport {
             Err(e) => {
                 self.problems.push(e.to_string());
                 self.damaged.push(hash);
-                self.damaged_blocks.push(hash.to_string());
             }
         }
     }
@@ -152,7 +155,6 @@ impl Store {
             for hash in members.remove(&frame).unwrap_or_default() {
                 if !r.damaged.contains(&hash) {
                     r.damaged.push(hash);
-                    r.damaged_blocks.push(hash.to_string());
                 }
             }
         }
