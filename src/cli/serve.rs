@@ -152,17 +152,18 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         },
     );
     let gateway = Gateway::new(service.clone(), cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let served = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        println!("nixdag gateway on http://{addr}");
-        println!("trusted-public-keys = {public}");
-        std::io::stdout().flush()?;
-        server::serve(listener, gateway.router(), limits.conn, shutdown_signal()).await.context("serving")
-    });
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let at = std::net::ToSocketAddrs::to_socket_addrs(&args.listen)
+        .with_context(|| format!("listening on {}", args.listen))?
+        .next()
+        .with_context(|| format!("listening on {}: no address", args.listen))?;
+    let listeners = server::bind_per_core(at, threads).with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listeners[0].local_addr()?;
+    println!("nixdag gateway on http://{addr}");
+    println!("trusted-public-keys = {public}");
+    std::io::stdout().flush()?;
+    let served =
+        server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
     service.stop();
     served
 }

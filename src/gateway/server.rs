@@ -108,14 +108,88 @@ impl Drop for Ticket {
 }
 
 /// Serve `router` on `listener` until `shutdown` completes, then let open requests finish (for at most
-/// a few seconds).
+/// a few seconds). Runs on the caller's runtime; [`serve_per_core`] is what `nixdag serve` uses.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    accept_loop(listener, router, limits, Arc::new(Admission::default()), shutdown).await
+}
+
+/// Listening sockets for [`serve_per_core`]: `threads` sockets on `addr`, joined with `SO_REUSEPORT` so
+/// the kernel spreads new connections evenly over them (port 0 picks one port for all). One shared
+/// socket left each connection to whichever thread woke first, and one thread took most of them.
+pub fn bind_per_core(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out: Vec<std::net::TcpListener> = Vec::new();
+    for _ in 0..threads.max(1) {
+        let at = out.first().map(|l| l.local_addr()).transpose()?.unwrap_or(addr);
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(1024)?;
+        out.push(socket.into());
+    }
+    Ok(out)
+}
+
+/// Serve `router` on `listeners` (from [`bind_per_core`]), one thread each, each with a single-threaded
+/// runtime of its own that accepts and answers its own connections (as nginx's workers do), until
+/// `shutdown` completes on the calling thread. A shared multi-threaded runtime moved each small request
+/// between its workers: the wake-ups and cross-core interrupts cost a sixth of a narinfo's server CPU
+/// (docs/BENCHMARKS-gateway.md). The connection limits hold across all threads; blocking work (NAR
+/// reads, lookups) still leaves the thread.
+pub fn serve_per_core(
+    listeners: Vec<std::net::TcpListener>,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let admission = Arc::new(Admission::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next().ok_or_else(|| io::Error::other("no listening socket"))?;
+    let mut workers = Vec::new();
+    for (i, listener) in listeners.enumerate() {
+        let (router, limits, admission) = (router.clone(), limits.clone(), admission.clone());
+        let mut stop = stop_rx.clone();
+        let rt = runtime()?;
+        workers.push(std::thread::Builder::new().name(format!("nixdag-http-{}", i + 1)).spawn(move || {
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                accept_loop(listener, router, limits, admission, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            })
+        })?);
+    }
+    let served = runtime()?.block_on(async move {
+        let listener = TcpListener::from_std(first)?;
+        let r = accept_loop(listener, router, limits, admission, shutdown).await;
+        let _ = stop_tx.send(true);
+        r
+    });
+    for w in workers {
+        if let Ok(Err(e)) = w.join() {
+            tracing::warn!("a serving thread failed: {e}");
+        }
+    }
+    served
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    admission: Arc<Admission>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -184,6 +184,10 @@ pub enum Compressed {
         /// Its bytes.
         raw: Vec<u8>,
     },
+    /// Blocks zstd could not shrink (random data, compressed files): each goes into a raw record of its
+    /// own. A frame of them would save nothing and cost every read a copy of the whole frame (zstd's
+    /// "decompression" of stored blocks is a memcpy), a fifth of a NAR download's CPU.
+    Incompressible(Vec<(BlockHash, Vec<u8>)>),
     /// Several blocks in one zstd frame.
     Frame {
         /// Members in order: name, length, start in the decompressed frame.
@@ -331,6 +335,10 @@ impl Worker {
                         c.compress(&joined)?
                     }
                 };
+                // Less than 1/64 saved: not worth a frame (see `Compressed::Incompressible`).
+                if payload.len() + total / 64 >= total {
+                    return Ok(Compressed::Incompressible(blocks));
+                }
                 Ok(Compressed::Frame { members, frame_len: joined.len() as u32, payload, dict: dict.map(|d| d.hash) })
             }
             Job::Delta { hash, raw, base, base_raw, depth } => {

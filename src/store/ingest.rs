@@ -434,6 +434,14 @@ impl<'s> Ingest<'s> {
                         let (pack, offset) = self.append(&[&header, &payload], None)?;
                         self.stored(hash, BlockLoc { pack, offset, stored_len, raw_len, form });
                     }
+                    Compressed::Incompressible(blocks) => {
+                        for (hash, raw) in blocks {
+                            let len = raw.len() as u32;
+                            let header = record_header(&hash, len, len, RecordKind::Raw);
+                            let (pack, offset) = self.append(&[&header, &raw], None)?;
+                            self.stored(hash, BlockLoc { pack, offset, stored_len: len, raw_len: len, form: Form::Raw });
+                        }
+                    }
                     Compressed::Rejected { hash, raw } => {
                         self.frame_bytes += raw.len();
                         self.frame.push((hash, raw));
