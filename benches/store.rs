@@ -1,4 +1,4 @@
-//! The store: ingest of a 64 MiB NAR stream (`nixdag::store::add_nar`) into a temporary store, and
+//! The store: ingest of a 64 MiB NAR stream (`nixdag::import::add_nar`) into a temporary store, and
 //! reading the whole NAR back (`nixdag::dag::DagReader` over `&Store`).
 //!
 //! The NAR is a generated package-like tree (incompressible binaries, text, duplicate files). The temp
@@ -29,8 +29,9 @@ use std::io;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nixdag::chunk::{Chunker, ChunkerConfig};
 use nixdag::dag::DagReader;
+use nixdag::import::add_nar;
 use nixdag::nix::nar::copy_validated;
-use nixdag::store::{add_nar, Store};
+use nixdag::store::Store;
 
 use common::{nar_of, package_tree, read_64k, slow_group, MIB};
 

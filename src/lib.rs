@@ -24,7 +24,7 @@ macro_rules! modules {
         mod $name;
     )*};
 }
-modules!(chunk, dag, gateway, nix, recompress, service, store);
+modules!(chunk, dag, gateway, import, nix, recompress, service, store);
 mod cli;
 
 // The store: blocks, manifests, ingest, gc, verify.
@@ -42,11 +42,9 @@ pub use crate::nix::narinfo::NarInfo;
 pub use crate::nix::signing::{PublicKey, SecretKey};
 pub use crate::nix::store_path::{StorePath, StorePathHash};
 // The service every door calls.
+pub use crate::import::{add_file, add_nar, add_path, FileAdded, NarAdded, RepackReport};
 pub use crate::service::{Counters, NarReader, Refusal, Service, ServiceConfig, ServiceError, Verdict};
-pub use crate::store::{
-    add_file, add_nar, add_path, FileAdded, GcReport, NarAdded, RepackReport, StorageConfig, Store, StoreError,
-    StoreStats, VerifyReport,
-};
+pub use crate::store::{GcReport, StorageConfig, Store, StoreError, StoreStats, VerifyReport};
 
 /// The `nixdag` command line: parse the arguments, run, print the error chain, return the exit status.
 /// What `src/main.rs` calls; the commands themselves are not part of the library.

@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{nix_cli, ChunkerArg};
+use crate::import;
 use crate::nix::hash::nix32;
 use crate::nix::store_path::STORE_DIR;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 #[derive(Args, Debug)]
 pub struct AddArgs {
@@ -39,22 +40,22 @@ pub struct AddArgs {
 
 pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     let cfg = args.chunker.config()?;
-    store.set_storage(store::StorageConfig::parse(&args.storage)?);
+    store.set_storage(crate::store::StorageConfig::parse(&args.storage)?);
     let mut paths = args.paths.clone();
     if args.closure {
         paths = nix_cli::closure(&paths)?;
     }
     let mut lines = Vec::new();
-    // Proving a tarball's rebuild recompresses all of it on one core (store::prove_ahead). Helpers, one
+    // Proving a tarball's rebuild recompresses all of it on one core (import::prove_ahead). Helpers, one
     // per core, take the paths after the one being stored in order and prove the tarballs among them; the
     // ingest then only decompresses those, waiting for a proof under way. (A NAR on stdin cannot be read
     // twice.)
     let helpers = !(args.nar && paths.iter().any(|p| p.as_os_str() == "-"));
     let prove = |i: usize| {
-        let _ = store::prove_ahead(store, &paths[i], args.nar);
+        let _ = import::prove_ahead(store, &paths[i], args.nar);
     };
     let result =
-        store::with_helpers(paths.len(), helpers, prove, |at| add_all(store, &args, &paths, cfg, &mut lines, at));
+        import::with_helpers(paths.len(), helpers, prove, |at| add_all(store, &args, &paths, cfg, &mut lines, at));
     for l in &lines {
         println!("{l}");
     }
@@ -83,24 +84,24 @@ fn add_all(
         if args.file {
             let f = File::open(path).with_context(|| format!("opening {shown}"))?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let added = store::add_file(store, BufReader::new(f), &name, Vec::new(), cfg, None)
+            let added = import::add_file(store, BufReader::new(f), &name, Vec::new(), cfg, None)
                 .with_context(|| format!("adding {shown}"))?;
             lines.push(format!("{shown} sha256:{} {} {}", nix32::encode(&added.sha256), added.root, added.size));
             continue;
         }
         let added = if args.nar {
             if path.as_os_str() == "-" {
-                store::add_nar(store, io::stdin().lock(), cfg, None)
+                import::add_nar(store, io::stdin().lock(), cfg, None)
             } else {
                 let f = File::open(path).with_context(|| format!("opening {shown}"))?;
-                store::add_nar(store, BufReader::with_capacity(1 << 20, f), cfg, None)
+                import::add_nar(store, BufReader::with_capacity(1 << 20, f), cfg, None)
             }
         } else {
             let info = match store_path_of(path) {
                 Some(p) => nix_cli::path_info(&p)?,
                 None => None,
             };
-            store::add_path(store, path, cfg, info)
+            import::add_path(store, path, cfg, info)
         }
         .with_context(|| format!("adding {shown}"))?;
         lines.push(format!("{shown} {} {} {}", added.nar_hash, added.root, added.nar_size));

@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use crate::store::{RepackOutcome, Store};
+use crate::import::{self, RepackOutcome};
+use crate::store::Store;
 
 #[derive(Args, Debug)]
 pub struct RepackArgs {
@@ -33,7 +34,7 @@ pub fn run(store: &Store, args: RepackArgs) -> Result<()> {
         // Progress goes to stderr, so `--json` output stays one document.
         let _ = writeln!(std::io::stderr(), "repack [{done}/{total}] {root} ({bytes} bytes): {what}");
     };
-    let r = store.repack(args.limit, &mut progress)?;
+    let r = import::repack(store, args.limit, &mut progress)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

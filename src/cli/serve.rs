@@ -162,8 +162,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     println!("nixdag gateway on http://{addr}");
     println!("trusted-public-keys = {public}");
     std::io::stdout().flush()?;
-    let served =
-        server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
+    let served = server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
     service.stop();
     served
 }

@@ -26,7 +26,8 @@ use crate::nix::nar::{self, NarVisitor};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::{PublicKey, SecretKey};
 use crate::nix::store_path::{StorePath, StorePathHash};
-use crate::store::{self, Manifest, NarAdded, NarEntry, Store, StoreError};
+use crate::import::{self, NarAdded};
+use crate::store::{Manifest, NarEntry, Store, StoreError};
 
 /// How a service is set up.
 pub struct ServiceConfig {
@@ -229,7 +230,7 @@ impl Service {
 
     /// Store a NAR read from `r` (validated as it streams). A NAR found damaged before is whole again.
     pub fn put_nar(&self, r: impl Read) -> Result<NarAdded, StoreError> {
-        let added = store::add_nar(&self.store, r, ChunkerConfig::default(), None)?;
+        let added = import::add_nar(&self.store, r, ChunkerConfig::default(), None)?;
         self.health.healed(&added.nar_hash, &added.root);
         bump(&self.counters.nars_put, 1);
         Ok(added)

@@ -60,7 +60,7 @@ fn run(store: Arc<Store>, idle: Duration, stop: Arc<(Mutex<bool>, Condvar)>) -> 
                 let mut log = |root: &crate::dag::Cid, bytes: u64, outcome| {
                     tracing::info!("background repack: {root} ({bytes} bytes): {outcome:?}");
                 };
-                match store.repack(Some(1), &mut log) {
+                match crate::import::repack(&store, Some(1), &mut log) {
                     Ok(r) if r.left == 0 => break,
                     Ok(_) => {}
                     Err(e) => {

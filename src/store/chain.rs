@@ -7,7 +7,7 @@ use super::Store;
 use crate::dag::BlockHash;
 
 /// Where [`Store::walk_bases`] stopped.
-pub(super) enum ChainEnd {
+pub(crate) enum ChainEnd {
     /// At a block the caller named.
     Stopped,
     /// At a block that is neither a delta nor patched: its form, or `None` when it is missing.
@@ -19,7 +19,7 @@ pub(super) enum ChainEnd {
 impl Store {
     /// Follow a stored block's delta and patch bases, the block itself first, for at most 64 blocks:
     /// [`ChainEnd::Stopped`] at the first that `stop` names, else the form of the block the chain ends in.
-    pub(super) fn walk_bases(
+    pub(crate) fn walk_bases(
         &self,
         from: BlockHash,
         stop: impl Fn(&BlockHash) -> bool,

@@ -56,7 +56,7 @@ impl Default for StorageConfig {
 /// Proving a rebuild exact means compressing the whole content again, with the original's deflate -9 for
 /// nearly every real tarball: ~14 MiB/s of content per core, several times the cost of everything else an
 /// ingest does (docs/STORAGE.md). So by default the ingest stores the file as it is, at full speed, and
-/// notes it; [`Store::repack`](super::Store::repack) (`nixdag repack`, or the gateway when idle) converts
+/// notes it; `import::repack` (`nixdag repack`, or the gateway when idle) converts
 /// it later, as post-process deduplication does in file systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tarballs {
@@ -64,7 +64,7 @@ pub enum Tarballs {
     Off,
     /// Converted during the ingest (`tarballs=on`): smallest at once, slowest ingest.
     Now,
-    /// Stored as they are and queued for [`Store::repack`](super::Store::repack) (`tarballs=later`).
+    /// Stored as they are and queued for `import::repack` (`tarballs=later`).
     Later,
 }
 

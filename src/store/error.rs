@@ -116,10 +116,7 @@ impl StoreError {
         }
         match self {
             StoreError::Io { source, .. } => io_full(source),
-            StoreError::Db { source, .. } => match source {
-                redb::Error::Io(e) => io_full(e),
-                _ => false,
-            },
+            StoreError::Db { source: redb::Error::Io(e), .. } => io_full(e),
             StoreError::Nar(e) => match e.kind() {
                 crate::nix::nar::NarErrorKind::Io(io) | crate::nix::nar::NarErrorKind::Output(io) => io_full(io),
                 _ => false,

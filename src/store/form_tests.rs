@@ -709,7 +709,7 @@ mod rebuilt_and_patched {
     use crate::chunk::ChunkerConfig;
     use crate::dag::cid::{block_hash, Cid, RAW_CODEC};
     use crate::dag::{walk, DagReader, WalkMode};
-    use crate::store::{add_file, add_path, NarAdded};
+    use crate::import::{add_file, add_path, NarAdded};
 
     /// `data` gzipped by the C zlib's own gzip wrapper (`windowBits` 31: header with mtime 0, XFL, OS).
     fn gzip(data: &[u8], level: i32, mem_level: i32) -> Vec<u8> {
@@ -844,8 +844,8 @@ mod rebuilt_and_patched {
     }
 
     /// Convert every queued tarball (`tarballs=later`).
-    fn repack_all(store: &Store) -> crate::store::RepackReport {
-        let r = store.repack(None, &mut |_, _, _| {}).unwrap();
+    fn repack_all(store: &Store) -> crate::import::RepackReport {
+        let r = crate::import::repack(store, None, &mut |_, _, _| {}).unwrap();
         assert!(store.repack_queue().unwrap().is_empty(), "{r:?}");
         r
     }
@@ -897,10 +897,10 @@ mod rebuilt_and_patched {
         b.set_storage(inline_tarballs());
         let want = add_path(&a, &file, ChunkerConfig::default(), None).unwrap();
         // The helper's proof for the NAR (its contents) is taken by an ingest of the NAR stream.
-        crate::store::prove_ahead(&b, &nar_file, true).unwrap();
+        crate::import::prove_ahead(&b, &nar_file, true).unwrap();
         assert_eq!(b.proven().state_len(), 1);
         let got =
-            crate::store::add_nar(&b, std::fs::File::open(&nar_file).unwrap(), ChunkerConfig::default(), None).unwrap();
+            crate::import::add_nar(&b, std::fs::File::open(&nar_file).unwrap(), ChunkerConfig::default(), None).unwrap();
         assert_eq!(b.proven().state_len(), 0, "the proof was used");
         assert_eq!((got.root, got.nar_hash), (want.root, want.nar_hash));
         assert_eq!(recipe_of(&b, &got), recipe_of(&a, &want));
@@ -910,10 +910,10 @@ mod rebuilt_and_patched {
         let mut odd = gzip(&tarball_content(3), 9, 8);
         odd[8] = 0; // XFL says "not level 9": no level-9 candidate is tried, and the others differ
         let odd_file = write_file(&src, "odd.tar.gz", &odd);
-        crate::store::prove_ahead(&b, &odd_file, false).unwrap();
+        crate::import::prove_ahead(&b, &odd_file, false).unwrap();
         assert_eq!(b.proven().state_len(), 1);
         let before = b.stats().unwrap().forms.rebuilt_blocks;
-        crate::store::add_file(&b, &odd[..], "odd.tar.gz", Vec::new(), ChunkerConfig::default(), None).unwrap();
+        crate::import::add_file(&b, &odd[..], "odd.tar.gz", Vec::new(), ChunkerConfig::default(), None).unwrap();
         assert_eq!(b.proven().state_len(), 0);
         assert_eq!(b.stats().unwrap().forms.rebuilt_blocks, before);
         assert_clean(&b);
@@ -1022,7 +1022,7 @@ mod rebuilt_and_patched {
         assert_stream(&store, added.root, &gz);
         assert_clean(&store);
         // Nothing left to do: a second repack changes nothing, and adding the file again queues nothing.
-        let again = store.repack(None, &mut |_, _, _| panic!("nothing is queued")).unwrap();
+        let again = crate::import::repack(&store, None, &mut |_, _, _| panic!("nothing is queued")).unwrap();
         assert_eq!((again.converted, again.kept, again.gone), (0, 0, 0));
         add_file(&store, &gz[..], "source-6.0.tar.gz", vec![], ChunkerConfig::default(), None).unwrap();
         assert!(store.repack_queue().unwrap().is_empty());
@@ -1050,8 +1050,8 @@ mod rebuilt_and_patched {
             txn.commit().unwrap();
         }
         let mut seen = Vec::new();
-        let r = store.repack(None, &mut |root, _, outcome| seen.push((*root, outcome))).unwrap();
-        assert_eq!(seen, vec![(added.root, crate::store::RepackOutcome::Gone)]);
+        let r = crate::import::repack(&store, None, &mut |root, _, outcome| seen.push((*root, outcome))).unwrap();
+        assert_eq!(seen, vec![(added.root, crate::import::RepackOutcome::Gone)]);
         assert_eq!((r.converted, r.gone), (0, 1));
         assert!(store.repack_queue().unwrap().is_empty());
         assert_eq!(block_count(&store), 0);

@@ -11,8 +11,8 @@ use std::fs;
 use redb::ReadableTable;
 
 use super::error::{IoContext, StoreError};
-use super::pack::{pack_path, record_header, sync_dir, RecordBytes, HEADER_LEN, RECORD_HEADER_LEN};
-use super::tables::{BlockLoc, Form, BLOCKS, META, META_PACK_HWM, PACKS, REPACK, SIMILAR, SIMILAR_PREFIX};
+use super::pack::{pack_path, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
+use super::tables::{BlockLoc, Form, BLOCKS, REPACK, SIMILAR, SIMILAR_PREFIX};
 use super::{roots_in, Store};
 use crate::dag::cid::{block_hash, cid_from_bytes};
 use crate::dag::{walk, BlockHash, WalkMode};
@@ -51,7 +51,7 @@ impl Store {
     /// Compaction opens a fresh pack to move records into; when none moved, that pack is an empty file no
     /// commit names. A read-write open would delete it, but readers open the store read-only: delete it
     /// now (no ingest can be writing to it, we hold the writer).
-    pub(super) fn drop_empty_active_pack(&self) -> Result<(), StoreError> {
+    pub(crate) fn drop_empty_active_pack(&self) -> Result<(), StoreError> {
         let mut writer = self.packs().lock_writer();
         let Some(p) = writer.pack.as_ref() else { return Ok(()) };
         let id = p.id;
@@ -185,7 +185,7 @@ impl Store {
 
     /// Compact every pack less than `below_live` of whose bytes are live, or with at least `min_dead`
     /// dead bytes.
-    pub(super) fn compact(&self, report: &mut GcReport, below_live: f64, min_dead: u64) -> Result<(), StoreError> {
+    pub(crate) fn compact(&self, report: &mut GcReport, below_live: f64, min_dead: u64) -> Result<(), StoreError> {
         let live = self.live_bytes_per_pack()?;
         for (id, len) in self.committed_packs()? {
             let payload = len.saturating_sub(HEADER_LEN);
@@ -223,75 +223,12 @@ impl Store {
             }
             locked
         };
-        let db = StoreError::db::<redb::StorageError>;
-        let mut ingest = self.begin_ingest();
-        let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
-        let moved = {
-            let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
-            let mut here = Vec::new();
-            for row in blocks.iter().map_err(db("read"))? {
-                let (k, v) = row.map_err(db("read"))?;
-                let loc = BlockLoc::decode(v.value())?;
-                if loc.pack == id {
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(k.value());
-                    here.push((BlockHash(h), loc));
-                }
-            }
-            // Each record is copied once (a frame's live members all move with it), header checked first.
-            let mut moved = Vec::with_capacity(here.len());
-            let mut copied: HashMap<u64, (u32, u64)> = HashMap::new();
-            for (hash, loc) in here {
-                let (pack, offset) = match copied.get(&loc.offset) {
-                    Some(&to) => to,
-                    None => {
-                        let corrupt = |reason: String| StoreError::CorruptBlock {
-                            hash,
-                            pack: loc.pack,
-                            offset: loc.offset,
-                            reason,
-                        };
-                        let RecordBytes { header, payload } =
-                            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
-                        let want = record_header(&hash, loc.record_raw_len(), loc.stored_len, loc.form.kind());
-                        let skip = if matches!(loc.form, Form::Framed { .. }) { 32 } else { 0 };
-                        if header[skip..] != want[skip..] {
-                            return Err(corrupt("record header does not match the index".into()));
-                        }
-                        let to = ingest.append_record(&[&header, &payload], id)?;
-                        copied.insert(loc.offset, to);
-                        to
-                    }
-                };
-                moved.push((hash, BlockLoc { pack, offset, ..loc }));
-            }
-            moved
-        };
+        let moved = self.begin_ingest().move_pack(id)?;
         if moved.is_empty() {
             report.packs_deleted += 1;
         } else {
             report.packs_compacted += 1;
         }
-        ingest.sync_packs()?;
-        {
-            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
-            for (hash, loc) in &moved {
-                blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
-            }
-            let mut packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
-            ingest.record_pack_ends(&mut packs)?;
-            packs.remove(id).map_err(db("write"))?;
-            let mut meta = txn.open_table(META).map_err(StoreError::db("open table"))?;
-            let hwm = meta
-                .get(META_PACK_HWM)
-                .map_err(db("read"))?
-                .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
-                .map(u32::from_le_bytes)
-                .unwrap_or(0);
-            meta.insert(META_PACK_HWM, hwm.max(id).to_le_bytes().as_slice()).map_err(db("write"))?;
-        }
-        txn.commit().map_err(StoreError::db("commit"))?;
-        ingest.forget_written();
         let path = pack_path(self.packs().dir(), id);
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         fs::remove_file(&path).context(|| format!("removing compacted {}", path.display()))?;

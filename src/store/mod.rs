@@ -1,32 +1,36 @@
-//! The block store: `index.redb` (manifests and block index) plus append-only `packs/` (DESIGN §5).
+//! The block engine: `index.redb` (manifests and block index, typed table access in `tables.rs`) plus
+//! append-only `packs/`, the stored forms a block may take (frame, delta, patched, rebuilt), and the one
+//! transaction type that makes anything visible ([`Ingest`], `txn.rs`), which ingests, repacks and
+//! compaction all go through. GC, verify and stats read and prune what it wrote. The pipelines that
+//! feed it (NARs, files, tarball recipes, repack) live above it in `crate::import`; nothing here calls
+//! them.
 //!
-//! Durability order, kept in one place ([`Ingest::commit`]): append block records → fsync the pack →
-//! commit one redb transaction holding the new block locations *and* the manifests that use them. A crash
-//! before the commit leaves only an unindexed pack tail, which [`Store::open`] cuts off; a crash after it
-//! leaves everything. So no manifest ever names a block that is not durably stored.
+//! Durability order, kept in the transaction type: append block records → fsync the pack → commit one
+//! redb transaction holding the new block locations *and* the manifests that use them. A crash before
+//! the commit leaves only an unindexed pack tail, which [`Store::open`] cuts off; a crash after it leaves
+//! everything. So no manifest ever names a block that is not durably stored.
 //!
-//! One process owns a store at a time (an exclusive `flock` on `STORE/lock`, taken by [`Store::open`];
-//! another process waits for it). Inside the process, ingests and GC may run concurrently: an ingest
+//! Many processes may open one store at once (`docs/FORMAT.md`, "Many processes"): redb's multi-writer
+//! mode, a shared `flock` on `STORE/lock`, a lock per pack for the process appending to it, and
+//! `STORE/gc.lock` that ingests hold shared and a GC sweep exclusive. Inside a process, an ingest
 //! *protects* every existing block it decides to reuse before it looks it up, and GC sweeps only
 //! unprotected blocks while holding the protection registry, so reuse and deletion cannot cross.
 
-mod chain;
+pub(crate) mod chain;
 mod compress;
 mod error;
-mod flat;
 #[cfg(test)]
 mod form_tests;
 mod gc;
-mod ingest;
-mod normalize;
 pub mod pack;
-mod proven;
+pub(crate) mod patch;
+pub(crate) mod proven;
 mod read;
-mod rebuilt;
-mod repack;
+pub(crate) mod rebuilt;
 mod similar;
 mod stats;
 pub mod tables;
+mod txn;
 mod verify;
 
 use std::collections::HashMap;
@@ -43,15 +47,14 @@ pub use self::compress::{StorageConfig, StorageConfigError, Tarballs};
 use self::error::IoContext;
 pub use self::error::StoreError;
 pub use self::gc::GcReport;
-pub use self::ingest::{add_file, add_nar, add_path, FileAdded, Ingest, Manifest, NarAdded};
 use self::pack::Packs;
-pub use self::proven::{prove_ahead, with_helpers};
-pub use self::repack::{RepackOutcome, RepackReport};
 pub use self::stats::StoreStats;
 use self::tables::*;
 pub use self::tables::{BlockLoc, FileEntry, NarEntry};
+pub use self::txn::{Ingest, Manifest};
 pub use self::verify::VerifyReport;
-use crate::dag::{BlockHash, BlockSource};
+use crate::dag::cid::cid_from_bytes;
+use crate::dag::{BlockHash, BlockSource, Cid};
 use crate::nix::hash::{HashAlgo, NarHash, NixHash};
 use crate::nix::narinfo::NarInfo;
 
@@ -420,6 +423,27 @@ impl Store {
     /// Start an ingest: blocks written through it become visible only with its [`Ingest::commit`].
     pub fn begin_ingest(&self) -> Ingest<'_> {
         Ingest::new(self)
+    }
+
+    /// Streams waiting for `import::repack`: root and [`REPACK_NAR`] or [`REPACK_FILE`].
+    pub fn repack_queue(&self) -> Result<Vec<(Cid, u8)>, StoreError> {
+        let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
+        let t = match txn.open_table(REPACK) {
+            Ok(t) => t,
+            // A store no ingest has queued anything in (or opened read-only before any did).
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::db("open table")(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(StoreError::db("read"))? {
+            let (k, v) = row.map_err(StoreError::db("read"))?;
+            let root = cid_from_bytes(k.value()).map_err(|e| StoreError::CorruptIndex {
+                table: "repack-0",
+                reason: format!("a key is not a CID: {e}"),
+            })?;
+            out.push((root, v.value()));
+        }
+        Ok(out)
     }
 
     /// The block holding the dictionary new frames are compressed with, once one has been trained.

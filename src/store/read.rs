@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::compress::{delta_decompress, dict_decompress};
 use super::error::StoreError;
-use super::normalize::apply_patches;
+use super::patch::apply_patches;
 use super::pack::{record_header, RecordBytes};
 use super::tables::{BlockLoc, Form, RecordKind};
 use super::Store;

@@ -24,7 +24,7 @@ pub const FILE_ALIASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fi
 /// Store-wide settings: `format` → u32 format version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 
-/// Compressed files stored as they are, waiting for [`Store::repack`](super::Store::repack) to keep them as
+/// Compressed files stored as they are, waiting for `import::repack` to keep them as
 /// content plus a recipe: the stream's root CID (bytes) → [`REPACK_NAR`] or [`REPACK_FILE`].
 pub const REPACK: TableDefinition<&[u8], u8> = TableDefinition::new("repack-0");
 /// A [`REPACK`] stream that is a NAR of one regular file (the compressed file is its contents).

@@ -7,7 +7,7 @@
 //! placeholder is never taken for a hash) and remembers the original: chunk boundaries and chunk
 //! contents then no longer depend on the hashes. The ingest stores the *normalized* chunk as an ordinary
 //! block (shared by every rebuild) and the real chunk, which the DAG names as always, as a small
-//! [`Form::Patched`](super::tables::Form) record: "that block, with these bytes put back". Every
+//! `Form::Patched` record (`store/patch.rs`): "that block, with these bytes put back". Every
 //! `/nix/store/<32 nix32 chars>` occurrence is normalized, which covers the references and the path
 //! itself without needing the narinfo, so `add --nar` and uploads get the same treatment.
 
@@ -17,6 +17,8 @@ use std::io;
 use std::rc::Rc;
 
 use crate::nix::nar::NarSink;
+#[cfg(test)]
+use crate::store::patch::{apply_patches, encode_patches};
 
 /// What precedes a hash part.
 const PREFIX: &[u8] = b"/nix/store/";
@@ -145,43 +147,6 @@ pub fn patches_for(removed: &Removals, start: u64, len: usize) -> Vec<(u32, Vec<
     out
 }
 
-/// Encode patches as a record payload: `count u32`, then per patch `offset u32 | len u8 | bytes`.
-pub fn encode_patches(patches: &[(u32, Vec<u8>)]) -> Vec<u8> {
-    let mut out = (patches.len() as u32).to_le_bytes().to_vec();
-    for (off, bytes) in patches {
-        out.extend_from_slice(&off.to_le_bytes());
-        out.push(bytes.len() as u8);
-        out.extend_from_slice(bytes);
-    }
-    out
-}
-
-/// Put the patches of `payload` back into `block` (the normalized bytes); errors say what is malformed.
-pub fn apply_patches(block: &mut [u8], payload: &[u8]) -> Result<(), String> {
-    let take = |p: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
-        if p.len() < n {
-            return Err("patch list is truncated".into());
-        }
-        let (a, b) = p.split_at(n);
-        *p = b;
-        Ok(a.to_vec())
-    };
-    let mut p = payload;
-    let n = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| "patch count")?);
-    for _ in 0..n {
-        let off = u32::from_le_bytes(take(&mut p, 4)?.try_into().map_err(|_| "patch offset")?) as usize;
-        let len = take(&mut p, 1)?[0] as usize;
-        let bytes = take(&mut p, len)?;
-        let dst =
-            block.get_mut(off..off + len).ok_or_else(|| format!("patch at {off}+{len} lies outside the block"))?;
-        dst.copy_from_slice(&bytes);
-    }
-    if !p.is_empty() {
-        return Err(format!("{} bytes after the last patch", p.len()));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,16 +218,6 @@ mod tests {
         }
         assert_eq!(rebuilt, text.as_bytes());
         assert!(q.borrow().is_empty());
-    }
-
-    #[test]
-    fn malformed_patch_lists_are_errors() {
-        let mut b = vec![0u8; 10];
-        assert!(apply_patches(&mut b, &[1, 0, 0]).is_err());
-        assert!(apply_patches(&mut b, &encode_patches(&[(8, vec![1, 2, 3])])).is_err());
-        let mut ok = encode_patches(&[(0, vec![1])]);
-        ok.push(0);
-        assert!(apply_patches(&mut b, &ok).is_err());
     }
 
     /// Any stream, cut into writes and into chunks anywhere: the chunks with their patches put back are the
