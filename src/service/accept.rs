@@ -37,7 +37,7 @@ pub struct Known<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Record it.
-    Record(NarInfo),
+    Record(Box<NarInfo>),
     /// Nothing new (the same narinfo, or only signatures the cache has).
     Unchanged,
 }
@@ -75,7 +75,7 @@ pub fn judge_narinfo(info: &NarInfo, known: &Known<'_>) -> Result<Verdict, Refus
                 merged.sigs.push(s.clone());
             }
         }
-        return Ok(if merged.sigs == old.sigs { Verdict::Unchanged } else { Verdict::Record(merged) });
+        return Ok(if merged.sigs == old.sigs { Verdict::Unchanged } else { Verdict::Record(Box::new(merged)) });
     }
     match known.stored_nar_size {
         None => {
@@ -124,7 +124,7 @@ pub fn judge_narinfo(info: &NarInfo, known: &Known<'_>) -> Result<Verdict, Refus
             }
         }
     }
-    Ok(Verdict::Record(info.clone()))
+    Ok(Verdict::Record(Box::new(info.clone())))
 }
 
 #[cfg(test)]

@@ -256,7 +256,7 @@ impl Service {
         };
         let verdict = judge_narinfo(&info, &known)?;
         if let Verdict::Record(info) = &verdict {
-            s.begin_ingest().commit(&[Manifest::Path(Box::new(info.clone()))])?;
+            s.begin_ingest().commit(&[Manifest::Path(info.clone())])?;
             bump(&self.counters.narinfos_put, 1);
         }
         Ok(verdict)

@@ -6,12 +6,11 @@
 //! incomplete mark would delete blocks a root still needs, the worst thing this cache can do.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 
 use redb::ReadableTable;
 
-use super::error::{IoContext, StoreError};
-use super::pack::{pack_path, sync_dir, HEADER_LEN, RECORD_HEADER_LEN};
+use super::error::StoreError;
+use super::pack::{HEADER_LEN, RECORD_HEADER_LEN};
 use super::tables::{BlockLoc, Form, BLOCKS, REPACK, SIMILAR, SIMILAR_PREFIX};
 use super::{roots_in, Store};
 use crate::dag::cid::{block_hash, cid_from_bytes};
@@ -59,10 +58,7 @@ impl Store {
             return Ok(());
         }
         writer.pack = None;
-        let path = pack_path(self.packs().dir(), id);
-        fs::remove_file(&path).context(|| format!("removing empty {}", path.display()))?;
-        sync_dir(self.packs().dir())?;
-        self.packs().drop_reader(id);
+        self.packs().backend().remove(id)?;
         Ok(())
     }
 
@@ -229,11 +225,8 @@ impl Store {
         } else {
             report.packs_compacted += 1;
         }
-        let path = pack_path(self.packs().dir(), id);
-        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(&path).context(|| format!("removing compacted {}", path.display()))?;
-        sync_dir(self.packs().dir())?;
-        self.packs().drop_reader(id);
+        let size = self.packs().list()?.into_iter().find(|(i, _)| *i == id).map_or(0, |(_, len)| len);
+        self.packs().backend().remove(id)?;
         self.packs().lock_writer().held.remove(&id);
         self.frame_cache().clear();
         let records: HashMap<(u32, u64), u32> = moved.iter().map(|(_, l)| ((l.pack, l.offset), l.stored_len)).collect();

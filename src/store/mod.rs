@@ -20,6 +20,8 @@ pub(crate) mod chain;
 mod compress;
 mod error;
 #[cfg(test)]
+mod backend_tests;
+#[cfg(test)]
 mod form_tests;
 mod gc;
 pub mod pack;
@@ -187,7 +189,24 @@ impl Store {
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(dir.join("index.redb"))
             .map_err(StoreError::db("open"))?;
-        let store = Store::with_index(dir, Index::ReadWrite(db), lock);
+        let packs = Box::new(pack::FilePacks::new(dir.join("packs")));
+        let store = Store::with_index(dir, Index::ReadWrite(db), lock, packs);
+        store.init_tables()?;
+        store.recover_packs()?;
+        Ok(store)
+    }
+
+    /// A store whose index lives in `dir` and whose packs live in `packs` (another [`pack::PackBackend`]
+    /// than the `packs/` directory: memory in tests, object storage later).
+    pub fn open_with_packs(dir: &Path, packs: Box<dyn pack::PackBackend>) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).context(|| format!("creating store {}", dir.display()))?;
+        let lock = open_lock_file(&dir.join("lock"))?;
+        lock_shared(&lock, dir, true)?;
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(dir.join("index.redb"))
+            .map_err(StoreError::db("open"))?;
+        let store = Store::with_index(dir, Index::ReadWrite(db), lock, packs);
         store.init_tables()?;
         store.recover_packs()?;
         Ok(store)
@@ -229,7 +248,7 @@ impl Store {
                 return Store::open_with(dir, wait);
             }
         };
-        let store = Store::with_index(dir, Index::ReadOnly(db), lock);
+        let store = Store::with_index(dir, Index::ReadOnly(db), lock, Box::new(pack::FilePacks::new(dir.join("packs"))));
         match store.tables_ready() {
             Ok(true) => Ok(store),
             Ok(false) => {
@@ -240,11 +259,11 @@ impl Store {
         }
     }
 
-    fn with_index(dir: &Path, db: Index, lock: File) -> Store {
+    fn with_index(dir: &Path, db: Index, lock: File, packs: Box<dyn pack::PackBackend>) -> Store {
         Store {
             dir: dir.to_path_buf(),
             db,
-            packs: Packs::new(dir.join("packs")),
+            packs: Packs::new(packs),
             protected: Protected::default(),
             storage: Mutex::new(StorageConfig::default()),
             frames: read::FrameCache::default(),
@@ -334,9 +353,8 @@ impl Store {
     /// alone; so are its half-made packs (`*.tmp`, locked while they are made).
     fn recover_packs(&self) -> Result<(), StoreError> {
         let committed = self.committed_packs()?;
-        let mut removed = false;
+        let backend = self.packs.backend();
         for (id, len) in self.packs.list()? {
-            let path = pack::pack_path(self.packs.dir(), id);
             let stale = match committed.get(&id) {
                 None => true,
                 Some(&c) => len > c,
@@ -344,32 +362,16 @@ impl Store {
             if !stale {
                 continue;
             }
-            let Some(f) = self.packs.try_lock(id)? else { continue };
+            let Some(mut f) = self.packs.try_lock(id)? else { continue };
             match committed.get(&id) {
                 None => {
-                    fs::remove_file(&path).context(|| format!("removing uncommitted {}", path.display()))?;
-                    removed = true;
+                    drop(f);
+                    backend.remove(id)?;
                 }
-                Some(&c) => {
-                    f.set_len(c).context(|| format!("truncating {}", path.display()))?;
-                    f.sync_all().context(|| format!("fsync of {}", path.display()))?;
-                }
+                Some(&c) => f.set_len(c).context(|| format!("truncating {}", backend.name(id)))?,
             }
         }
-        for e in fs::read_dir(self.packs.dir()).context(|| format!("listing {}", self.packs.dir().display()))? {
-            let Ok(e) = e else { continue };
-            if !e.file_name().to_string_lossy().ends_with(".tmp") {
-                continue;
-            }
-            let Ok(f) = OpenOptions::new().read(true).open(e.path()) else { continue };
-            if f.try_lock_exclusive().is_ok() {
-                fs::remove_file(e.path()).context(|| format!("removing {}", e.path().display()))?;
-                removed = true;
-            }
-        }
-        if removed {
-            pack::sync_dir(self.packs.dir())?;
-        }
+        backend.remove_abandoned()?;
         Ok(())
     }
 
@@ -409,7 +411,7 @@ impl Store {
         let mut candidates: Vec<(u32, u64)> = committed
             .into_iter()
             .filter(|(id, len)| *len < pack::PACK_TARGET && Some(*id) != avoid)
-            .filter(|(id, _)| pack::pack_path(self.packs.dir(), *id).exists())
+            .filter(|(id, _)| self.packs.backend().exists(*id))
             .collect();
         candidates.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         for (id, len) in candidates.into_iter().take(4) {

@@ -4,7 +4,7 @@ use redb::ReadableTable;
 
 use super::error::StoreError;
 use super::tables::{BlockLoc, Form, BLOCKS, NARS, PACKS, PATHS};
-use super::{pack::pack_path, roots_in, Store};
+use super::{roots_in, Store};
 use crate::dag::{walk, BlockHash, WalkMode};
 use crate::nix::narinfo::NarInfo;
 
@@ -85,27 +85,24 @@ impl Store {
         let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
         let db = StoreError::db::<redb::StorageError>;
 
+        let backend = self.packs().backend();
+        let on_disk: std::collections::HashMap<u32, u64> = self.packs().list()?.into_iter().collect();
         let packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
         for row in packs.iter().map_err(db("read"))? {
             let (id, committed) = row.map_err(db("read"))?;
             let (id, committed) = (id.value(), committed.value());
             r.packs += 1;
-            let path = pack_path(self.packs().dir(), id);
-            match std::fs::File::open(&path).and_then(|f| super::pack::check_header(&f)) {
+            let name = backend.name(id);
+            match backend.header_state(id) {
                 Ok(super::pack::HeaderState::Ok) | Err(_) => {}
-                Ok(h) => r.problems.push(format!(
-                    "pack {id}: {}: header is {h:?} (its records are checked one by one)",
-                    path.display()
-                )),
+                Ok(h) => r.problems.push(format!("pack {id}: {name}: header is {h:?} (its records are checked one by one)")),
             }
-            match std::fs::metadata(&path) {
-                Ok(m) if m.len() >= committed => {}
-                Ok(m) => r.problems.push(format!(
-                    "pack {id}: {} is {} bytes, but {committed} bytes were committed",
-                    path.display(),
-                    m.len()
-                )),
-                Err(e) => r.problems.push(format!("pack {id}: {}: {e}", path.display())),
+            match on_disk.get(&id) {
+                Some(&len) if len >= committed => {}
+                Some(&len) => {
+                    r.problems.push(format!("pack {id}: {name} is {len} bytes, but {committed} bytes were committed"))
+                }
+                None => r.problems.push(format!("pack {id}: {name}: missing")),
             }
         }
 
