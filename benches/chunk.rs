@@ -13,11 +13,12 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nixdag::chunk::{Chunker, ChunkerConfig};
+use nixdag_testkit::{std_rng_bytes, MIB};
 
-use common::{random_bytes, slow_group, MIB};
+use common::slow_group;
 
 fn chunking(c: &mut Criterion) {
-    let data = random_bytes(64 * MIB, 1);
+    let data = std_rng_bytes(1, 64 * MIB);
     let mut g = c.benchmark_group("chunk_64MiB");
     slow_group(&mut g, 3);
     g.throughput(Throughput::Bytes(data.len() as u64));

@@ -14,11 +14,12 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nixdag::dag::{DagBuilder, MemBlocks};
+use nixdag_testkit::{std_rng_bytes, MIB};
 
-use common::{random_bytes, slow_group, MIB};
+use common::slow_group;
 
 fn build(c: &mut Criterion, name: &str, total: usize, leaf: usize) {
-    let data = random_bytes(total, 2);
+    let data = std_rng_bytes(2, total);
     let leaves: Vec<&[u8]> = data.chunks(leaf).collect();
     let mut g = c.benchmark_group(name);
     slow_group(&mut g, 3);

@@ -20,9 +20,10 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nixdag::nix::nar::{copy_validated, dump_path, WriteSink};
+use nixdag_testkit::{package_tree, small_files_tree, MIB};
 use sha2::{Digest, Sha256};
 
-use common::{nar_of, package_tree, slow_group, small_files_tree, MIB};
+use common::{nar_of, slow_group};
 
 /// Read every file under `path` in NAR order; returns the bytes read.
 fn read_tree(path: &Path) -> u64 {

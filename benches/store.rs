@@ -32,8 +32,9 @@ use nixdag::dag::DagReader;
 use nixdag::import::add_nar;
 use nixdag::nix::nar::copy_validated;
 use nixdag::store::Store;
+use nixdag_testkit::{package_tree, MIB};
 
-use common::{nar_of, package_tree, read_64k, slow_group, MIB};
+use common::{nar_of, read_64k, slow_group};
 
 fn fresh_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

@@ -251,19 +251,9 @@ impl<F: FnMut(&[u8]) -> io::Result<()>> NarSink for Chunker<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use nixdag_testkit::xorshift_bytes;
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use super::*;
 
     fn chunk_all(cfg: ChunkerConfig, data: &[u8], write_size: usize) -> Vec<usize> {
         let mut sizes = Vec::new();
@@ -280,7 +270,7 @@ mod tests {
 
     #[test]
     fn cuts_match_fastcdc_reference_and_ignore_write_sizes() {
-        let data = pseudo_random(3 * 1024 * 1024 + 123, 7);
+        let data = xorshift_bytes(7, 3 * 1024 * 1024 + 123);
         let reference: Vec<usize> = v2020::FastCDC::new(&data, 16384, 65536, 262144).map(|c| c.length).collect();
         for write_size in [1 << 20, 4096, 777] {
             assert_eq!(chunk_all(ChunkerConfig::default(), &data, write_size), reference);
@@ -289,7 +279,7 @@ mod tests {
 
     #[test]
     fn chunk_sizes_respect_bounds() {
-        let data = pseudo_random(4 * 1024 * 1024, 3);
+        let data = xorshift_bytes(3, 4 * 1024 * 1024);
         let sizes = chunk_all(ChunkerConfig::default(), &data, 65536);
         assert_eq!(sizes.iter().sum::<usize>(), data.len());
         for s in &sizes[..sizes.len() - 1] {
@@ -299,7 +289,7 @@ mod tests {
 
     #[test]
     fn large_file_chunks_do_not_depend_on_preceding_bytes() {
-        let file = pseudo_random(1024 * 1024, 11);
+        let file = xorshift_bytes(11, 1024 * 1024);
         let collect = |prefix: &[u8]| {
             let mut chunks = Vec::new();
             let mut c = Chunker::new(ChunkerConfig::default(), |b: &[u8]| {
@@ -314,8 +304,8 @@ mod tests {
             c.finish().unwrap();
             chunks
         };
-        let a = collect(&pseudo_random(5000, 1));
-        let b = collect(&pseudo_random(90000, 2));
+        let a = collect(&xorshift_bytes(1, 5000));
+        let b = collect(&xorshift_bytes(2, 90000));
         // Everything but the prefix chunk(s) is shared: the file's chunks and the identical trailer.
         let shared = a.iter().filter(|h| b.contains(h)).count();
         let file_chunks = chunk_all(ChunkerConfig::default(), &file, 1 << 20).len();
@@ -324,7 +314,7 @@ mod tests {
 
     #[test]
     fn fixed_chunker_cuts_exact_sizes() {
-        let data = pseudo_random(2500, 5);
+        let data = xorshift_bytes(5, 2500);
         assert_eq!(chunk_all(ChunkerConfig::fixed(1000).unwrap(), &data, 333), vec![1000, 1000, 500]);
     }
 

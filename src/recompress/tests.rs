@@ -1,49 +1,9 @@
 use std::io::{self, Read};
 
+use nixdag_testkit::rust_tokens;
+
 use super::zlib;
 use super::*;
-
-/// Reproducible text-like data: words from a small vocabulary, so deflate finds matches at every level.
-fn text(len: usize, seed: u64) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "fn ",
-        "let ",
-        "mut ",
-        "self",
-        ".push(",
-        "return ",
-        "Vec<u8>",
-        "{\n",
-        "}\n",
-        "    ",
-        "match ",
-        "=> ",
-        "Some(",
-        "None",
-        "Ok(",
-        "Err(",
-        "impl ",
-        "for ",
-        "in ",
-        "0x1f8b",
-        "// comment ",
-        "pub ",
-        "struct ",
-    ];
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let r = (s >> 33) as usize;
-        if r.is_multiple_of(17) {
-            out.extend_from_slice(format!("{:x}", s >> 20).as_bytes()); // some entropy
-        } else {
-            out.extend_from_slice(WORDS[r % WORDS.len()].as_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
 
 /// A header as zlib's gzip wrapper writes it for `level` (XFL 2 for the best level, 4 for the fastest).
 fn gzip_header_for(level: u8, flags: u8, extra: &[u8]) -> Vec<u8> {
@@ -122,7 +82,7 @@ fn assert_round_trip(file: &[u8], data: &[u8]) -> Recipe {
 
 #[test]
 fn zlib_levels_round_trip() {
-    let data = text(700_000, 1);
+    let data = rust_tokens(1, 700_000);
     for level in 1..=9 {
         let file = zlib_gzip(&data, level, 8, 0);
         let recipe = assert_round_trip(&file, &data);
@@ -132,7 +92,7 @@ fn zlib_levels_round_trip() {
 
 #[test]
 fn rust_backend_levels_round_trip() {
-    let data = text(400_000, 2);
+    let data = rust_tokens(2, 400_000);
     for (backend, levels) in [(gzip::Backend::MinizOxide, 1..=10), (gzip::Backend::ZlibRs, 1..=9)] {
         for level in levels {
             let p = gzip::Params { backend, level, window_bits: 15, mem_level: 8, strategy: 0 };
@@ -146,7 +106,7 @@ fn rust_backend_levels_round_trip() {
 /// level, level 9 is not tried (a middle level may still happen to give the same bytes).
 #[test]
 fn xfl_narrows_the_levels_tried() {
-    let data = text(200_000, 9);
+    let data = rust_tokens(9, 200_000);
     let mut file = zlib_gzip(&data, 9, 8, 0);
     file[8] = 0;
     let (recipe, seen) = run(&file, usize::MAX);
@@ -182,7 +142,7 @@ fn empty_and_tiny_content_round_trip() {
 
 #[test]
 fn header_fields_are_kept_literally() {
-    let data = text(50_000, 3);
+    let data = rust_tokens(3, 50_000);
     // FEXTRA, FNAME, FCOMMENT, FHCRC (the CRC16 is not checked, only kept).
     let mut extra = vec![4, 0, b'A', b'B', 0, 0];
     extra.extend_from_slice(b"name.tar\0a comment\0");
@@ -198,7 +158,7 @@ const FEXTRA_ALL: u8 = 0x02 | 0x04 | 0x08 | 0x10;
 
 #[test]
 fn unsupported_compressor_gives_none_and_a_prefix_of_content() {
-    let data = text(600_000, 4);
+    let data = rust_tokens(4, 600_000);
     // Huffman-only, memLevel 1 and stored blocks are not among the candidates.
     for (level, mem, strategy) in [(6, 8, 2), (6, 1, 0), (0, 8, 0)] {
         let file = zlib_gzip(&data, level, mem, strategy);
@@ -210,7 +170,7 @@ fn unsupported_compressor_gives_none_and_a_prefix_of_content() {
 
 #[test]
 fn trailing_bytes_and_second_member_give_none() {
-    let data = text(100_000, 5);
+    let data = rust_tokens(5, 100_000);
     let one = zlib_gzip(&data, 9, 8, 0);
     let mut garbage = one.clone();
     garbage.extend_from_slice(b"\0\0\0\0");
@@ -226,7 +186,7 @@ fn trailing_bytes_and_second_member_give_none() {
 
 #[test]
 fn corrupt_gzip_never_gives_a_wrong_recipe() {
-    let data = text(80_000, 6);
+    let data = rust_tokens(6, 80_000);
     let file = zlib_gzip(&data, 6, 8, 0);
     // Truncations.
     for cut in [0, 1, 3, 9, 10, 11, 100, file.len() / 2, file.len() - 8, file.len() - 1] {
@@ -270,14 +230,14 @@ fn io_errors_are_errors() {
         }
     }
     assert!(matches!(analyze(Failing, |_| Ok(())), Err(RecompressError::ReadInput { offset: 0, .. })));
-    let file = zlib_gzip(&text(10_000, 7), 9, 8, 0);
+    let file = zlib_gzip(&rust_tokens(7, 10_000), 9, 8, 0);
     let r = analyze(&file[..], |_| Err(io::Error::other("full")));
     assert!(matches!(r, Err(RecompressError::Content { offset: 0, .. })));
 }
 
 #[test]
 fn recipe_decode_rejects_garbage_without_panicking() {
-    let data = text(1_000, 8);
+    let data = rust_tokens(8, 1_000);
     let mut extra = vec![2, 0, 1, 2];
     extra.extend_from_slice(b"n\0");
     let header = gzip_header_for(9, 0x04 | 0x08, &extra);
@@ -379,9 +339,9 @@ fn compressed_by(tool: &str, args: &[&str], data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// The same text with some bytes changed, so a tool's output differs from run to run of the tests' data.
+/// `rust_tokens` with some bytes changed, so a tool's output differs from run to run of the tests' data.
 fn varied_text(len: usize, seed: u64) -> Vec<u8> {
-    let mut t = text(len, seed);
+    let mut t = rust_tokens(seed, len);
     for i in (0..t.len()).step_by(4099) {
         t[i] = (i as u64 ^ seed) as u8;
     }

@@ -53,22 +53,13 @@ impl Backend {
     }
 }
 
-/// Deterministic bytes: `text` compresses (words), `noise` does not.
+/// Test data from the kit: `text` compresses (words), otherwise noise that does not.
 fn bytes(seed: u64, n: usize, text: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n + 64);
-    let mut i = 0u64;
-    while out.len() < n {
-        let h = BlockHash::of(&[seed.to_le_bytes(), i.to_le_bytes()].concat()).0;
-        if text {
-            const WORDS: [&str; 8] = ["store ", "block ", "frame ", "delta ", "pack ", "index ", "nix ", "path\n"];
-            out.extend(h.iter().take(8).flat_map(|b| WORDS[(*b % 8) as usize].bytes()));
-        } else {
-            out.extend_from_slice(&h);
-        }
-        i += 1;
+    if text {
+        nixdag_testkit::store_words(seed, n)
+    } else {
+        nixdag_testkit::noise(seed, n)
     }
-    out.truncate(n);
-    out
 }
 
 fn nar_of(hash: &BlockHash, len: usize) -> Manifest {

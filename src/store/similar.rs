@@ -92,17 +92,9 @@ pub fn super_features(block: &[u8]) -> Option<[u64; SUPERS]> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use nixdag_testkit::splitmix_bytes as noise;
 
-    fn noise(seed: u64, n: usize) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x = splitmix(x);
-                x as u8
-            })
-            .collect()
-    }
+    use super::*;
 
     #[test]
     fn similar_blocks_share_a_super_feature_and_different_ones_do_not() {

@@ -1,12 +1,13 @@
-//! Shared helpers: a temporary store, the binary, generated data, and the outside judges.
+//! Shared helpers: a temporary store, the binary, and the outside judges; generated data comes from the
+//! test kit (testkit/), re-exported here.
 
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub use nixdag_testkit::{nix_words, tok, toks, write_random, Xorshift};
 use tempfile::TempDir;
 
 /// The binary under test.
@@ -112,63 +113,6 @@ impl TestStore {
         s.push_str(&packs.join("\n"));
         s
     }
-}
-
-/// A NAR string token: u64 LE length, bytes, zero padding to 8 (for writing NARs by hand, hostile ones too).
-pub fn tok(s: &[u8]) -> Vec<u8> {
-    let mut v = (s.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(s);
-    v.resize(v.len() + (8 - s.len() % 8) % 8, 0);
-    v
-}
-
-/// Several NAR tokens in a row.
-pub fn toks(parts: &[&[u8]]) -> Vec<u8> {
-    parts.iter().flat_map(|p| tok(p)).collect()
-}
-
-/// A fast deterministic byte stream (xorshift), so tests make their own incompressible data.
-pub struct Prng(u64);
-
-impl Prng {
-    pub fn new(seed: u64) -> Self {
-        Prng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut b = vec![0u8; n];
-        self.fill(&mut b);
-        b
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Write `len` pseudo-random bytes to `path`, streaming.
-pub fn write_random(path: &Path, len: u64, seed: u64) {
-    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
-    let mut rng = Prng::new(seed);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill(&mut buf[..n]);
-        f.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-    f.flush().unwrap();
 }
 
 /// Real Nix must be installed (scripts/test installs Debian's nix-bin).

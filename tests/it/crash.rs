@@ -41,9 +41,9 @@ fn kill_after(store: &TestStore, args: &[&str], delay: Duration) -> bool {
 
 #[test]
 fn sigkill_during_add_never_breaks_the_store() {
-    let mut rng = Prng::new(seed());
+    let mut rng = Xorshift::new(seed());
     let work = tempfile::tempdir().unwrap();
-    let base = Prng::new(9).bytes(8 << 20);
+    let base = Xorshift::new(9).bytes(8 << 20);
     let store = TestStore::new();
     // Kill moments are drawn across the duration of a full add, re-measured on every trial (the
     // re-add after a kill does all the work again, since nothing of the killed add was committed).
@@ -82,9 +82,9 @@ fn sigkill_during_add_never_breaks_the_store() {
 
 #[test]
 fn sigkill_during_gc_never_loses_a_needed_block() {
-    let mut rng = Prng::new(seed() ^ 0xdead);
+    let mut rng = Xorshift::new(seed() ^ 0xdead);
     let work = tempfile::tempdir().unwrap();
-    let base = Prng::new(10).bytes(4 << 20);
+    let base = Xorshift::new(10).bytes(4 << 20);
     let store = TestStore::new();
     let mut kept = Vec::new();
     for trial in 0..8u64 {
@@ -121,7 +121,7 @@ fn sigkill_during_gc_never_loses_a_needed_block() {
 /// and every tarball reads back byte for byte; a final repack finishes the queue.
 #[test]
 fn sigkill_during_repack_never_breaks_the_store() {
-    let mut rng = Prng::new(seed() ^ 0xbeef);
+    let mut rng = Xorshift::new(seed() ^ 0xbeef);
     let t = crate::storage::versions();
     let work = tempfile::tempdir().unwrap();
     let store = TestStore::new();

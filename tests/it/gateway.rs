@@ -426,7 +426,7 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     let total = 100u64 << 20;
     write!(s, "PUT /nar/{}.nar HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {total}\r\n\r\n", sha(b"never")).unwrap();
-    let mut rng = Prng::new(5);
+    let mut rng = Xorshift::new(5);
     let mut head = toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"]);
     head.extend((total - 200).to_le_bytes());
     s.write_all(&head).unwrap();
@@ -452,7 +452,7 @@ fn thirty_two_parallel_downloads_are_byte_exact() {
     let work = tempfile::tempdir().unwrap();
     let store = TestStore::new();
     let mut expected = Vec::new();
-    let shared = Prng::new(1).bytes(1 << 20);
+    let shared = Xorshift::new(1).bytes(1 << 20);
     for i in 0..32u64 {
         let d = work.path().join(format!("d{i}"));
         fs::create_dir_all(&d).unwrap();

@@ -15,7 +15,7 @@ fn tree(dir: &Path, shared: &[u8], own_seed: u64) {
 #[test]
 fn gc_keeps_shared_blocks_and_frees_the_rest() {
     let work = tempfile::tempdir().unwrap();
-    let shared = Prng::new(1).bytes(4 << 20);
+    let shared = Xorshift::new(1).bytes(4 << 20);
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     tree(&a, &shared, 2);
     tree(&b, &shared, 3);
@@ -45,7 +45,7 @@ fn gc_keeps_shared_blocks_and_frees_the_rest() {
 #[test]
 fn add_and_gc_loop_concurrently() {
     let work = tempfile::tempdir().unwrap();
-    let shared = Arc::new(Prng::new(5).bytes(2 << 20));
+    let shared = Arc::new(Xorshift::new(5).bytes(2 << 20));
     let store = Arc::new(TestStore::new());
     let dirs: Vec<PathBuf> = (0..12).map(|i| work.path().join(format!("t{i}"))).collect();
     for (i, d) in dirs.iter().enumerate() {
@@ -98,11 +98,11 @@ fn in_process_ingest_and_gc_race_loses_nothing() {
     use nixdag::{add_nar, ChunkerConfig, Store};
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    let shared = Arc::new(Prng::new(8).bytes(1 << 20));
+    let shared = Arc::new(Xorshift::new(8).bytes(1 << 20));
     // NARs of single files: shared prefix bytes plus a distinct tail.
     let nar_of = move |i: u64| {
         let mut contents = (*shared).clone();
-        contents.extend(Prng::new(i).bytes(300_000));
+        contents.extend(Xorshift::new(i).bytes(300_000));
         toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", &contents, b")"])
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -31,7 +31,7 @@ fn synthetic_tree(root: &Path) {
     fs::write(root.join("ünïcödé-名前-🦀.txt"), "non-ASCII name\n").unwrap();
     fs::create_dir_all(root.join("dir with spaces/ä")).unwrap();
     fs::write(root.join("dir with spaces/ä/x"), b"x").unwrap();
-    let mut rng = Prng::new(42);
+    let mut rng = Xorshift::new(42);
     fs::write(root.join("big.bin"), rng.bytes(3 << 20)).unwrap();
     fs::create_dir_all(root.join("many")).unwrap();
     for i in 0..300 {

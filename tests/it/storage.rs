@@ -7,59 +7,23 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// `n` bytes of text: words from a small vocabulary with numbers in between, compressible about 3:1
-/// but never repeating a 64-byte window, so content-defined chunking and similarity sampling see
-/// real variety.
-fn text(rng: &mut Prng, n: usize) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "derivation",
-        "output",
-        "store",
-        "path",
-        "hash",
-        "closure",
-        "builder",
-        "system",
-        "input",
-        "source",
-        "patch",
-        "phase",
-        "install",
-        "check",
-        "fixup",
-        "unpack",
-    ];
-    let mut out = Vec::with_capacity(n + 32);
-    while out.len() < n {
-        let r = rng.next();
-        out.extend_from_slice(WORDS[(r % 16) as usize].as_bytes());
-        match (r >> 8) % 8 {
-            0 => out.extend_from_slice(format!(" {}\n", (r >> 16) % 100_000).as_bytes()),
-            1 => out.extend_from_slice(b" = "),
-            _ => out.push(b' '),
-        }
-    }
-    out.truncate(n);
-    out
-}
-
 /// Version 1 of a package-like tree: ~3 MiB in twelve large files and a few small ones.
 fn tree_v1(dir: &Path) {
-    let mut rng = Prng::new(2024);
+    let mut rng = Xorshift::new(2024);
     fs::create_dir_all(dir.join("share/doc")).unwrap();
     for i in 0..12 {
-        fs::write(dir.join(format!("share/data-{i:02}.txt")), text(&mut rng, 256 * 1024)).unwrap();
+        fs::write(dir.join(format!("share/data-{i:02}.txt")), nix_words(&mut rng, 256 * 1024)).unwrap();
     }
     for i in 0..20 {
         let n = 200 + rng.below(3000) as usize;
-        fs::write(dir.join(format!("share/doc/note-{i:02}")), text(&mut rng, n)).unwrap();
+        fs::write(dir.join(format!("share/doc/note-{i:02}")), nix_words(&mut rng, n)).unwrap();
     }
 }
 
 /// Version 2: a copy of `v1` with a few small in-place edits in four of the large files.
 fn tree_v2(v1: &Path, dir: &Path) {
     copy_tree(v1, dir);
-    let mut rng = Prng::new(7);
+    let mut rng = Xorshift::new(7);
     for i in [1, 4, 7, 10] {
         let p = dir.join(format!("share/data-{i:02}.txt"));
         let mut b = fs::read(&p).unwrap();
