@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::dag::{BlockHash, DagReadError};
+use crate::recompress::RecompressError;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::{NarError, NarWriteError};
 
@@ -62,6 +63,31 @@ pub enum StoreError {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// Garbage collection stopped before removing anything: a root's DAG cannot be read whole, so
+    /// what it needs cannot be told from garbage.
+    #[error("refusing to collect garbage: {what} is damaged: {source}")]
+    GcRefused {
+        /// The root (`nar sha256:…`, `file sha256:…`) or recipe whose DAG is damaged.
+        what: String,
+        /// Why its DAG cannot be read.
+        source: DagReadError,
+    },
+    /// A block too long for the index's 32-bit lengths (a chunker or a recipe gone wrong, never user data).
+    #[error("block {hash} of {len} bytes is too large to store (at most {} bytes)", u32::MAX)]
+    BlockTooLarge {
+        /// The block.
+        hash: BlockHash,
+        /// Its length.
+        len: u64,
+    },
+    /// Analyzing or rebuilding a compressed file failed (`recompress`).
+    #[error("{context}: {source}")]
+    Recompress {
+        /// What was being done.
+        context: &'static str,
+        /// The typed failure.
+        source: RecompressError,
     },
     /// An index entry cannot be decoded.
     #[error("index table {table} holds a malformed entry: {reason}")]
@@ -156,6 +182,17 @@ impl StoreError {
             StoreError::Index { source: redb::Error::Io(e), .. } | StoreError::Txn { source: redb::Error::Io(e), .. } => {
                 io_full(e)
             }
+            // A content callback's failure (the store's own writes) travels inside the recompress error.
+            StoreError::Recompress { source, .. } => {
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+                while let Some(c) = cause {
+                    if c.downcast_ref::<io::Error>().is_some_and(io_full) {
+                        return true;
+                    }
+                    cause = c.source();
+                }
+                false
+            }
             StoreError::Nar(e) => match e.kind() {
                 crate::nix::nar::NarErrorKind::Io(io) | crate::nix::nar::NarErrorKind::Output(io) => io_full(io),
                 _ => false,
@@ -221,8 +258,10 @@ mod tests {
     use redb::TableHandle;
 
     use super::*;
-    use crate::store::tables::{BLOCKS, NARS, PACKS};
-    use crate::store::Store;
+    use crate::dag::cid::RAW_CODEC;
+    use crate::recompress::Recipe;
+    use crate::store::tables::{NarEntry, BLOCKS, NARS, PACKS};
+    use crate::store::{Manifest, Store};
 
     fn corrupted() -> redb::StorageError {
         redb::StorageError::Corrupted("a page checksum does not match".into())
@@ -282,11 +321,60 @@ mod tests {
     }
 
     #[test]
-    fn out_of_space_is_seen_under_every_index_form() {
+    fn out_of_space_is_seen_under_every_index_form_and_inside_recompress() {
         let full = || io::Error::from_raw_os_error(libc::ENOSPC);
         assert!(StoreError::row("write", BLOCKS.name(), BlockHash([0; 32]))(redb::Error::Io(full())).is_out_of_space());
         assert!(StoreError::table_op("open", BLOCKS.name())(redb::Error::Io(full())).is_out_of_space());
         assert!(StoreError::txn("commit")(redb::Error::Io(full())).is_out_of_space());
         assert!(!StoreError::txn("commit")(corrupted()).is_out_of_space());
+        // The store's own write failing inside a content callback, as a block sink reports it.
+        let sink = io::Error::other(StoreError::Io { context: "appending".into(), source: full() });
+        let e = StoreError::Recompress {
+            context: "analyzing a compressed file",
+            source: RecompressError::Content { offset: 9, source: sink },
+        };
+        assert!(e.is_out_of_space());
+    }
+
+    #[test]
+    fn recompress_keeps_its_typed_source() {
+        let source = Recipe::decode(b"").unwrap_err();
+        let shown = source.to_string();
+        let e = StoreError::Recompress { context: "analyzing a compressed file", source };
+        assert_eq!(e.to_string(), format!("analyzing a compressed file: {shown}"));
+        assert!(e.source().and_then(|s| s.downcast_ref::<RecompressError>()).is_some());
+        assert!(!e.is_out_of_space());
+    }
+
+    #[test]
+    fn too_large_names_the_block_and_its_length() {
+        let hash = BlockHash::of(b"big");
+        let e = StoreError::BlockTooLarge { hash, len: 1 << 33 };
+        let msg = e.to_string();
+        assert!(msg.contains(&hash.to_hex()) && msg.contains(&(1u64 << 33).to_string()), "{msg}");
+        assert!(!msg.contains("pack 0"), "{msg}");
+    }
+
+    /// GC stops when a root's DAG has a hole, names the root, and keeps the DAG error typed.
+    #[test]
+    fn gc_refusal_names_the_root_and_keeps_the_dag_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = vec![7u8; 3000];
+        let hash = BlockHash::of(&bytes);
+        let mut i = store.begin_ingest();
+        i.put(hash, &bytes).unwrap();
+        let nar_hash = NarHash([5; 32]);
+        let entry = NarEntry { root: hash.cid(RAW_CODEC), nar_size: bytes.len() as u64 };
+        i.commit(&[Manifest::Nar { nar_hash, entry }]).unwrap();
+        {
+            let txn = store.db().begin_write().unwrap();
+            assert!(txn.open_table(BLOCKS).unwrap().remove(hash.0.as_slice()).unwrap().is_some());
+            txn.commit().unwrap();
+        }
+        let e = store.gc().unwrap_err();
+        assert!(matches!(&e, StoreError::GcRefused { what, .. } if *what == format!("nar {nar_hash}")), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("refusing to collect garbage: nar {nar_hash} is damaged: ")), "{e}");
+        assert!(e.source().and_then(|s| s.downcast_ref::<DagReadError>()).is_some());
     }
 }

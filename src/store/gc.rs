@@ -73,12 +73,8 @@ impl Store {
         report.roots = roots.len() as u64;
         let mut live = crate::dag::reader::Seen::new();
         for (label, root, size) in &roots {
-            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(|e| {
-                StoreError::Io {
-                    context: format!("refusing to collect garbage: {label} is damaged"),
-                    source: std::io::Error::other(e),
-                }
-            })?;
+            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(()))
+                .map_err(|source| StoreError::GcRefused { what: label.clone(), source })?;
         }
         let protected = self.protected().lock();
         {
@@ -110,12 +106,8 @@ impl Store {
                 if let Form::Rebuilt { recipe, .. } = loc.form {
                     let (root, size) = self.recipe_content(&recipe)?;
                     let before = content.len();
-                    walk(self, &root, Some(size), &mut content, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(
-                        |e| StoreError::Io {
-                            context: format!("refusing to collect garbage: content of recipe {recipe} is damaged"),
-                            source: std::io::Error::other(e),
-                        },
-                    )?;
+                    walk(self, &root, Some(size), &mut content, WalkMode::NodesOnly, &mut |_, _| Ok(()))
+                        .map_err(|source| StoreError::GcRefused { what: format!("content of recipe {recipe}"), source })?;
                     if content.len() != before {
                         for c in content.keys() {
                             if keep.insert(*c) {

@@ -123,12 +123,8 @@ impl Ingest<'_> {
         if !self.is_new(hash)? {
             return Ok(());
         }
-        let raw_len = u32::try_from(bytes.len()).map_err(|_| StoreError::CorruptBlock {
-            hash,
-            pack: 0,
-            offset: 0,
-            reason: format!("{} bytes is too large for one block", bytes.len()),
-        })?;
+        let raw_len = u32::try_from(bytes.len())
+            .map_err(|_| StoreError::BlockTooLarge { hash, len: bytes.len() as u64 })?;
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
         if self.as_is {
