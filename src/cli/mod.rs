@@ -108,8 +108,8 @@ fn explain(e: anyhow::Error, store_dir: &std::path::Path) -> anyhow::Error {
             .context("the disk holding the store is full: free space, then run the command again (nothing was lost)");
     }
     let corrupt = store_err().any(|s| {
-        matches!(s, StoreError::Db { source: redb::Error::Corrupted(_), .. })
-            || matches!(s, StoreError::Db { source: redb::Error::Io(io), .. } if io.kind() == std::io::ErrorKind::InvalidData)
+        matches!(s.redb_source(), Some(redb::Error::Corrupted(_)))
+            || matches!(s.redb_source(), Some(redb::Error::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData)
     });
     if corrupt {
         let index = store_dir.join("index.redb");

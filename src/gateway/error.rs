@@ -46,8 +46,11 @@ impl From<crate::store::StoreError> for AppError {
         if e.is_out_of_space() {
             return AppError::InsufficientStorage(e.to_string());
         }
+        use crate::store::StoreError;
         match e {
-            crate::store::StoreError::NoSuchNar(_) => AppError::NotFound,
+            StoreError::NoSuchNar(_) => AppError::NotFound,
+            e @ StoreError::HashMismatch { .. } => AppError::BadRequest(e.to_string()),
+            StoreError::BlockTooLarge { len, .. } => AppError::TooLarge(format!("a block of {len} bytes is")),
             e => AppError::internal(e),
         }
     }
@@ -123,5 +126,42 @@ impl IntoResponse for AppError {
         // Misses and errors must not be cached: the path may arrive a second later.
         r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use crate::BlockHash;
+
+    fn status(e: StoreError) -> StatusCode {
+        AppError::from(e).into_response().status()
+    }
+
+    fn redb_io(e: std::io::Error) -> StoreError {
+        StoreError::Txn { op: "commit", source: redb::Error::Io(e) }
+    }
+
+    #[test]
+    fn store_errors_map_to_their_status() {
+        assert_eq!(status(StoreError::NoSuchNar(crate::NarHash([1; 32]))), StatusCode::NOT_FOUND);
+        let mismatch = StoreError::HashMismatch { what: "NAR".into(), expected: "a".into(), got: "b".into() };
+        assert_eq!(status(mismatch), StatusCode::BAD_REQUEST);
+        let big = StoreError::BlockTooLarge { hash: BlockHash([0; 32]), len: 1 << 33 };
+        assert_eq!(status(big), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(redb_io(std::io::Error::from_raw_os_error(libc::ENOSPC))), StatusCode::INSUFFICIENT_STORAGE);
+        let index = StoreError::Index {
+            op: "read",
+            table: "blocks-0",
+            key: Some("00".into()),
+            source: redb::Error::Io(std::io::Error::from_raw_os_error(libc::EDQUOT)),
+        };
+        assert_eq!(status(index), StatusCode::INSUFFICIENT_STORAGE);
+        // A real fault stays ours: 500, the detail logged with the table it names.
+        let fault = StoreError::Txn { op: "commit", source: redb::StorageError::Corrupted("bad page".into()).into() };
+        let app = AppError::from(fault);
+        assert!(matches!(&app, AppError::Internal(d) if d.starts_with("index commit: ")), "{app:?}");
+        assert_eq!(app.into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -179,12 +179,7 @@ fn repack_stream(store: &Store, root: &Cid, kind: u8) -> Result<(RepackOutcome, 
         return Ok((RepackOutcome::Kept, len));
     }
     for (hash, start, len) in stream_leaves {
-        let raw_len = u32::try_from(len).map_err(|_| StoreError::CorruptBlock {
-            hash,
-            pack: 0,
-            offset: 0,
-            reason: format!("a {len}-byte leaf is longer than any block"),
-        })?;
+        let raw_len = u32::try_from(len).map_err(|_| StoreError::BlockTooLarge { hash, len })?;
         ingest.replace_with_rebuilt(hash, raw_len, recipe, start)?;
     }
     ingest.commit(&[])?;

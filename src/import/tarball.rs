@@ -72,10 +72,7 @@ pub(super) fn store_recipe(
     if recompress::detect(file).is_none() || stream.len() as u64 > REBUILD_MAX {
         return Ok(None);
     }
-    let recompress_err = |e: recompress::RecompressError| StoreError::Io {
-        context: "analyzing a compressed file".into(),
-        source: io::Error::other(e.to_string()),
-    };
+    let recompress_err = |source| StoreError::Recompress { context: "analyzing a compressed file", source };
     // One pass: the content is chunked and stored while the candidates race. When none rebuilds the
     // file, the content blocks stored so far are garbage (nothing names them) until the next GC; the
     // corpus's tarballs nearly all qualify (docs/STORAGE.md), so that is the rare case.

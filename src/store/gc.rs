@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 
 use super::error::StoreError;
 use super::pack::{HEADER_LEN, RECORD_HEADER_LEN};
@@ -64,27 +64,22 @@ impl Store {
 
     fn mark_and_sweep(&self) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
-        let db = StoreError::db::<redb::StorageError>;
-        let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.db().begin_write().map_err(StoreError::txn("begin write"))?;
         let roots = roots_in(&txn)?;
         report.roots = roots.len() as u64;
         let mut live = crate::dag::reader::Seen::new();
         for (label, root, size) in &roots {
-            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(|e| {
-                StoreError::Io {
-                    context: format!("refusing to collect garbage: {label} is damaged"),
-                    source: std::io::Error::other(e),
-                }
-            })?;
+            walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(()))
+                .map_err(|source| StoreError::GcRefused { what: label.clone(), source })?;
         }
         let protected = self.protected().lock();
         {
-            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
             // Everything a live or protected block needs to be read: its delta base or normalized form,
             // that block's base …
             let mut all = HashMap::new();
-            for row in blocks.iter().map_err(db("read"))? {
-                let (k, v) = row.map_err(db("read"))?;
+            for row in blocks.iter().map_err(StoreError::table_op("scan", BLOCKS.name()))? {
+                let (k, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
                 let hash = BlockHash(k.value().try_into().map_err(|_| StoreError::CorruptIndex {
                     table: "blocks-0",
                     reason: "key is not 32 bytes".into(),
@@ -107,12 +102,8 @@ impl Store {
                 if let Form::Rebuilt { recipe, .. } = loc.form {
                     let (root, size) = self.recipe_content(&recipe)?;
                     let before = content.len();
-                    walk(self, &root, Some(size), &mut content, WalkMode::NodesOnly, &mut |_, _| Ok(())).map_err(
-                        |e| StoreError::Io {
-                            context: format!("refusing to collect garbage: content of recipe {recipe} is damaged"),
-                            source: std::io::Error::other(e),
-                        },
-                    )?;
+                    walk(self, &root, Some(size), &mut content, WalkMode::NodesOnly, &mut |_, _| Ok(()))
+                        .map_err(|source| StoreError::GcRefused { what: format!("content of recipe {recipe}"), source })?;
                     if content.len() != before {
                         for c in content.keys() {
                             if keep.insert(*c) {
@@ -130,7 +121,7 @@ impl Store {
                 }
             }
             for (hash, loc) in &dead {
-                blocks.remove(hash.0.as_slice()).map_err(db("write"))?;
+                blocks.remove(hash.0.as_slice()).map_err(StoreError::row("remove", BLOCKS.name(), hash))?;
                 report.removed_blocks += 1;
                 report.removed_bytes += u64::from(loc.raw_len);
             }
@@ -139,25 +130,25 @@ impl Store {
             // removed block shares goes too, which at worst forgets a candidate base.
             let gone: HashSet<[u8; SIMILAR_PREFIX]> =
                 dead.iter().map(|(h, _)| h.0[..SIMILAR_PREFIX].try_into().expect("prefix of a hash")).collect();
-            let mut similar = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
+            let mut similar = txn.open_table(SIMILAR).map_err(StoreError::table_op("open", SIMILAR.name()))?;
             similar
                 .retain(|_, v| {
                     (v.len() == SIMILAR_PREFIX || v.len() == 32)
                         && !gone
                             .contains(&<[u8; SIMILAR_PREFIX]>::try_from(&v[..SIMILAR_PREFIX]).expect("length checked"))
                 })
-                .map_err(db("write"))?;
+                .map_err(StoreError::table_op("remove from", SIMILAR.name()))?;
             // A queued tarball whose blocks are gone has nothing left to repack.
             let removed: HashSet<BlockHash> = dead.iter().map(|(h, _)| *h).collect();
-            let mut queue = txn.open_table(REPACK).map_err(StoreError::db("open table"))?;
+            let mut queue = txn.open_table(REPACK).map_err(StoreError::table_op("open", REPACK.name()))?;
             queue
                 .retain(|k, _| {
                     let root = cid_from_bytes(k).ok().and_then(|c| block_hash(&c).ok());
                     root.is_some_and(|h| !removed.contains(&h))
                 })
-                .map_err(db("write"))?;
+                .map_err(StoreError::table_op("remove from", REPACK.name()))?;
         }
-        txn.commit().map_err(StoreError::db("commit"))?;
+        txn.commit().map_err(StoreError::txn("commit"))?;
         drop(protected);
         Ok(report)
     }
@@ -166,10 +157,10 @@ impl Store {
     fn live_bytes_per_pack(&self) -> Result<HashMap<u32, u64>, StoreError> {
         let mut live = HashMap::new();
         let mut records = HashSet::new();
-        let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
-        for row in t.iter().map_err(StoreError::db("read"))? {
-            let (_, v) = row.map_err(StoreError::db("read"))?;
+        let txn = self.db().begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
+        for row in t.iter().map_err(StoreError::table_op("scan", BLOCKS.name()))? {
+            let (_, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
             let loc = BlockLoc::decode(v.value())?;
             // A frame counts once, however many of its members are live.
             if records.insert((loc.pack, loc.offset)) {

@@ -42,11 +42,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use fs2::FileExt;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))] // for fuzz targets and benches
 pub use self::compress::{StorageConfig, StorageConfigError, Tarballs};
-use self::error::IoContext;
+use self::error::{IoContext, Sha256Key};
 pub use self::error::StoreError;
 pub use self::gc::GcReport;
 use self::pack::Packs;
@@ -188,7 +188,7 @@ impl Store {
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(dir.join("index.redb"))
-            .map_err(StoreError::db("open"))?;
+            .map_err(StoreError::txn("open"))?;
         let packs = Box::new(pack::FilePacks::new(dir.join("packs")));
         let store = Store::with_index(dir, Index::ReadWrite(db), lock, packs);
         store.init_tables()?;
@@ -205,7 +205,7 @@ impl Store {
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(dir.join("index.redb"))
-            .map_err(StoreError::db("open"))?;
+            .map_err(StoreError::txn("open"))?;
         let store = Store::with_index(dir, Index::ReadWrite(db), lock, packs);
         store.init_tables()?;
         store.recover_packs()?;
@@ -285,14 +285,14 @@ impl Store {
         if self.tables_ready()? {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.db.begin_write().map_err(StoreError::txn("begin write"))?;
         {
-            let t = StoreError::db::<redb::TableError>("open table");
-            let mut meta = txn.open_table(META).map_err(t)?;
-            let version = meta.get("format").map_err(StoreError::db("read"))?.map(|v| v.value().to_vec());
+            let mut meta = txn.open_table(META).map_err(StoreError::table_op("open", META.name()))?;
+            let version = meta.get("format").map_err(StoreError::row("read", META.name(), "format"))?.map(|v| v.value().to_vec());
             match version {
                 None => {
-                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice()).map_err(StoreError::db("write"))?;
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(StoreError::row("write", META.name(), "format"))?;
                 }
                 Some(v) => {
                     let got = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX);
@@ -301,29 +301,30 @@ impl Store {
                     }
                     // Each older format is the newer one without its new tables and forms: adding the
                     // tables is the whole upgrade, and after it an older build refuses the store.
-                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice()).map_err(StoreError::db("write"))?;
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(StoreError::row("write", META.name(), "format"))?;
                 }
             }
-            let t = || StoreError::db::<redb::TableError>("open table");
-            txn.open_table(BLOCKS).map_err(t())?;
-            txn.open_table(PACKS).map_err(t())?;
-            txn.open_table(NARS).map_err(t())?;
-            txn.open_table(PATHS).map_err(t())?;
-            txn.open_table(FILES).map_err(t())?;
-            txn.open_table(FILE_ALIASES).map_err(t())?;
-            txn.open_table(SIMILAR).map_err(t())?;
+            let open = |name| StoreError::table_op::<redb::TableError>("open", name);
+            txn.open_table(BLOCKS).map_err(open(BLOCKS.name()))?;
+            txn.open_table(PACKS).map_err(open(PACKS.name()))?;
+            txn.open_table(NARS).map_err(open(NARS.name()))?;
+            txn.open_table(PATHS).map_err(open(PATHS.name()))?;
+            txn.open_table(FILES).map_err(open(FILES.name()))?;
+            txn.open_table(FILE_ALIASES).map_err(open(FILE_ALIASES.name()))?;
+            txn.open_table(SIMILAR).map_err(open(SIMILAR.name()))?;
         }
-        txn.commit().map_err(StoreError::db("commit"))
+        txn.commit().map_err(StoreError::txn("commit"))
     }
 
     fn tables_ready(&self) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
         let meta = match txn.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-            Err(e) => return Err(StoreError::db("open table")(e)),
+            Err(e) => return Err(StoreError::table_op("open", META.name())(e)),
         };
-        let version = meta.get("format").map_err(StoreError::db("read"))?.map(|v| v.value().to_vec());
+        let version = meta.get("format").map_err(StoreError::row("read", META.name(), "format"))?.map(|v| v.value().to_vec());
         let got = match version {
             None => return Ok(false),
             Some(v) => <[u8; 4]>::try_from(v.as_slice()).map(u32::from_le_bytes).unwrap_or(u32::MAX),
@@ -334,18 +335,18 @@ impl Store {
         if got != FORMAT_VERSION {
             return Ok(false);
         }
-        let exists = |r: Result<(), redb::TableError>| match r {
+        let exists = |name, r: Result<(), redb::TableError>| match r {
             Ok(()) => Ok(true),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
-            Err(e) => Err(StoreError::db("open table")(e)),
+            Err(e) => Err(StoreError::table_op("open", name)(e)),
         };
-        Ok(exists(txn.open_table(BLOCKS).map(drop))?
-            && exists(txn.open_table(PACKS).map(drop))?
-            && exists(txn.open_table(NARS).map(drop))?
-            && exists(txn.open_table(PATHS).map(drop))?
-            && exists(txn.open_table(FILES).map(drop))?
-            && exists(txn.open_table(FILE_ALIASES).map(drop))?
-            && exists(txn.open_table(SIMILAR).map(drop))?)
+        Ok(exists(BLOCKS.name(), txn.open_table(BLOCKS).map(drop))?
+            && exists(PACKS.name(), txn.open_table(PACKS).map(drop))?
+            && exists(NARS.name(), txn.open_table(NARS).map(drop))?
+            && exists(PATHS.name(), txn.open_table(PATHS).map(drop))?
+            && exists(FILES.name(), txn.open_table(FILES).map(drop))?
+            && exists(FILE_ALIASES.name(), txn.open_table(FILE_ALIASES).map(drop))?
+            && exists(SIMILAR.name(), txn.open_table(SIMILAR).map(drop))?)
     }
 
     /// Make the packs match the last commit: cut tails nobody committed, delete packs nobody committed.
@@ -376,11 +377,11 @@ impl Store {
     }
 
     pub(crate) fn committed_packs(&self) -> Result<HashMap<u32, u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(PACKS).map_err(StoreError::table_op("open", PACKS.name()))?;
         let mut out = HashMap::new();
-        for row in t.iter().map_err(StoreError::db("read"))? {
-            let (k, v) = row.map_err(StoreError::db("read"))?;
+        for row in t.iter().map_err(StoreError::table_op("scan", PACKS.name()))? {
+            let (k, v) = row.map_err(StoreError::table_op("scan", PACKS.name()))?;
             out.insert(k.value(), v.value());
         }
         Ok(out)
@@ -398,9 +399,9 @@ impl Store {
 
     /// The highest pack id a compaction deleted (`meta-0` `pack-hwm`), or 0.
     fn pack_high_water(&self) -> Result<u32, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(META).map_err(StoreError::db("open table"))?;
-        let v = t.get(META_PACK_HWM).map_err(StoreError::db("read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(META).map_err(StoreError::table_op("open", META.name()))?;
+        let v = t.get(META_PACK_HWM).map_err(StoreError::row("read", META.name(), META_PACK_HWM))?;
         Ok(v.and_then(|v| <[u8; 4]>::try_from(v.value()).ok()).map(u32::from_le_bytes).unwrap_or(0))
     }
 
@@ -429,16 +430,16 @@ impl Store {
 
     /// Streams waiting for `import::repack`: root and [`REPACK_NAR`] or [`REPACK_FILE`].
     pub fn repack_queue(&self) -> Result<Vec<(Cid, u8)>, StoreError> {
-        let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
+        let txn = self.db().begin_read().map_err(StoreError::txn("begin read"))?;
         let t = match txn.open_table(REPACK) {
             Ok(t) => t,
             // A store no ingest has queued anything in (or opened read-only before any did).
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::db("open table")(e)),
+            Err(e) => return Err(StoreError::table_op("open", REPACK.name())(e)),
         };
         let mut out = Vec::new();
-        for row in t.iter().map_err(StoreError::db("read"))? {
-            let (k, v) = row.map_err(StoreError::db("read"))?;
+        for row in t.iter().map_err(StoreError::table_op("scan", REPACK.name()))? {
+            let (k, v) = row.map_err(StoreError::table_op("scan", REPACK.name()))?;
             let root = cid_from_bytes(k.value()).map_err(|e| StoreError::CorruptIndex {
                 table: "repack-0",
                 reason: format!("a key is not a CID: {e}"),
@@ -450,9 +451,9 @@ impl Store {
 
     /// The block holding the dictionary new frames are compressed with, once one has been trained.
     pub fn dictionary(&self) -> Result<Option<BlockHash>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(META).map_err(StoreError::db("open table"))?;
-        let Some(v) = t.get(META_DICT).map_err(StoreError::db("read"))? else { return Ok(None) };
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(META).map_err(StoreError::table_op("open", META.name()))?;
+        let Some(v) = t.get(META_DICT).map_err(StoreError::row("read", META.name(), META_DICT))? else { return Ok(None) };
         let h = <[u8; 32]>::try_from(v.value())
             .map_err(|_| StoreError::CorruptIndex { table: "meta-0", reason: "dict is not 32 bytes".into() })?;
         Ok(Some(BlockHash(h)))
@@ -460,9 +461,9 @@ impl Store {
 
     /// Where a block is stored, if it is.
     pub fn block_loc(&self, hash: &BlockHash) -> Result<Option<BlockLoc>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
-        let v = t.get(hash.0.as_slice()).map_err(StoreError::db("read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
+        let v = t.get(hash.0.as_slice()).map_err(StoreError::row("read", BLOCKS.name(), hash))?;
         v.map(|v| BlockLoc::decode(v.value())).transpose()
     }
 
@@ -477,9 +478,9 @@ impl Store {
             return Ok(());
         }
         let live = {
-            let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
-            let st = txn.stats().map_err(StoreError::db("stats"))?;
-            txn.abort().map_err(StoreError::db("abort"))?;
+            let txn = self.db.begin_write().map_err(StoreError::txn("begin write"))?;
+            let st = txn.stats().map_err(StoreError::txn("stats"))?;
+            txn.abort().map_err(StoreError::txn("abort"))?;
             st.stored_bytes() + st.metadata_bytes()
         };
         if live * 3 > len * 2 {
@@ -491,32 +492,29 @@ impl Store {
             return self._lock.lock_shared().context(|| format!("locking {}", self.dir.join("lock").display()));
         }
         let Index::ReadWrite(db) = &mut self.db else { return Ok(()) };
-        let compacted = Self::compact_db(db, &path);
+        let compacted = Self::compact_db(db);
         self._lock.lock_shared().context(|| format!("locking {}", self.dir.join("lock").display()))?;
         compacted
     }
 
-    fn compact_db(db: &mut Database, path: &Path) -> Result<(), StoreError> {
-        while db.compact().map_err(|e| StoreError::Io {
-            context: format!("compacting {}", path.display()),
-            source: io::Error::other(e.to_string()),
-        })? {}
+    fn compact_db(db: &mut Database) -> Result<(), StoreError> {
+        while db.compact().map_err(StoreError::txn("compact"))? {}
         Ok(())
     }
 
     /// The stored NAR with this NarHash.
     pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(NARS).map_err(StoreError::db("open table"))?;
-        let v = t.get(hash.0.as_slice()).map_err(StoreError::db("read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
+        let v = t.get(hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), hash))?;
         v.map(|v| NarEntry::decode(v.value())).transpose()
     }
 
     /// The recorded metadata of the store path whose hash part (32 nix32 chars) is `hash_part`.
     pub fn path_info(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
-        let t = txn.open_table(PATHS).map_err(StoreError::db("open table"))?;
-        let v = t.get(hash_part).map_err(StoreError::db("read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
+        let v = t.get(hash_part).map_err(StoreError::row("read", PATHS.name(), hash_part))?;
         v.map(|v| {
             NarInfo::parse(v.value()).map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })
         })
@@ -525,15 +523,16 @@ impl Store {
 
     /// The stored file with this hash (SHA-256, or an alias: SHA-512, SHA-1, MD5). Returns its SHA-256 too.
     pub fn file(&self, hash: &NixHash) -> Result<Option<([u8; 32], FileEntry)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
         let sha256: [u8; 32] = if hash.algo == HashAlgo::Sha256 {
             hash.digest.as_slice().try_into().map_err(|_| StoreError::CorruptIndex {
                 table: "files-0",
                 reason: "sha256 digest is not 32 bytes".into(),
             })?
         } else {
-            let t = txn.open_table(FILE_ALIASES).map_err(StoreError::db("open table"))?;
-            let Some(v) = t.get(alias_key(hash).as_slice()).map_err(StoreError::db("read"))? else {
+            let t = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
+            let Some(v) = t.get(alias_key(hash).as_slice()).map_err(StoreError::row("read", FILE_ALIASES.name(), hash))?
+            else {
                 return Ok(None);
             };
             v.value().try_into().map_err(|_| StoreError::CorruptIndex {
@@ -541,52 +540,52 @@ impl Store {
                 reason: "target is not 32 bytes".into(),
             })?
         };
-        let t = txn.open_table(FILES).map_err(StoreError::db("open table"))?;
-        let v = t.get(sha256.as_slice()).map_err(StoreError::db("read"))?;
+        let t = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
+        let v = t.get(sha256.as_slice()).map_err(StoreError::row("read", FILES.name(), Sha256Key(&sha256)))?;
         Ok(v.map(|v| FileEntry::decode(v.value())).transpose()?.map(|e| (sha256, e)))
     }
 
     /// Drop the NAR with this hash and every store path recorded with it. Its blocks go at the next GC
     /// unless something else uses them. Returns whether anything was removed.
     pub fn forget_nar(&self, hash: &NarHash) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.db.begin_write().map_err(StoreError::txn("begin write"))?;
         let removed;
         {
-            let mut nars = txn.open_table(NARS).map_err(StoreError::db("open table"))?;
-            removed = nars.remove(hash.0.as_slice()).map_err(StoreError::db("write"))?.is_some();
-            let mut paths = txn.open_table(PATHS).map_err(StoreError::db("open table"))?;
+            let mut nars = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
+            removed = nars.remove(hash.0.as_slice()).map_err(StoreError::row("remove", NARS.name(), hash))?.is_some();
+            let mut paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
             let mut doomed = Vec::new();
-            for row in paths.iter().map_err(StoreError::db("read"))? {
-                let (k, v) = row.map_err(StoreError::db("read"))?;
+            for row in paths.iter().map_err(StoreError::table_op("scan", PATHS.name()))? {
+                let (k, v) = row.map_err(StoreError::table_op("scan", PATHS.name()))?;
                 if NarInfo::parse(v.value()).map(|i| i.nar_hash == *hash).unwrap_or(false) {
                     doomed.push(k.value().to_string());
                 }
             }
             for k in doomed {
-                paths.remove(k.as_str()).map_err(StoreError::db("write"))?;
+                paths.remove(k.as_str()).map_err(StoreError::row("remove", PATHS.name(), &k))?;
             }
         }
-        txn.commit().map_err(StoreError::db("commit"))?;
+        txn.commit().map_err(StoreError::txn("commit"))?;
         Ok(removed)
     }
 
     /// Drop the file with this hash (any of its hashes) and its aliases.
     pub fn forget_file(&self, hash: &NixHash) -> Result<bool, StoreError> {
         let Some((sha256, _)) = self.file(hash)? else { return Ok(false) };
-        let txn = self.db.begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.db.begin_write().map_err(StoreError::txn("begin write"))?;
         {
-            let mut files = txn.open_table(FILES).map_err(StoreError::db("open table"))?;
-            files.remove(sha256.as_slice()).map_err(StoreError::db("write"))?;
-            let mut aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::db("open table"))?;
-            aliases.retain(|_, v| v != sha256.as_slice()).map_err(StoreError::db("write"))?;
+            let mut files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
+            files.remove(sha256.as_slice()).map_err(StoreError::row("remove", FILES.name(), Sha256Key(&sha256)))?;
+            let mut aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
+            aliases.retain(|_, v| v != sha256.as_slice()).map_err(StoreError::table_op("remove from", FILE_ALIASES.name()))?;
         }
-        txn.commit().map_err(StoreError::db("commit"))?;
+        txn.commit().map_err(StoreError::txn("commit"))?;
         Ok(true)
     }
 
     /// Every root in the store: `(label, root CID, expected size)`, NARs first, then files.
     pub fn roots(&self) -> Result<Vec<(String, crate::dag::Cid, u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::db("begin read"))?;
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
         roots_in(&txn)
     }
 
@@ -669,7 +668,7 @@ fn lock_shared(lock: &File, dir: &Path, wait: bool) -> Result<(), StoreError> {
 /// Roots as seen by one transaction (read or write).
 pub(crate) fn roots_in(txn: &impl TableSource) -> Result<Vec<(String, crate::dag::Cid, u64)>, StoreError> {
     let mut out = Vec::new();
-    txn.each(NARS, &mut |k, v| {
+    txn.each(&NARS, &mut |k, v| {
         let e = NarEntry::decode(v)?;
         let h = NarHash(
             k.try_into()
@@ -678,7 +677,7 @@ pub(crate) fn roots_in(txn: &impl TableSource) -> Result<Vec<(String, crate::dag
         out.push((format!("nar {h}"), e.root, e.nar_size));
         Ok(())
     })?;
-    txn.each(FILES, &mut |k, v| {
+    txn.each(&FILES, &mut |k, v| {
         let e = FileEntry::decode(v)?;
         out.push((format!("file sha256:{}", crate::nix::hash::nix32::encode(k)), e.root_cid()?, e.size));
         Ok(())
@@ -691,24 +690,31 @@ pub(crate) type RowFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 
 
 /// Iterate a byte-keyed table in either kind of transaction.
 pub(crate) trait TableSource {
-    fn each(&self, def: redb::TableDefinition<&[u8], &[u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError>;
+    fn each(&self, def: &'static ByteTable, f: &mut RowFn<'_>) -> Result<(), StoreError>;
 }
 
 impl TableSource for redb::ReadTransaction {
-    fn each(&self, def: redb::TableDefinition<&[u8], &[u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError> {
-        each_row(&self.open_table(def).map_err(StoreError::db("open table"))?, f)
+    fn each(&self, def: &'static ByteTable, f: &mut RowFn<'_>) -> Result<(), StoreError> {
+        each_row(def.name(), &self.open_table(*def).map_err(StoreError::table_op("open", def.name()))?, f)
     }
 }
 
 impl TableSource for redb::WriteTransaction {
-    fn each(&self, def: redb::TableDefinition<&[u8], &[u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError> {
-        each_row(&self.open_table(def).map_err(StoreError::db("open table"))?, f)
+    fn each(&self, def: &'static ByteTable, f: &mut RowFn<'_>) -> Result<(), StoreError> {
+        each_row(def.name(), &self.open_table(*def).map_err(StoreError::table_op("open", def.name()))?, f)
     }
 }
 
-fn each_row(t: &impl ReadableTable<&'static [u8], &'static [u8]>, f: &mut RowFn<'_>) -> Result<(), StoreError> {
-    for row in t.iter().map_err(StoreError::db("read"))? {
-        let (k, v) = row.map_err(StoreError::db("read"))?;
+/// A table keyed and valued by bytes.
+pub(crate) type ByteTable = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+fn each_row(
+    name: &'static str,
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    f: &mut RowFn<'_>,
+) -> Result<(), StoreError> {
+    for row in t.iter().map_err(StoreError::table_op("scan", name))? {
+        let (k, v) = row.map_err(StoreError::table_op("scan", name))?;
         f(k.value(), v.value())?;
     }
     Ok(())

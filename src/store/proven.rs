@@ -88,10 +88,8 @@ impl Proven {
             }
         }
         let guard = ClaimGuard { proven: self, key };
-        let found = recompress::analyze(compressed, |_| Ok(())).map_err(|e| StoreError::Io {
-            context: "analyzing a compressed file ahead".into(),
-            source: std::io::Error::other(e.to_string()),
-        });
+        let found = recompress::analyze(compressed, |_| Ok(()))
+            .map_err(|source| StoreError::Recompress { context: "analyzing a compressed file ahead", source });
         if let Ok(r) = &found {
             self.state.lock().unwrap_or_else(|p| p.into_inner()).done.insert(key, r.clone());
         }

@@ -1,6 +1,6 @@
 //! What is stored, and what dedup and compression save.
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
 
 use super::error::{IoContext, StoreError};
 use super::tables::{BlockLoc, FileEntry, Form, NarEntry, BLOCKS, FILES, NARS, PATHS};
@@ -74,25 +74,24 @@ impl Store {
     /// Compute the figures from the index and the pack files.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
-        let db = StoreError::db::<redb::StorageError>;
-        let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
-        let nars = txn.open_table(NARS).map_err(StoreError::db("open table"))?;
-        for row in nars.iter().map_err(db("read"))? {
-            let (_, v) = row.map_err(db("read"))?;
+        let txn = self.db().begin_read().map_err(StoreError::txn("begin read"))?;
+        let nars = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
+        for row in nars.iter().map_err(StoreError::table_op("scan", NARS.name()))? {
+            let (_, v) = row.map_err(StoreError::table_op("scan", NARS.name()))?;
             s.logical_bytes += NarEntry::decode(v.value())?.nar_size;
             s.nars += 1;
         }
-        let files = txn.open_table(FILES).map_err(StoreError::db("open table"))?;
-        for row in files.iter().map_err(db("read"))? {
-            let (_, v) = row.map_err(db("read"))?;
+        let files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
+        for row in files.iter().map_err(StoreError::table_op("scan", FILES.name()))? {
+            let (_, v) = row.map_err(StoreError::table_op("scan", FILES.name()))?;
             s.logical_bytes += FileEntry::decode(v.value())?.size;
             s.files += 1;
         }
-        let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+        let blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
         let mut frames = std::collections::HashSet::new();
         let mut dicts = std::collections::HashSet::new();
-        for row in blocks.iter().map_err(db("read"))? {
-            let (_, v) = row.map_err(db("read"))?;
+        for row in blocks.iter().map_err(StoreError::table_op("scan", BLOCKS.name()))? {
+            let (_, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
             let loc = BlockLoc::decode(v.value())?;
             s.unique_bytes += u64::from(loc.raw_len);
             s.blocks += 1;
@@ -128,7 +127,7 @@ impl Store {
             }
         }
         s.forms.dictionaries = dicts.len() as u64;
-        s.paths = txn.open_table(PATHS).map_err(StoreError::db("open table"))?.len().map_err(db("read"))?;
+        s.paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?.len().map_err(StoreError::table_op("count", PATHS.name()))?;
         for (_, len) in self.packs().list()? {
             s.pack_bytes += len;
             s.packs += 1;

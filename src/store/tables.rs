@@ -3,9 +3,9 @@
 //! Table names carry a version suffix (`-0`) so a future layout can live beside the old one during a
 //! migration (iroh-blobs does the same).
 
-use redb::TableDefinition;
+use redb::{TableDefinition, TableHandle};
 
-use super::error::StoreError;
+use super::error::{Hex, StoreError};
 use crate::dag::cid::{cid_from_bytes, Cid};
 use crate::dag::BlockHash;
 
@@ -52,10 +52,11 @@ pub fn similar_target(
     if value.len() != SIMILAR_PREFIX {
         return Ok(None);
     }
-    let mut range = blocks.range(value..).map_err(StoreError::db("read"))?;
+    let prefix = |e| StoreError::row("read", BLOCKS.name(), Hex(value))(e);
+    let mut range = blocks.range(value..).map_err(prefix)?;
     match range.next() {
         Some(row) => {
-            let (k, _) = row.map_err(StoreError::db("read"))?;
+            let (k, _) = row.map_err(prefix)?;
             Ok(<[u8; 32]>::try_from(k.value()).ok().filter(|k| k.starts_with(value)).map(BlockHash))
         }
         None => Ok(None),

@@ -1,6 +1,6 @@
 //! `verify`: re-hash every block, check every pack against its committed length, walk every root.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 
 use super::error::StoreError;
 use super::tables::{BlockLoc, Form, BLOCKS, NARS, PACKS, PATHS};
@@ -64,17 +64,17 @@ impl Store {
         if report.damaged.is_empty() {
             return Ok(0);
         }
-        let txn = self.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.db().begin_write().map_err(StoreError::txn("begin write"))?;
         let mut n = 0;
         {
-            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
             for h in &report.damaged {
-                if blocks.remove(h.0.as_slice()).map_err(StoreError::db("write"))?.is_some() {
+                if blocks.remove(h.0.as_slice()).map_err(StoreError::row("remove", BLOCKS.name(), h))?.is_some() {
                     n += 1;
                 }
             }
         }
-        txn.commit().map_err(StoreError::db("commit"))?;
+        txn.commit().map_err(StoreError::txn("commit"))?;
         self.frame_cache().clear();
         Ok(n)
     }
@@ -82,14 +82,13 @@ impl Store {
     /// Check everything. Problems are collected, not returned as errors, so one report lists them all.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut r = VerifyReport::default();
-        let txn = self.db().begin_read().map_err(StoreError::db("begin read"))?;
-        let db = StoreError::db::<redb::StorageError>;
+        let txn = self.db().begin_read().map_err(StoreError::txn("begin read"))?;
 
         let backend = self.packs().backend();
         let on_disk: std::collections::HashMap<u32, u64> = self.packs().list()?.into_iter().collect();
-        let packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
-        for row in packs.iter().map_err(db("read"))? {
-            let (id, committed) = row.map_err(db("read"))?;
+        let packs = txn.open_table(PACKS).map_err(StoreError::table_op("open", PACKS.name()))?;
+        for row in packs.iter().map_err(StoreError::table_op("scan", PACKS.name()))? {
+            let (id, committed) = row.map_err(StoreError::table_op("scan", PACKS.name()))?;
             let (id, committed) = (id.value(), committed.value());
             r.packs += 1;
             let name = backend.name(id);
@@ -106,14 +105,14 @@ impl Store {
             }
         }
 
-        let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+        let blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
         let mut frames = std::collections::HashSet::new();
         // A frame whose payload is damaged is suspect as a whole: repair drops every block in it.
         let mut bad_frames = std::collections::HashSet::new();
         let mut members: std::collections::HashMap<(u32, u64), Vec<BlockHash>> = Default::default();
         let mut rebuilt: std::collections::HashMap<BlockHash, Vec<(BlockHash, BlockLoc)>> = Default::default();
-        for row in blocks.iter().map_err(db("read"))? {
-            let (k, v) = row.map_err(db("read"))?;
+        for row in blocks.iter().map_err(StoreError::table_op("scan", BLOCKS.name()))? {
+            let (k, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
             let Ok(h) = <[u8; 32]>::try_from(k.value()) else {
                 r.problems.push(format!("blocks-0: key of {} bytes", k.value().len()));
                 continue;
@@ -164,14 +163,14 @@ impl Store {
             }
         }
 
-        let nars = txn.open_table(NARS).map_err(StoreError::db("open table"))?;
-        let paths = txn.open_table(PATHS).map_err(StoreError::db("open table"))?;
-        for row in paths.iter().map_err(db("read"))? {
-            let (k, v) = row.map_err(db("read"))?;
+        let nars = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
+        let paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
+        for row in paths.iter().map_err(StoreError::table_op("scan", PATHS.name()))? {
+            let (k, v) = row.map_err(StoreError::table_op("scan", PATHS.name()))?;
             r.paths += 1;
             match NarInfo::parse(v.value()) {
                 Ok(info) => {
-                    if nars.get(info.nar_hash.0.as_slice()).map_err(db("read"))?.is_none() {
+                    if nars.get(info.nar_hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), info.nar_hash))?.is_none() {
                         r.problems
                             .push(format!("path {}: its NAR {} is not in the store", info.store_path, info.nar_hash));
                     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 
 use super::super::error::StoreError;
 use super::super::pack::{record_header, RecordBytes};
@@ -17,13 +17,12 @@ impl Ingest<'_> {
     /// their blocks and drop `id` from the committed packs. Returns the moved blocks and their new places;
     /// the caller deletes the file once this has committed.
     pub(crate) fn move_pack(mut self, id: u32) -> Result<Vec<(BlockHash, BlockLoc)>, StoreError> {
-        let db = StoreError::db::<redb::StorageError>;
-        let txn = self.store.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.store.db().begin_write().map_err(StoreError::txn("begin write"))?;
         let moved = {
-            let blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            let blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
             let mut here = Vec::new();
-            for row in blocks.iter().map_err(db("read"))? {
-                let (k, v) = row.map_err(db("read"))?;
+            for row in blocks.iter().map_err(StoreError::table_op("scan", BLOCKS.name()))? {
+                let (k, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
                 let loc = BlockLoc::decode(v.value())?;
                 if loc.pack == id {
                     let mut h = [0u8; 32];
@@ -62,23 +61,23 @@ impl Ingest<'_> {
         };
         self.sync_packs()?;
         {
-            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
             for (hash, loc) in &moved {
-                blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+                blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(StoreError::row("write", BLOCKS.name(), hash))?;
             }
-            let mut packs = txn.open_table(PACKS).map_err(StoreError::db("open table"))?;
+            let mut packs = txn.open_table(PACKS).map_err(StoreError::table_op("open", PACKS.name()))?;
             self.record_pack_ends(&mut packs)?;
-            packs.remove(id).map_err(db("write"))?;
-            let mut meta = txn.open_table(META).map_err(StoreError::db("open table"))?;
+            packs.remove(id).map_err(StoreError::row("remove", PACKS.name(), id))?;
+            let mut meta = txn.open_table(META).map_err(StoreError::table_op("open", META.name()))?;
             let hwm = meta
                 .get(META_PACK_HWM)
-                .map_err(db("read"))?
+                .map_err(StoreError::row("read", META.name(), META_PACK_HWM))?
                 .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
                 .map(u32::from_le_bytes)
                 .unwrap_or(0);
-            meta.insert(META_PACK_HWM, hwm.max(id).to_le_bytes().as_slice()).map_err(db("write"))?;
+            meta.insert(META_PACK_HWM, hwm.max(id).to_le_bytes().as_slice()).map_err(StoreError::row("write", META.name(), META_PACK_HWM))?;
         }
-        txn.commit().map_err(StoreError::db("commit"))?;
+        txn.commit().map_err(StoreError::txn("commit"))?;
         self.committed = true;
         Ok(moved)
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use redb::TableHandle;
 
 use super::super::chain::ChainEnd;
 use super::super::compress::{train_dictionary, Compressed, Dictionary, Job};
@@ -67,10 +68,10 @@ impl Ingest<'_> {
     fn find_base(&mut self, sf: &[u64; similar::SUPERS]) -> Result<Option<(BlockHash, BlockLoc)>, StoreError> {
         let mut votes: Vec<(Vec<u8>, u32)> = Vec::new();
         let best = {
-            let txn = self.store.db().begin_read().map_err(StoreError::db("begin read"))?;
-            let t = txn.open_table(SIMILAR).map_err(StoreError::db("open table"))?;
+            let txn = self.store.db().begin_read().map_err(StoreError::txn("begin read"))?;
+            let t = txn.open_table(SIMILAR).map_err(StoreError::table_op("open", SIMILAR.name()))?;
             for f in sf {
-                if let Some(v) = t.get(*f).map_err(StoreError::db("read"))? {
+                if let Some(v) = t.get(*f).map_err(StoreError::row("read", SIMILAR.name(), f))? {
                     let v = v.value();
                     match votes.iter_mut().find(|(c, _)| c == v) {
                         Some((_, n)) => *n += 1,
@@ -79,7 +80,7 @@ impl Ingest<'_> {
                 }
             }
             let Some((v, _)) = votes.iter().max_by_key(|(_, n)| *n) else { return Ok(None) };
-            similar_target(&txn.open_table(BLOCKS).map_err(StoreError::db("open table"))?, v)?
+            similar_target(&txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?, v)?
         };
         let Some(mut cand) = best else { return Ok(None) };
         for _ in 0..=self.cfg.max_delta_depth {
@@ -122,12 +123,8 @@ impl Ingest<'_> {
         if !self.is_new(hash)? {
             return Ok(());
         }
-        let raw_len = u32::try_from(bytes.len()).map_err(|_| StoreError::CorruptBlock {
-            hash,
-            pack: 0,
-            offset: 0,
-            reason: format!("{} bytes is too large for one block", bytes.len()),
-        })?;
+        let raw_len = u32::try_from(bytes.len())
+            .map_err(|_| StoreError::BlockTooLarge { hash, len: bytes.len() as u64 })?;
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
         if self.as_is {

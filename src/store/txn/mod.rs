@@ -10,11 +10,11 @@ mod forms;
 use std::collections::{HashMap, HashSet};
 use std::io;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 
 
 use super::compress::{CompressPool, Dictionary, StorageConfig};
-use super::error::StoreError;
+use super::error::{Sha256Key, StoreError};
 use super::pack::PACK_TARGET;
 use super::tables::*;
 use super::{alias_key, similar, Store};
@@ -229,10 +229,9 @@ impl<'s> Ingest<'s> {
     /// Raise each pack's committed length to cover this ingest's records (never lower it: another
     /// ingest may have committed further). Part of the transaction that indexes the records.
     fn record_pack_ends(&self, packs: &mut redb::Table<u32, u64>) -> Result<(), StoreError> {
-        let db = StoreError::db::<redb::StorageError>;
         for (&id, &end) in &self.ends {
-            let old = packs.get(id).map_err(db("read"))?.map(|v| v.value()).unwrap_or(0);
-            packs.insert(id, old.max(end)).map_err(db("write"))?;
+            let old = packs.get(id).map_err(StoreError::row("read", PACKS.name(), id))?.map(|v| v.value()).unwrap_or(0);
+            packs.insert(id, old.max(end)).map_err(StoreError::row("write", PACKS.name(), id))?;
         }
         Ok(())
     }
@@ -280,62 +279,60 @@ impl<'s> Ingest<'s> {
             self.committed = true;
             return Ok(());
         }
-        let db = StoreError::db::<redb::StorageError>;
-        let txn = self.store.db().begin_write().map_err(StoreError::db("begin write"))?;
+        let txn = self.store.db().begin_write().map_err(StoreError::txn("begin write"))?;
         self.sync_packs()?;
         {
-            let open = || StoreError::db::<redb::TableError>("open table");
-            let mut blocks = txn.open_table(BLOCKS).map_err(open())?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
             for (hash, loc) in &self.pending {
                 // A block another ingest committed meanwhile keeps its first location: deltas may already
                 // be built on that copy (and on its chain depth). This copy stays as dead bytes.
-                if self.replacing.contains(hash) || blocks.get(hash.0.as_slice()).map_err(db("read"))?.is_none() {
-                    blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(db("write"))?;
+                if self.replacing.contains(hash) || blocks.get(hash.0.as_slice()).map_err(StoreError::row("read", BLOCKS.name(), hash))?.is_none() {
+                    blocks.insert(hash.0.as_slice(), loc.encode().as_slice()).map_err(StoreError::row("write", BLOCKS.name(), hash))?;
                 }
             }
             if !queue_unchanged {
-                let mut queue = txn.open_table(REPACK).map_err(open())?;
+                let mut queue = txn.open_table(REPACK).map_err(StoreError::table_op("open", REPACK.name()))?;
                 for root in &self.repacked {
-                    queue.remove(root.to_bytes().as_slice()).map_err(db("write"))?;
+                    queue.remove(root.to_bytes().as_slice()).map_err(StoreError::row("remove", REPACK.name(), root))?;
                 }
                 for (root, kind) in &self.to_repack {
-                    queue.insert(root.to_bytes().as_slice(), *kind).map_err(db("write"))?;
+                    queue.insert(root.to_bytes().as_slice(), *kind).map_err(StoreError::row("write", REPACK.name(), root))?;
                 }
             }
-            self.record_pack_ends(&mut txn.open_table(PACKS).map_err(open())?)?;
+            self.record_pack_ends(&mut txn.open_table(PACKS).map_err(StoreError::table_op("open", PACKS.name()))?)?;
             if let Some(d) = &self.new_dict {
-                txn.open_table(META).map_err(open())?.insert(META_DICT, d.0.as_slice()).map_err(db("write"))?;
+                txn.open_table(META).map_err(StoreError::table_op("open", META.name()))?.insert(META_DICT, d.0.as_slice()).map_err(StoreError::row("write", META.name(), META_DICT))?;
             }
-            let mut similar = txn.open_table(SIMILAR).map_err(open())?;
+            let mut similar = txn.open_table(SIMILAR).map_err(StoreError::table_op("open", SIMILAR.name()))?;
             for (f, hash) in &self.similar {
-                similar.insert(*f, &hash.0[..SIMILAR_PREFIX]).map_err(db("write"))?;
+                similar.insert(*f, &hash.0[..SIMILAR_PREFIX]).map_err(StoreError::row("write", SIMILAR.name(), f))?;
             }
-            let mut nars = txn.open_table(NARS).map_err(open())?;
-            let mut paths = txn.open_table(PATHS).map_err(open())?;
-            let mut files = txn.open_table(FILES).map_err(open())?;
-            let mut aliases = txn.open_table(FILE_ALIASES).map_err(open())?;
+            let mut nars = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
+            let mut paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
+            let mut files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
+            let mut aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
             for m in manifests {
                 match m {
                     Manifest::Nar { nar_hash, entry } => {
-                        nars.insert(nar_hash.0.as_slice(), entry.encode().as_slice()).map_err(db("write"))?;
+                        nars.insert(nar_hash.0.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", NARS.name(), nar_hash))?;
                     }
                     Manifest::Path(info) => {
-                        if nars.get(info.nar_hash.0.as_slice()).map_err(db("read"))?.is_none() {
+                        if nars.get(info.nar_hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), info.nar_hash))?.is_none() {
                             return Err(StoreError::NoSuchNar(info.nar_hash));
                         }
                         let key = info.store_path.hash().to_string();
-                        paths.insert(key.as_str(), path_record(info).as_str()).map_err(db("write"))?;
+                        paths.insert(key.as_str(), path_record(info).as_str()).map_err(StoreError::row("write", PATHS.name(), &key))?;
                     }
                     Manifest::File { sha256, entry, aliases: other } => {
-                        files.insert(sha256.as_slice(), entry.encode().as_slice()).map_err(db("write"))?;
+                        files.insert(sha256.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", FILES.name(), Sha256Key(sha256)))?;
                         for a in other {
-                            aliases.insert(alias_key(a).as_slice(), sha256.as_slice()).map_err(db("write"))?;
+                            aliases.insert(alias_key(a).as_slice(), sha256.as_slice()).map_err(StoreError::row("write", FILE_ALIASES.name(), a))?;
                         }
                     }
                 }
             }
         }
-        txn.commit().map_err(StoreError::db("commit"))?;
+        txn.commit().map_err(StoreError::txn("commit"))?;
         self.committed = true;
         Ok(())
     }
@@ -344,34 +341,33 @@ impl<'s> Ingest<'s> {
 impl Ingest<'_> {
     /// Whether every manifest is stored already, exactly as given.
     fn already_recorded(&self, manifests: &[Manifest]) -> Result<bool, StoreError> {
-        let txn = self.store.db().begin_read().map_err(StoreError::db("begin read"))?;
-        let open = || StoreError::db::<redb::TableError>("open table");
-        let read = || StoreError::db::<redb::StorageError>("read");
-        let nars = txn.open_table(NARS).map_err(open())?;
-        let paths = txn.open_table(PATHS).map_err(open())?;
-        let files = txn.open_table(FILES).map_err(open())?;
-        let aliases = txn.open_table(FILE_ALIASES).map_err(open())?;
+        let txn = self.store.db().begin_read().map_err(StoreError::txn("begin read"))?;
+        let nars = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
+        let paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
+        let files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
+        let aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
         for m in manifests {
             let same = match m {
                 Manifest::Nar { nar_hash, entry } => nars
                     .get(nar_hash.0.as_slice())
-                    .map_err(read())?
+                    .map_err(StoreError::row("read", NARS.name(), nar_hash))?
                     .is_some_and(|v| v.value() == entry.encode().as_slice()),
-                Manifest::Path(info) => paths
-                    .get(info.store_path.hash().to_string().as_str())
-                    .map_err(read())?
-                    .is_some_and(|v| v.value() == path_record(info)),
+                Manifest::Path(info) => {
+                    let key = info.store_path.hash().to_string();
+                    paths.get(key.as_str()).map_err(StoreError::row("read", PATHS.name(), &key))?
+                    .is_some_and(|v| v.value() == path_record(info))
+                }
                 Manifest::File { sha256, entry, aliases: other } => {
                     let file_same = files
                         .get(sha256.as_slice())
-                        .map_err(read())?
+                        .map_err(StoreError::row("read", FILES.name(), Sha256Key(sha256)))?
                         .is_some_and(|v| v.value() == entry.encode().as_slice());
                     let mut all = file_same;
                     for a in other {
                         all = all
                             && aliases
                                 .get(alias_key(a).as_slice())
-                                .map_err(read())?
+                                .map_err(StoreError::row("read", FILE_ALIASES.name(), a))?
                                 .is_some_and(|v| v.value() == sha256.as_slice());
                     }
                     all
