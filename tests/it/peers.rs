@@ -8,13 +8,14 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bao_tree::ChunkRanges;
 use iroh::endpoint::{presets, Connection, PortmapperConfig};
 use iroh::{Endpoint, EndpointAddr, NetReportConfig, RelayMode, SecretKey};
 use iroh_blobs::hashseq::HashSeq;
-use iroh_blobs::protocol::GetRequest;
+use iroh_blobs::protocol::{ChunkRangesExt, GetRequest};
 use iroh_blobs::store::mem::MemStore;
 use iroh_blobs::ticket::BlobTicket;
 use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
@@ -25,6 +26,7 @@ use crate::common::*;
 struct PeerServer {
     child: Child,
     endpoint_line: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl PeerServer {
@@ -34,9 +36,16 @@ impl PeerServer {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (err, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut lines = Vec::new();
         for _ in 0..3 {
@@ -45,7 +54,11 @@ impl PeerServer {
             lines.push(line.trim().to_string());
         }
         let endpoint_line = lines[2].strip_prefix("peer endpoint ").expect("third line names the endpoint").into();
-        PeerServer { child, endpoint_line }
+        PeerServer { child, endpoint_line, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// SIGTERM and wait: a clean exit.
@@ -202,6 +215,7 @@ fn a_peer_not_allowed_gets_nothing() {
     let (store, _work, nar_hash) = store_with_nar();
     let allowed = secret(1);
     let stranger = secret(2);
+    let stranger_id = stranger.public();
     let server = PeerServer::start(&store, &["--allow-peer", &allowed.public().to_string()]);
     let ticket: BlobTicket = store.ok(&["peer", "ticket", "--nar-hash", &nar_hash]).trim().parse().unwrap();
     let rt = runtime();
@@ -217,7 +231,8 @@ fn a_peer_not_allowed_gets_nothing() {
             .await
             .expect("refused promptly");
             assert!(got.is_err(), "a stranger fetched: {got:?}");
-            assert!(local.get_bytes(ticket.hash()).await.is_err(), "no byte of the HashSeq arrived");
+            let info = local.remote().local(ticket.hash_and_format()).await.unwrap();
+            assert_eq!(info.local_bytes(), 0, "no byte of the HashSeq arrived");
         }
         ep.close().await;
 
@@ -228,6 +243,9 @@ fn a_peer_not_allowed_gets_nothing() {
         local.remote().fetch(conn, ticket.hash_and_format()).await.unwrap();
         ep.close().await;
     });
+    let log = server.log();
+    let refused = format!("peer={}", stranger_id);
+    assert!(log.contains("refused a peer") && log.contains(&refused), "the node says whom it refused: {log}");
     server.stop();
 }
 
