@@ -257,3 +257,45 @@ fn peering_is_off_by_default() {
     assert!(!store.path().join("keys/peer.secret").exists());
     server.stop();
 }
+
+#[test]
+fn file_tickets_are_a_raw_blob_for_one_leaf_and_a_hash_seq_for_more() {
+    let store = TestStore::new();
+    let work = tempfile::tempdir().unwrap();
+    let small = work.path().join("small.bin");
+    let large = work.path().join("large.bin");
+    write_random(&small, 9_000, 5);
+    write_random(&large, 1_000_000, 6);
+    let (small_sha, _, _) = store.add(&["--file", small.to_str().unwrap()]);
+    let (large_sha, _, _) = store.add(&["--file", large.to_str().unwrap()]);
+    let me = secret(9);
+    let server = PeerServer::start(&store, &["--peering", "--allow-peer", &me.public().to_string()]);
+    let rt = runtime();
+    for (sha, path, format) in [(&small_sha, &small, BlobFormat::Raw), (&large_sha, &large, BlobFormat::HashSeq)] {
+        let ticket: BlobTicket = store.ok(&["peer", "ticket", "--file-hash", sha]).trim().parse().unwrap();
+        assert_eq!(ticket.format(), format, "{sha}");
+        let want = fs::read(path).unwrap();
+        assert!(store.bytes(&["cat", "--file-hash", sha]) == want);
+        let got = rt.block_on(async {
+            let ep = client(me.clone()).await;
+            let conn = connect(&ep, ticket.addr()).await.unwrap();
+            let local = MemStore::new();
+            local.remote().fetch(conn, ticket.hash_and_format()).await.unwrap();
+            let got = match format {
+                BlobFormat::Raw => local.get_bytes(ticket.hash()).await.unwrap().to_vec(),
+                BlobFormat::HashSeq => {
+                    let seq = HashSeq::try_from(local.get_bytes(ticket.hash()).await.unwrap()).unwrap();
+                    let mut v = Vec::new();
+                    for h in seq.iter() {
+                        v.extend_from_slice(&local.get_bytes(h).await.unwrap());
+                    }
+                    v
+                }
+            };
+            ep.close().await;
+            got
+        });
+        assert!(got == want, "{sha}: the fetched bytes are the file");
+    }
+    server.stop();
+}
