@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use iroh::address_lookup::MemoryLookup;
 use iroh::endpoint::{presets, PortmapperConfig};
 use iroh::{Endpoint, EndpointAddr, EndpointId, NetReportConfig, RelayMode, SecretKey, Watcher};
 use iroh_tickets::endpoint::EndpointTicket;
@@ -16,14 +17,20 @@ use iroh_tickets::Ticket;
 
 use super::PeerError;
 
-/// Bind an offline endpoint on `listen` (loopback by default, like the HTTP listener).
-pub async fn bind(secret: SecretKey, listen: SocketAddr, alpns: Vec<Vec<u8>>) -> Result<Endpoint, PeerError> {
+/// Bind an offline endpoint on `listen` (loopback by default, like the HTTP listener). The only address
+/// lookup is an in-memory table of the `known` peers (`--peer`, `--peers-file`), so a peer named there
+/// is dialled by its id alone.
+pub async fn bind(secret: SecretKey, listen: SocketAddr, known: &[EndpointAddr]) -> Result<Endpoint, PeerError> {
     let bind_err = |e: &dyn std::fmt::Display| PeerError::Bind { listen, reason: e.to_string() };
+    let lookup = MemoryLookup::with_provenance("nixdag --peer");
+    for peer in known.iter().filter(|p| !p.is_empty()) {
+        lookup.add_endpoint_info(peer.clone());
+    }
     let builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret)
-        .alpns(alpns)
         .relay_mode(RelayMode::Disabled)
         .clear_address_lookup()
+        .address_lookup(lookup)
         .clear_ip_transports()
         .portmapper_config(PortmapperConfig::Disabled)
         .net_report_config(NetReportConfig::minimal())

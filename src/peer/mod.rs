@@ -65,7 +65,7 @@ impl Peering {
             .build()
             .map_err(PeerError::Runtime)?;
         let (router, addr) = runtime.block_on(async {
-            let ep = endpoint::bind(secret, cfg.listen, Vec::new()).await?;
+            let ep = endpoint::bind(secret, cfg.listen, &cfg.peers).await?;
             let blobs = blobs::spawn(blobs::Source::new(store));
             let handler = Gate::new(cfg.access.clone(), BlobsProtocol::new(&blobs, None));
             let router = Router::builder(ep.clone()).accept(iroh_blobs::ALPN, handler).spawn();
