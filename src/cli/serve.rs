@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 
 use super::TrustArgs;
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
+use crate::peer::access::AllowList;
 use crate::peer::{endpoint, Access, PeerConfig, Peering};
 use crate::service::{Service, ServiceConfig};
 use crate::store::Store;
@@ -95,11 +96,14 @@ pub struct PeeringArgs {
     #[arg(long, value_name = "FILE", help_heading = "Peers")]
     peers_file: Option<PathBuf>,
     /// Serve blocks to any peer that can reach the endpoint (instead of only `--allow-peer` ids)
-    #[arg(long, help_heading = "Peers")]
+    #[arg(long, help_heading = "Peers", conflicts_with_all = ["allow_peers", "allow_peers_file"])]
     open: bool,
     /// Serve blocks to this endpoint id (hex, as `nixdag peer show` prints it); repeatable
     #[arg(long = "allow-peer", value_name = "ID", help_heading = "Peers")]
     allow_peers: Vec<String>,
+    /// Also serve the endpoint ids in this file (one per line, `#` comments), read again when it changes
+    #[arg(long, value_name = "FILE", help_heading = "Peers")]
+    allow_peers_file: Option<PathBuf>,
 }
 
 impl PeeringArgs {
@@ -109,7 +113,8 @@ impl PeeringArgs {
             || self.open
             || !self.peers.is_empty()
             || self.peers_file.is_some()
-            || !self.allow_peers.is_empty();
+            || !self.allow_peers.is_empty()
+            || self.allow_peers_file.is_some();
         if !on {
             return Ok(None);
         }
@@ -127,7 +132,7 @@ impl PeeringArgs {
             Access::Open
         } else {
             let ids = self.allow_peers.iter().map(|p| endpoint::parse_id(p)).collect::<Result<HashSet<_>, _>>()?;
-            Access::Allow(Arc::new(ids))
+            Access::Allow(Arc::new(AllowList::new(ids, self.allow_peers_file.as_deref())?))
         };
         Ok(Some(PeerConfig { listen: self.peer_listen, access, peers }))
     }

@@ -352,3 +352,40 @@ fn a_damaged_block_is_never_served_to_a_peer() {
     assert!(log.contains("serving blob"), "the node names the block it could not serve: {log}");
     server.stop();
 }
+
+/// The allow file is read again when it changes: an id added is served at its next connection, an id
+/// removed is refused, with no restart.
+#[test]
+fn the_allow_file_takes_effect_without_a_restart() {
+    let (store, work, nar_hash) = store_with_nar();
+    let allow = work.path().join("allowed-peers");
+    fs::write(&allow, "# nobody yet\n").unwrap();
+    let me = secret(11);
+    let server = PeerServer::start(&store, &["--allow-peers-file", allow.to_str().unwrap()]);
+    let ticket: BlobTicket = store.ok(&["peer", "ticket", "--nar-hash", &nar_hash]).trim().parse().unwrap();
+    let rt = runtime();
+    let fetch = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let ep = client(me.clone()).await;
+            let ok = match connect(&ep, ticket.addr()).await {
+                Ok(conn) => {
+                    let local = MemStore::new();
+                    let got =
+                        tokio::time::timeout(Duration::from_secs(10), local.remote().fetch(conn, ticket.hash_and_format()))
+                            .await
+                            .expect("answered promptly");
+                    got.is_ok()
+                }
+                Err(_) => false,
+            };
+            ep.close().await;
+            ok
+        })
+    };
+    assert!(!fetch(&rt), "refused while not in the file");
+    fs::write(&allow, format!("# a peer\n{}\n", me.public())).unwrap();
+    assert!(fetch(&rt), "served once the file names it");
+    fs::write(&allow, "# revoked\n").unwrap();
+    assert!(!fetch(&rt), "refused again once the file no longer names it");
+    server.stop();
+}
