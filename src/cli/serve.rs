@@ -234,8 +234,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         None => None,
     };
     std::io::stdout().flush()?;
-    let served =
-        server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
+    let served = server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
     if let Some(p) = peering {
         p.stop();
     }

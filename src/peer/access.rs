@@ -51,8 +51,16 @@ pub struct AllowList {
 #[derive(Debug)]
 struct AllowFile {
     path: PathBuf,
-    /// The file's (mtime, length) when read, and the ids it held.
-    state: Mutex<(Option<(SystemTime, u64)>, HashSet<EndpointId>)>,
+    state: Mutex<FileState>,
+}
+
+/// What was read from the allow file, and when.
+#[derive(Debug)]
+struct FileState {
+    /// The file's (mtime, length) when read; `None` when it was gone.
+    stamp: Option<(SystemTime, u64)>,
+    /// The ids it held.
+    ids: HashSet<EndpointId>,
 }
 
 impl AllowList {
@@ -68,7 +76,7 @@ impl AllowList {
                     source,
                 })?;
                 let ids = read_ids(path)?;
-                Some(AllowFile { path: path.to_path_buf(), state: Mutex::new((Some(stamp), ids)) })
+                Some(AllowFile { path: path.to_path_buf(), state: Mutex::new(FileState { stamp: Some(stamp), ids }) })
             }
             None => None,
         };
@@ -83,22 +91,22 @@ impl AllowList {
         let Some(f) = &self.file else { return false };
         let mut state = f.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = stamp(&f.path).ok();
-        if now != state.0 {
+        if now != state.stamp {
             match now {
-                None => *state = (None, HashSet::new()),
+                None => *state = FileState { stamp: None, ids: HashSet::new() },
                 Some(s) => match read_ids(&f.path) {
                     Ok(ids) => {
                         tracing::info!("allow file {} re-read: {} ids", f.path.display(), ids.len());
-                        *state = (Some(s), ids);
+                        *state = FileState { stamp: Some(s), ids };
                     }
                     Err(e) => {
-                        tracing::warn!("{e}; keeping the {} ids read before", state.1.len());
-                        state.0 = Some(s);
+                        tracing::warn!("{e}; keeping the {} ids read before", state.ids.len());
+                        state.stamp = Some(s);
                     }
                 },
             }
         }
-        state.1.contains(id)
+        state.ids.contains(id)
     }
 }
 

@@ -224,12 +224,10 @@ fn a_peer_not_allowed_gets_nothing() {
         // The handshake may complete before the node closes the connection: either way, no bytes.
         if let Ok(conn) = connect(&ep, ticket.addr()).await {
             let local = MemStore::new();
-            let got = tokio::time::timeout(
-                Duration::from_secs(10),
-                local.remote().fetch(conn, ticket.hash_and_format()),
-            )
-            .await
-            .expect("refused promptly");
+            let got =
+                tokio::time::timeout(Duration::from_secs(10), local.remote().fetch(conn, ticket.hash_and_format()))
+                    .await
+                    .expect("refused promptly");
             assert!(got.is_err(), "a stranger fetched: {got:?}");
             let info = local.remote().local(ticket.hash_and_format()).await.unwrap();
             assert_eq!(info.local_bytes(), 0, "no byte of the HashSeq arrived");
@@ -370,10 +368,12 @@ fn the_allow_file_takes_effect_without_a_restart() {
             let ok = match connect(&ep, ticket.addr()).await {
                 Ok(conn) => {
                     let local = MemStore::new();
-                    let got =
-                        tokio::time::timeout(Duration::from_secs(10), local.remote().fetch(conn, ticket.hash_and_format()))
-                            .await
-                            .expect("answered promptly");
+                    let got = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        local.remote().fetch(conn, ticket.hash_and_format()),
+                    )
+                    .await
+                    .expect("answered promptly");
                     got.is_ok()
                 }
                 Err(_) => false,
