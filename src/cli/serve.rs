@@ -159,6 +159,8 @@ fn tune_allocator() {
 
 pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     tune_allocator();
+    // Options are checked before anything is created in the store.
+    let peer_cfg = args.peering.config()?;
     let key = key::load_or_create(store.dir(), args.key.as_deref())?;
     let token = match &args.upload_token_file {
         Some(f) => {
@@ -182,7 +184,6 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         max_expansion: args.max_upload_expansion.max(1),
     };
     let trusted_keys = args.trust.keys()?;
-    let peer_cfg = args.peering.config()?;
     let open_files = server::raise_open_file_limit();
     let limits = Limits {
         conn: ConnLimits {

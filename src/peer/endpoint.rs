@@ -80,7 +80,7 @@ pub fn parse_peer(s: &str) -> Result<EndpointAddr, PeerError> {
         Some((id, at)) => (id, Some(at)),
         None => (s, None),
     };
-    let id = parse_id(id).map_err(|e| bad(e.to_string()))?;
+    let id = id.parse::<EndpointId>().map_err(|e| bad(format!("not an endpoint id: {e}")))?;
     let mut addr = EndpointAddr::new(id);
     if let Some(at) = at {
         for a in at.split(',') {

@@ -312,8 +312,8 @@ fn corrupt_in_packs(store: &TestStore, needle: &[u8]) -> bool {
     false
 }
 
-/// A block damaged on disk is not served: the stock client's fetch of the NAR fails, and of the damaged
-/// block not one byte arrives; the node logs the block it could not serve.
+/// A block damaged on disk is not served: the stock client's fetch of the NAR fails, every leaf that did
+/// arrive is right, and of the damaged block (the node logs which) not one byte arrives.
 #[test]
 fn a_damaged_block_is_never_served_to_a_peer() {
     let store = TestStore::new();
@@ -327,27 +327,36 @@ fn a_damaged_block_is_never_served_to_a_peer() {
     let server = PeerServer::start(&store, &["--open"]);
     let ticket: BlobTicket = store.ok(&["peer", "ticket", "--nar-hash", &nar_hash]).trim().parse().unwrap();
     let rt = runtime();
-    rt.block_on(async {
+    let (seq, complete) = rt.block_on(async {
         let ep = client(secret(4)).await;
         let conn = connect(&ep, ticket.addr()).await.unwrap();
         let local = MemStore::new();
-        assert!(local.remote().fetch(conn, ticket.hash_and_format()).await.is_err(), "a damaged NAR was fetched");
-        // Every leaf that did arrive is whole and right; the damaged one is absent.
-        let seq = HashSeq::try_from(local.get_bytes(ticket.hash()).await.unwrap()).unwrap();
-        let mut absent = 0;
-        for h in seq.iter() {
-            let info = local.remote().local(HashAndFormat::raw(h)).await.unwrap();
-            if info.is_complete() {
-                assert_eq!(Hash::new(local.get_bytes(h).await.unwrap()), h);
-            } else {
-                absent += 1;
+        let got = local.remote().fetch(conn, ticket.hash_and_format()).await;
+        assert!(got.is_err(), "a damaged NAR was fetched");
+        let seq: Vec<Hash> = HashSeq::try_from(local.get_bytes(ticket.hash()).await.unwrap()).unwrap().iter().collect();
+        let mut complete = Vec::new();
+        for h in &seq {
+            if local.remote().local(HashAndFormat::raw(*h)).await.unwrap().is_complete() {
+                assert_eq!(Hash::new(local.get_bytes(*h).await.unwrap()), *h, "a leaf arrived wrong");
+                complete.push(*h);
             }
         }
-        assert!(absent >= 1, "the damaged leaf arrived");
         ep.close().await;
+        (seq, complete)
     });
     let log = server.log();
-    assert!(log.contains("serving blob"), "the node names the block it could not serve: {log}");
+    let damaged = log
+        .lines()
+        .find_map(|l| l.split("serving blob ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .map(|hex| hex.parse::<Hash>().unwrap())
+        .unwrap_or_else(|| panic!("the node names the block it could not serve: {log}"));
+    let at = seq.iter().position(|h| *h == damaged).expect("the damaged block is a leaf of the NAR");
+    assert!(
+        !complete.contains(&damaged),
+        "the damaged leaf ({at} of {}) arrived; complete: {complete:?}; node log: {log}",
+        seq.len()
+    );
     server.stop();
 }
 
@@ -388,4 +397,21 @@ fn the_allow_file_takes_effect_without_a_restart() {
     fs::write(&allow, "# revoked\n").unwrap();
     assert!(!fetch(&rt), "refused again once the file no longer names it");
     server.stop();
+}
+
+/// Bad peer options and unknown roots are one-line errors, before anything is served.
+#[test]
+fn bad_peer_options_are_one_line_errors() {
+    let store = TestStore::new();
+    let e = store.fails(&["serve", "--listen", "127.0.0.1:0", "--peer", "nonsense"]);
+    assert!(e.contains("invalid peer \"nonsense\""), "{e}");
+    let e = store.fails(&["serve", "--listen", "127.0.0.1:0", "--allow-peer", "abc"]);
+    assert!(e.contains("invalid peer \"abc\""), "{e}");
+    let missing = store.path().join("no-such-file");
+    let e = store.fails(&["serve", "--listen", "127.0.0.1:0", "--allow-peers-file", missing.to_str().unwrap()]);
+    assert!(e.contains("allow file"), "{e}");
+    let o = store.output(&["serve", "--open", "--allow-peer", &secret(1).public().to_string()]);
+    assert!(!o.status.success(), "--open with an allow list is refused");
+    let e = store.fails(&["peer", "ticket", "--nar-hash", "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]);
+    assert!(e.contains("no NAR with hash"), "{e}");
 }
