@@ -2,8 +2,8 @@
 //!
 //! Data flows one way: Nix store paths become NAR streams, which are cut into content-defined chunks,
 //! named by BLAKE3 and linked into UnixFS DAGs, kept in compressed packs with a redb index ([`Store`]),
-//! and served through the [`Service`] by its doors: the HTTP binary cache ([`Gateway`]) today. See
-//! `docs/ARCHITECTURE.md`.
+//! and served through the [`Service`] by its doors: the HTTP binary cache ([`Gateway`]), and peers over
+//! iroh (`serve --peering`, docs/PEERS.md). See `docs/ARCHITECTURE.md`.
 //!
 //! The public face is the list below; the modules behind it are private. Fuzz targets, benches and
 //! examples reach the internals they test through the `internals` feature, which is not part of the API.
@@ -24,7 +24,7 @@ macro_rules! modules {
         mod $name;
     )*};
 }
-modules!(chunk, dag, gateway, import, nix, recompress, service, store);
+modules!(chunk, dag, gateway, import, nix, peer, recompress, service, store);
 mod cli;
 
 // The store: blocks, manifests, ingest, gc, verify.

@@ -8,6 +8,7 @@ mod forget;
 mod gc;
 mod key;
 mod nix_cli;
+mod peer;
 mod repack;
 mod restore;
 mod serve;
@@ -62,6 +63,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The gateway's signing key
     Key(key::KeyArgs),
+    /// The peer endpoint (docs/PEERS.md): its identity, and tickets for stock iroh-blobs clients
+    Peer(peer::PeerArgs),
 }
 
 /// Parse, run, report: the whole binary.
@@ -201,6 +204,8 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         Command::DedupStats(a) => stats::run(&read()?, a),
         Command::Serve(a) => serve::run(open()?, a),
         Command::Key(a) => key::run(&store_dir, a),
+        Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
+        Command::Peer(_) => peer::show(&store_dir),
     }
 }
 

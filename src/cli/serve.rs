@@ -1,5 +1,6 @@
-//! `nixdag serve`: the HTTP binary cache.
+//! `nixdag serve`: the HTTP binary cache, and the peer door (docs/PEERS.md) when peering is on.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use clap::{Args, ValueEnum};
 
 use super::TrustArgs;
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
+use crate::peer::access::AllowList;
+use crate::peer::{endpoint, Access, PeerConfig, Peering};
 use crate::service::{Service, ServiceConfig};
 use crate::store::Store;
 
@@ -73,6 +76,66 @@ pub struct ServeArgs {
     /// this many seconds; 0 never does
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     repack_idle: u64,
+    #[command(flatten)]
+    peering: PeeringArgs,
+}
+
+/// The peer door (docs/PEERS.md). Off unless `--peering` or another of these options is given.
+#[derive(Args, Debug)]
+pub struct PeeringArgs {
+    /// Serve blocks to peers over iroh (the stock iroh-blobs protocol); any option below turns it on too
+    #[arg(long, help_heading = "Peers")]
+    peering: bool,
+    /// UDP address of the peer endpoint; serving the LAN is an explicit `--peer-listen 0.0.0.0:PORT`
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", help_heading = "Peers")]
+    peer_listen: std::net::SocketAddr,
+    /// A peer: an endpoint ticket (`endpoint…`, as `nixdag peer show` prints) or `ID@IP:PORT`; repeatable
+    #[arg(long = "peer", value_name = "TICKET_OR_ID@ADDR", help_heading = "Peers")]
+    peers: Vec<String>,
+    /// Peers, one per line (as `--peer` takes them; `#` comments)
+    #[arg(long, value_name = "FILE", help_heading = "Peers")]
+    peers_file: Option<PathBuf>,
+    /// Serve blocks to any peer that can reach the endpoint (instead of only `--allow-peer` ids)
+    #[arg(long, help_heading = "Peers", conflicts_with_all = ["allow_peers", "allow_peers_file"])]
+    open: bool,
+    /// Serve blocks to this endpoint id (hex, as `nixdag peer show` prints it); repeatable
+    #[arg(long = "allow-peer", value_name = "ID", help_heading = "Peers")]
+    allow_peers: Vec<String>,
+    /// Also serve the endpoint ids in this file (one per line, `#` comments), read again when it changes
+    #[arg(long, value_name = "FILE", help_heading = "Peers")]
+    allow_peers_file: Option<PathBuf>,
+}
+
+impl PeeringArgs {
+    /// The peer door's configuration, or `None` when peering is off.
+    fn config(&self) -> Result<Option<PeerConfig>> {
+        let on = self.peering
+            || self.open
+            || !self.peers.is_empty()
+            || self.peers_file.is_some()
+            || !self.allow_peers.is_empty()
+            || self.allow_peers_file.is_some();
+        if !on {
+            return Ok(None);
+        }
+        let mut peers = self.peers.iter().map(|p| endpoint::parse_peer(p)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(f) = &self.peers_file {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if !line.is_empty() {
+                    peers.push(endpoint::parse_peer(line).with_context(|| format!("{}:{}", f.display(), n + 1))?);
+                }
+            }
+        }
+        let access = if self.open {
+            Access::Open
+        } else {
+            let ids = self.allow_peers.iter().map(|p| endpoint::parse_id(p)).collect::<Result<HashSet<_>, _>>()?;
+            Access::Allow(Arc::new(AllowList::new(ids, self.allow_peers_file.as_deref())?))
+        };
+        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers }))
+    }
 }
 
 /// Keep block-sized buffers on the heap, in few arenas that give memory back.
@@ -96,6 +159,8 @@ fn tune_allocator() {
 
 pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     tune_allocator();
+    // Options are checked before anything is created in the store.
+    let peer_cfg = args.peering.config()?;
     let key = key::load_or_create(store.dir(), args.key.as_deref())?;
     let token = match &args.upload_token_file {
         Some(f) => {
@@ -161,8 +226,19 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     let addr = listeners[0].local_addr()?;
     println!("nixdag gateway on http://{addr}");
     println!("trusted-public-keys = {public}");
+    let peering = match peer_cfg {
+        Some(cfg) => {
+            let p = Peering::start(&service, cfg).context("starting the peer endpoint")?;
+            println!("peer endpoint {}", endpoint::endpoint_ticket(p.addr()));
+            Some(p)
+        }
+        None => None,
+    };
     std::io::stdout().flush()?;
     let served = server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
+    if let Some(p) = peering {
+        p.stop();
+    }
     service.stop();
     served
 }
