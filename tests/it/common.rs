@@ -212,3 +212,17 @@ pub fn pypi_wheel_tree(work: &Path, name: &str, version: &str) -> PathBuf {
     assert!(o.status.success(), "unpacking {}: {}", wheel.display(), String::from_utf8_lossy(&o.stderr));
     tree
 }
+
+/// Flip one byte of `needle`'s copy in the store's packs; returns whether it was found.
+pub fn corrupt_in_packs(store: &TestStore, needle: &[u8]) -> bool {
+    for e in std::fs::read_dir(store.path().join("packs")).unwrap() {
+        let p = e.unwrap().path();
+        let mut bytes = std::fs::read(&p).unwrap();
+        if let Some(i) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[i + needle.len() / 2] ^= 0x01;
+            std::fs::write(&p, bytes).unwrap();
+            return true;
+        }
+    }
+    false
+}

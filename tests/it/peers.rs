@@ -311,20 +311,6 @@ fn file_tickets_are_a_raw_blob_for_one_leaf_and_a_hash_seq_for_more() {
     server.stop();
 }
 
-/// Flip one byte of `needle`'s copy in the store's packs; returns whether it was found.
-fn corrupt_in_packs(store: &TestStore, needle: &[u8]) -> bool {
-    for e in fs::read_dir(store.path().join("packs")).unwrap() {
-        let p = e.unwrap().path();
-        let mut bytes = fs::read(&p).unwrap();
-        if let Some(i) = bytes.windows(needle.len()).position(|w| w == needle) {
-            bytes[i + needle.len() / 2] ^= 0x01;
-            fs::write(&p, bytes).unwrap();
-            return true;
-        }
-    }
-    false
-}
-
 /// A block damaged on disk is not served: the stock client's fetch of the NAR fails, every leaf that did
 /// arrive is right, and of the damaged block (the node logs which) not one byte arrives.
 #[test]

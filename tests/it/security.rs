@@ -486,20 +486,6 @@ fn upload_bombs_and_oversized_nars_get_413() {
     assert_eq!(store.snapshot(), before, "a refused upload changed the store");
 }
 
-/// Flip one byte of `needle`'s copy in the store's packs; returns whether it was found.
-fn corrupt_in_packs(store: &TestStore, needle: &[u8]) -> bool {
-    for e in fs::read_dir(store.path().join("packs")).unwrap() {
-        let p = e.unwrap().path();
-        let mut bytes = fs::read(&p).unwrap();
-        if let Some(i) = bytes.windows(needle.len()).position(|w| w == needle) {
-            bytes[i + needle.len() / 2] ^= 0x01;
-            fs::write(&p, bytes).unwrap();
-            return true;
-        }
-    }
-    false
-}
-
 /// A block damaged on disk: the gateway cuts the stream (its headers were sent) and stops advertising the
 /// path; `verify --repair` drops the block, the gateway then refuses the NAR before any 200 (503), and
 /// uploading the NAR again heals it.
