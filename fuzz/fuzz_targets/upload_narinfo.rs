@@ -200,7 +200,7 @@ fuzz_target!(|data: &[u8]| {
     }
     match &first {
         Ok(Verdict::Record(i)) => {
-            assert_eq!(i, &info, "a new path is recorded as uploaded");
+            assert_eq!(**i, info, "a new path is recorded as uploaded");
             check_new_path_record(i, &known_none, &root, &in_cache);
         }
         Ok(Verdict::Unchanged) => panic!("a new path judged Unchanged"),
@@ -213,7 +213,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(first, Err(Refusal::Invalid(_))), "a bad signature by a known key: {first:?}");
     }
     let recorded = match first {
-        Ok(Verdict::Record(i)) => Some(i),
+        Ok(Verdict::Record(i)) => Some(*i),
         _ => None,
     };
 
@@ -261,7 +261,7 @@ fuzz_target!(|data: &[u8]| {
     match &existing {
         None => match &verdict {
             Ok(Verdict::Record(i)) => {
-                assert_eq!(i, &upload, "a new path is recorded as uploaded");
+                assert_eq!(**i, upload, "a new path is recorded as uploaded");
                 check_new_path_record(i, &known, &root, &in_cache);
             }
             Ok(Verdict::Unchanged) => panic!("a new path judged Unchanged"),
@@ -275,7 +275,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(matches!(verdict, Err(Refusal::Conflict(_))), "a second, different narinfo: {verdict:?}");
             }
             let kept = match &verdict {
-                Ok(Verdict::Record(m)) => Some(m),
+                Ok(Verdict::Record(m)) => Some(&**m),
                 Ok(Verdict::Unchanged) => Some(old),
                 Err(_) => None,
             };
