@@ -183,25 +183,19 @@ impl Store {
     /// compacting the index file.
     pub fn open_with(dir: &Path, wait: bool) -> Result<Store, StoreError> {
         fs::create_dir_all(dir.join("packs")).context(|| format!("creating store {}", dir.display()))?;
-        let lock = open_lock_file(&dir.join("lock"))?;
-        lock_shared(&lock, dir, wait)?;
-        let db = redb::Builder::new()
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .create(dir.join("index.redb"))
-            .map_err(StoreError::txn("open"))?;
-        let packs = Box::new(pack::FilePacks::new(dir.join("packs")));
-        let store = Store::with_index(dir, Index::ReadWrite(db), lock, packs);
-        store.init_tables()?;
-        store.recover_packs()?;
-        Ok(store)
+        Store::open_read_write(dir, wait, Box::new(pack::FilePacks::new(dir.join("packs"))))
     }
 
     /// A store whose index lives in `dir` and whose packs live in `packs` (another [`pack::PackBackend`]
     /// than the `packs/` directory: memory in tests, object storage later).
     pub fn open_with_packs(dir: &Path, packs: Box<dyn pack::PackBackend>) -> Result<Store, StoreError> {
+        Store::open_read_write(dir, true, packs)
+    }
+
+    fn open_read_write(dir: &Path, wait: bool, packs: Box<dyn pack::PackBackend>) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).context(|| format!("creating store {}", dir.display()))?;
         let lock = open_lock_file(&dir.join("lock"))?;
-        lock_shared(&lock, dir, true)?;
+        lock_shared(&lock, dir, wait)?;
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
             .create(dir.join("index.redb"))

@@ -125,7 +125,7 @@ pub(super) fn content_blocks(store: &Store, recipe: &BlockHash) -> Vec<(BlockHas
 
 /// Convert every queued tarball (`tarballs=later`).
 pub(super) fn repack_all(store: &Store) -> crate::import::RepackReport {
-    let r = crate::import::repack(&store, None, &mut |_, _, _| {}).unwrap();
+    let r = crate::import::repack(store, None, &mut |_, _, _| {}).unwrap();
     assert!(store.repack_queue().unwrap().is_empty(), "{r:?}");
     r
 }

@@ -52,10 +52,8 @@ impl Ingest<'_> {
         let hash = BlockHash::of(&bytes);
         if self.is_new(hash)? {
             // Stored raw in a record of its own: a frame must never need a frame to be read.
-            let raw_len = bytes.len() as u32;
-            let header = record_header(&hash, raw_len, raw_len, RecordKind::Raw);
-            let (pack, offset) = self.append(&[&header, &bytes], None)?;
-            self.pending.insert(hash, BlockLoc { pack, offset, stored_len: raw_len, raw_len, form: Form::Raw });
+            let loc = self.append_raw(hash, &bytes)?;
+            self.pending.insert(hash, loc);
         }
         self.dict = Some(Dictionary { hash, bytes: Arc::new(bytes) });
         self.new_dict = Some(hash);
@@ -128,9 +126,8 @@ impl Ingest<'_> {
         self.new_bytes += u64::from(raw_len);
         self.new_blocks += 1;
         if self.as_is {
-            let header = record_header(&hash, raw_len, raw_len, RecordKind::Raw);
-            let (pack, offset) = self.append(&[&header, bytes], None)?;
-            self.pending.insert(hash, BlockLoc { pack, offset, stored_len: raw_len, raw_len, form: Form::Raw });
+            let loc = self.append_raw(hash, bytes)?;
+            self.pending.insert(hash, loc);
             return Ok(());
         }
         self.queued.insert(hash);
@@ -238,6 +235,14 @@ impl Ingest<'_> {
         self.repacked.push(root);
     }
 
+    /// Append `bytes` (at most `u32::MAX`, checked by the caller) as a raw record of their own.
+    fn append_raw(&mut self, hash: BlockHash, bytes: &[u8]) -> Result<BlockLoc, StoreError> {
+        let len = bytes.len() as u32;
+        let header = record_header(&hash, len, len, RecordKind::Raw);
+        let (pack, offset) = self.append(&[&header, bytes], None)?;
+        Ok(BlockLoc { pack, offset, stored_len: len, raw_len: len, form: Form::Raw })
+    }
+
     /// Append the records the compression threads have finished; with `all`, wait for every one.
     pub(super) fn write_compressed(&mut self, all: bool) -> Result<(), StoreError> {
         loop {
@@ -257,10 +262,8 @@ impl Ingest<'_> {
                     }
                     Compressed::Incompressible(blocks) => {
                         for (hash, raw) in blocks {
-                            let len = raw.len() as u32;
-                            let header = record_header(&hash, len, len, RecordKind::Raw);
-                            let (pack, offset) = self.append(&[&header, &raw], None)?;
-                            self.stored(hash, BlockLoc { pack, offset, stored_len: len, raw_len: len, form: Form::Raw });
+                            let loc = self.append_raw(hash, &raw)?;
+                            self.stored(hash, loc);
                         }
                     }
                     Compressed::Rejected { hash, raw } => {
