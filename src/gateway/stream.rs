@@ -28,6 +28,10 @@ pub const BATCH: usize = 512 * 1024;
 
 /// Request-body frames queued for the ingest thread (frames are small; a few MiB at most).
 const UPLOAD_DEPTH: usize = 64;
+/// How much of a refused upload is still read (and dropped) so that the refusal reaches the client.
+const LINGER_BYTES: u64 = 64 << 20;
+/// How long a refused upload is still read; a client that sends slower than this gets the reset.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bytes response bodies may hold in memory: in all, and per client address.
 #[derive(Clone)]
@@ -196,8 +200,25 @@ pub fn reader_from_body(body: Body) -> (ChannelReader, impl std::future::Future<
         while let Some(frame) = stream.next().await {
             let failed = frame.is_err();
             let item = frame.map_err(|e| io::Error::new(io::ErrorKind::UnexpectedEof, format!("upload cut off: {e}")));
-            if tx.send(item).await.is_err() || failed {
-                break;
+            if failed {
+                return;
+            }
+            if tx.send(item).await.is_err() {
+                // The consumer refused the upload early (bad compression, too large). Closing now, with the
+                // client's bytes unread in the socket, makes the kernel send a reset that can destroy our
+                // error reply before the client reads it; so read on and discard, within a bound, as nginx's
+                // lingering close does.
+                let mut left = LINGER_BYTES;
+                let drain = async {
+                    while let Some(Ok(b)) = stream.next().await {
+                        left = left.saturating_sub(b.len() as u64);
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+                return;
             }
         }
     };

@@ -246,7 +246,10 @@ pub(crate) fn curl_full(args: &[&str]) -> (u16, String, Vec<u8>) {
     let o = curl(&a);
     let mut raw = &o.stdout[..];
     loop {
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            panic!("curl {args:?}: no HTTP reply ({}): {}", o.status, String::from_utf8_lossy(&o.stderr));
+        };
+        let split = split + 4;
         let head = String::from_utf8_lossy(&raw[..split]).to_string();
         let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
         if status >= 200 {
@@ -374,6 +377,7 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     write_random(&big.join("f"), 3_000_000, 2);
     let nar = nix_dump(&big);
     let truncated = &nar[..nar.len() / 2];
+    let not_xz: Vec<u8> = nar.iter().copied().cycle().take(24 << 20).collect();
     let sp = "/nix/store/xkqag603938xw013sv3hgqh30laryip9-upload-test";
     let narinfo = |nar_hash: &str, size: u64, sig: Option<&str>| {
         let mut t = format!(
@@ -388,7 +392,8 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     let cases: Vec<(&str, String, Vec<u8>, &str)> = vec![
         ("truncated NAR", format!("/nar/{}.nar", sha(truncated)), truncated.to_vec(), "byte"),
         ("NAR under another hash", format!("/nar/{}.nar", sha(b"other")), nar.clone(), "mismatch"),
-        ("xz that is not xz", format!("/nar/{}.nar.xz", sha(&nar)), nar.clone(), "byte"),
+        // Refused at its first bytes while the client still sends 24 MiB: the refusal must still reach it.
+        ("xz that is not xz", format!("/nar/{}.nar.xz", sha(&not_xz)), not_xz.clone(), "byte"),
         (
             "narinfo for a missing NAR",
             "/xkqag603938xw013sv3hgqh30laryip9.narinfo".into(),
@@ -441,6 +446,20 @@ fn bad_uploads_are_refused_and_leave_the_store_unchanged() {
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 4"), "cut-off upload: {reply:?}");
+    // Refused at its first bytes while the client writes 24 MiB without waiting (no `Expect`): the gateway
+    // reads on and drops the rest, so every write succeeds and the 400 arrives instead of a reset.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let len = not_xz.len();
+    write!(
+        s,
+        "PUT /nar/{}.nar.xz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n",
+        sha(&not_xz)
+    )
+    .unwrap();
+    s.write_all(&not_xz).expect("the gateway stopped reading a refused upload");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "refused upload: {reply:?}");
     server.stop();
     assert_eq!(store.snapshot(), before, "bad uploads changed the store");
     store.verify();
