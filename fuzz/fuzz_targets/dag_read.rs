@@ -174,7 +174,10 @@ fuzz_target!(|data: &[u8]| {
                 if let (Ok(Ok((all, true))), Ok((part, complete))) = (&whole, read_capped(r)) {
                     let end = end.unwrap_or(size).min(size) as usize;
                     if complete {
-                        assert!(part[..] == all[start as usize..end], "range {start}..{end} differs from the whole read");
+                        assert!(
+                            part[..] == all[start as usize..end],
+                            "range {start}..{end} differs from the whole read"
+                        );
                     } else {
                         assert!(part[..] == all[start as usize..start as usize + part.len()]);
                     }

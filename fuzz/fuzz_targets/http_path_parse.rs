@@ -6,7 +6,8 @@
 //!
 //! Properties: nothing panics; a `Partial` range satisfies `start < end <= size`, so slicing a body of
 //! `size` bytes with it cannot fail; a missing header or one without `bytes=` is `Full`; a parsed resource
-//! prints back to exactly the path it was parsed from (hashes are canonical nix32).
+//! prints back to exactly the path it was parsed from (hashes are canonical nix32); a file by hash
+//! parses back from each canonical spelling of its hash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -50,6 +51,17 @@ fuzz_target!(|data: &[u8]| {
             Resource::Listing(h) => Some(format!("/{h}.ls")),
             Resource::Nar { hash, compression } => Some(format!("/nar/{}{}", hash.to_nix32(), compression.extension())),
             Resource::Log => None,
+            // A file has many spellings (hex, nix32, base64, SRI, escapes): each canonical one parses back.
+            Resource::File(h) => {
+                for form in [
+                    format!("/{}/{}", h.algo, h.to_hex()),
+                    format!("/{}/{}", h.algo, h.to_nix32()),
+                    format!("//{}", h.to_sri()),
+                ] {
+                    assert_eq!(parse(&form).as_ref(), Ok(&res), "{form:?} from {path:?}");
+                }
+                None
+            }
         };
         if let Some(printed) = printed {
             assert_eq!(printed, path, "{res:?}");

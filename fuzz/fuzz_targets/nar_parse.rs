@@ -103,7 +103,12 @@ fuzz_target!(|data: &[u8]| {
     let copied = copy_validated(data, &mut sink);
     let listed = list(data);
 
-    assert_eq!(copied.is_ok(), listed.is_ok(), "copy_validated and list disagree: {copied:?} vs {:?}", listed.as_ref().err());
+    assert_eq!(
+        copied.is_ok(),
+        listed.is_ok(),
+        "copy_validated and list disagree: {copied:?} vs {:?}",
+        listed.as_ref().err()
+    );
 
     match &copied {
         Ok(summary) => {

@@ -24,7 +24,13 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = rebuild(&recipe, &content[..], &mut out) {
         panic!("rebuild of an accepted recipe failed: {e} ({})", recipe.describe());
     }
-    assert!(out == data, "rebuild differs from the input ({}): {} vs {} bytes", recipe.describe(), out.len(), data.len());
+    assert!(
+        out == data,
+        "rebuild differs from the input ({}): {} vs {} bytes",
+        recipe.describe(),
+        out.len(),
+        data.len()
+    );
     let enc = recipe.encode();
     let back = match Recipe::decode(&enc) {
         Ok(back) => back,

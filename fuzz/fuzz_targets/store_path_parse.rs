@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let pb = check(b);
     if let (Some(pa), Some(pb)) = (&pa, &pb) {
         assert_eq!(pa.cmp(pb), a.cmp(b), "Ord disagrees with text order: {a} vs {b}");
-        assert_eq!(pa.hash().cmp(pb.hash()), a[..STORE_DIR.len() + 1 + HASH_CHARS].cmp(&b[..STORE_DIR.len() + 1 + HASH_CHARS]));
+        assert_eq!(
+            pa.hash().cmp(pb.hash()),
+            a[..STORE_DIR.len() + 1 + HASH_CHARS].cmp(&b[..STORE_DIR.len() + 1 + HASH_CHARS])
+        );
     }
 
     for base in [a, b] {

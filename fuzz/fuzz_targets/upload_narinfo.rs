@@ -41,13 +41,13 @@
 use std::io;
 
 use libfuzzer_sys::fuzz_target;
-use nixdag::service::{judge_narinfo, Known, Refusal, Verdict};
 use nixdag::nix::ca::ContentAddress;
 use nixdag::nix::hash::{HashAlgo, Hasher, NixHash};
 use nixdag::nix::nar::{parse, NarVisitor};
 use nixdag::nix::narinfo::NarInfo;
 use nixdag::nix::signing::{PublicKey, SecretKey};
 use nixdag::nix::store_path::StorePath;
+use nixdag::service::{judge_narinfo, Known, Refusal, Verdict};
 
 /// K: made by `nix-store --generate-binary-cache-key nixdag-fuzz-1` for this target only.
 const SECRET: &str =
@@ -176,8 +176,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(secret.public(), key);
     let keys: &[PublicKey] = if flags & 0x20 != 0 { std::slice::from_ref(&key) } else { &[] };
 
-    let in_set: Vec<StorePath> =
-        info.references.iter().take(8).enumerate().filter(|(i, _)| refmask >> i & 1 == 1).map(|(_, r)| r.clone()).collect();
+    let in_set: Vec<StorePath> = info
+        .references
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| refmask >> i & 1 == 1)
+        .map(|(_, r)| r.clone())
+        .collect();
     let in_cache = |p: &StorePath| in_set.contains(p);
     let stored_nar_size = match &summary {
         Some(s) if s.nar_hash == info.nar_hash => Some(s.nar_size),
@@ -268,8 +274,9 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => {}
         },
         Some(old) => {
-            let differs =
-                old.nar_hash != upload.nar_hash || old.nar_size != upload.nar_size || old.references != upload.references;
+            let differs = old.nar_hash != upload.nar_hash
+                || old.nar_size != upload.nar_size
+                || old.references != upload.references;
             // (A bad signature by a known key is refused first, as a bad request.)
             if differs && known_sigs_verify(&upload, keys) {
                 assert!(matches!(verdict, Err(Refusal::Conflict(_))), "a second, different narinfo: {verdict:?}");

@@ -4,6 +4,7 @@
 mod add;
 mod cat;
 mod export_car;
+mod fetch_src;
 mod forget;
 mod gc;
 mod key;
@@ -59,8 +60,10 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// What is stored, what is shared, and what it saves
     DedupStats(stats::StatsArgs),
+    /// Get a source file by its hash (from the store, hashed mirrors or its URLs), verified, and keep it
+    FetchSrc(fetch_src::FetchSrcArgs),
     /// Serve the store as a Nix binary cache over HTTP
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The gateway's signing key
     Key(key::KeyArgs),
     /// The peer endpoint (docs/PEERS.md): its identity, and tickets for stock iroh-blobs clients
@@ -85,7 +88,7 @@ pub(crate) fn main() -> std::process::ExitCode {
         Err(e) => {
             // One line: the whole context chain, outermost first.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(fetch_src::exit_code(&e))
         }
     }
 }
@@ -202,7 +205,8 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         }
         Command::Forget(a) => forget::run(&open()?, a),
         Command::DedupStats(a) => stats::run(&read()?, a),
-        Command::Serve(a) => serve::run(open()?, a),
+        Command::Serve(a) => serve::run(open()?, *a),
+        Command::FetchSrc(a) => fetch_src::run(open()?, a),
         Command::Key(a) => key::run(&store_dir, a),
         Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
         Command::Peer(_) => peer::show(&store_dir),

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::TrustArgs;
+use crate::fetch::{FetchOptions, MirrorPull};
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
 use crate::peer::access::AllowList;
 use crate::peer::{endpoint, Access, PeerConfig, Peering};
@@ -76,6 +77,10 @@ pub struct ServeArgs {
     /// this many seconds; 0 never does
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     repack_idle: u64,
+    /// An upstream hashed mirror (`http://host/`, answering `/<algo>/<hex>`): a file asked for by hash and
+    /// missing here is fetched from it, checked, kept and served; repeatable, tried in order
+    #[arg(long = "tarball-mirror", value_name = "URL")]
+    tarball_mirrors: Vec<String>,
     #[command(flatten)]
     peering: PeeringArgs,
 }
@@ -207,9 +212,16 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         uploads,
         access_log: args.access_log,
         limits: limits.clone(),
+        mirrors: None,
     };
+    let store = Arc::new(store);
+    let mut cfg = cfg;
+    if !args.tarball_mirrors.is_empty() {
+        let opts = FetchOptions { max_size: args.max_upload_size, ..FetchOptions::default() };
+        cfg.mirrors = Some(MirrorPull::new(store.clone(), args.tarball_mirrors.clone(), opts, 4)?);
+    }
     let service = Service::start(
-        Arc::new(store),
+        store,
         ServiceConfig {
             key,
             trusted_keys,

@@ -3,7 +3,7 @@
 //! Every hash is checked for shape here, so garbage becomes a 400 and unknown-but-well-formed names a
 //! 404, before any lookup (harmonia and snix do the same).
 
-use crate::nix::hash::{nix32, NarHash};
+use crate::nix::hash::{nix32, HashAlgo, NarHash, NixHash};
 use crate::nix::store_path::StorePathHash;
 
 /// How a NAR file is compressed, from its extension.
@@ -58,6 +58,10 @@ pub enum Resource {
         /// From the extension.
         compression: NarCompression,
     },
+    /// A flat file by hash, as hashed mirrors serve them: `/<algo>/<hex|nix32|base64>` (Nix's
+    /// `builtin:fetchurl` asks for hex; tarballs.nixos.org answers nix32), `/<SRI>`, and `//<SRI>` (what
+    /// nixpkgs' `fetchurl` asks for when the hash is SRI: its algorithm part is empty).
+    File(NixHash),
     /// `/log/<drv>`
     Log,
     /// `/`
@@ -99,6 +103,9 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
         h.copy_from_slice(&digest);
         return Ok(Resource::Nar { hash: NarHash(h), compression });
     }
+    if let Some(file) = hashed_mirror(rest) {
+        return file.map(Resource::File);
+    }
     if rest.contains('/') {
         return Err(PathError::Unknown);
     }
@@ -112,6 +119,48 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
     let hash: StorePathHash =
         stem.parse().map_err(|_| PathError::Malformed(format!("{stem:?} is not a store path hash")))?;
     Ok(if listing { Resource::Listing(hash) } else { Resource::NarInfo(hash) })
+}
+
+/// The hashed-mirror forms, or `None` when `rest` (the path after its first `/`) is not one. Base64
+/// digests may hold `/` and `+`, so everything after the algorithm is the digest; clients that
+/// percent-encode those characters are understood too.
+fn hashed_mirror(rest: &str) -> Option<Result<NixHash, PathError>> {
+    let rest = rest.trim_start_matches('/');
+    let algo_of = |name: &str| -> Option<HashAlgo> {
+        HashAlgo::ALL.into_iter().find(|a| a.name() == name)
+    };
+    let (algo, digest, sri) = if let Some((a, d)) = rest.split_once('/').and_then(|(a, d)| Some((algo_of(a)?, d))) {
+        (a, d, false)
+    } else {
+        let (a, d) = rest.split_once('-')?;
+        (algo_of(a)?, d, true)
+    };
+    let digest = percent_decode(digest);
+    let bad = || PathError::Malformed(format!("{digest:?} is not a {algo} hash"));
+    let parsed = match digest.as_deref() {
+        Some(d) if sri => NixHash::parse(&format!("{algo}-{d}")),
+        Some(d) => NixHash::parse(&format!("{algo}:{d}")),
+        None => return Some(Err(bad())),
+    };
+    Some(parsed.map_err(|_| bad()))
+}
+
+/// `%XX` sequences decoded; `None` for a bad escape or a result that is not ASCII.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| s.is_ascii())
 }
 
 /// `a <= b` for two strings of ASCII digits of any length.
@@ -216,6 +265,37 @@ mod tests {
         assert!(matches!(parse("/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.narinfo"), Err(PathError::Malformed(_))));
         assert!(matches!(parse("/nar/zzzz.nar"), Err(PathError::Malformed(_))));
         assert!(matches!(parse("/nar/../../etc/passwd.nar"), Err(PathError::Malformed(_))));
+    }
+
+    #[test]
+    fn hashed_mirror_forms() {
+        let sha = NixHash::digest_of(HashAlgo::Sha256, b"hello");
+        let want = Ok(Resource::File(sha.clone()));
+        assert_eq!(parse(&format!("/sha256/{}", sha.to_hex())), want);
+        assert_eq!(parse(&format!("/sha256/{}", sha.to_nix32())), want);
+        assert_eq!(parse(&format!("/sha256/{}", sha.to_base64())), want);
+        assert_eq!(parse(&format!("/sha256/{}", sha.to_base64().trim_end_matches('='))), want);
+        assert_eq!(parse(&format!("//{}", sha.to_sri())), want);
+        assert_eq!(parse(&format!("/{}", sha.to_sri())), want);
+        assert_eq!(parse(&format!("///{}", sha.to_sri())), want);
+        assert_eq!(parse(&format!("//{}", sha.to_sri().replace('/', "%2F").replace('+', "%2b"))), want);
+        for algo in [HashAlgo::Md5, HashAlgo::Sha1, HashAlgo::Sha512] {
+            let h = NixHash::digest_of(algo, b"hello");
+            assert_eq!(parse(&format!("/{algo}/{}", h.to_hex())), Ok(Resource::File(h.clone())));
+            assert_eq!(parse(&format!("/{algo}/{}", h.to_nix32())), Ok(Resource::File(h.clone())));
+            assert_eq!(parse(&format!("//{}", h.to_sri())), Ok(Resource::File(h.clone())));
+        }
+        // A base64 digest with `/` in it (the case nixpkgs' mirrors must handle).
+        let slashed = (0u32..).map(|i| NixHash::digest_of(HashAlgo::Sha256, &i.to_le_bytes())).find(|h| h.to_base64().contains('/'));
+        let slashed = slashed.unwrap();
+        assert_eq!(parse(&format!("//{}", slashed.to_sri())), Ok(Resource::File(slashed.clone())));
+        assert_eq!(parse(&format!("/sha256/{}", slashed.to_base64())), Ok(Resource::File(slashed)));
+        for bad in ["/sha256/zzz", "/sha256/", "//sha256-abc", "/md5/%zz", "/sha1/../../etc/passwd", "/sha512-x"] {
+            assert!(matches!(parse(bad), Err(PathError::Malformed(_))), "{bad}");
+        }
+        for other in ["/sha384/abc", "/sha256", "/blake3/abc"] {
+            assert_eq!(parse(other), Err(PathError::Unknown), "{other}");
+        }
     }
 
     #[test]

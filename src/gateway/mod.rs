@@ -13,8 +13,10 @@ pub mod http_path;
 pub mod key;
 mod nar;
 mod narinfo;
+mod file;
 pub mod policy;
 mod pool;
+mod ranged;
 pub mod server;
 mod stream;
 mod upload;
@@ -98,6 +100,8 @@ pub struct GatewayConfig {
     pub access_log: bool,
     /// Costs bounded per request, per client and in all.
     pub limits: Limits,
+    /// Upstream hashed mirrors that a file missing here is fetched from (`--tarball-mirror`).
+    pub mirrors: Option<Arc<crate::fetch::MirrorPull>>,
 }
 
 /// The client's address, set on every request by [`server::serve`]. A router served some other way
@@ -195,6 +199,7 @@ async fn answer(gw: Gateway, client: IpAddr, method: Method, uri: Uri, headers: 
         Resource::Nar { hash, compression } if method == Method::PUT => {
             upload::put_nar(&gw, &headers, client, hash, compression, body).await
         }
+        Resource::File(hash) if read => file::get(&gw, hash, &headers, head, client).await,
         Resource::Log if read => Err(AppError::NotFound),
         Resource::Root if read => Ok("nixdag binary cache: see /nix-cache-info\n".into_response()),
         _ => Ok((StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response()),

@@ -3,12 +3,13 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::error::AppError;
-use super::http_path::{parse_range, NarCompression, RangeRequest};
+use super::http_path::NarCompression;
+use super::ranged::{plan, Plan};
 use super::stream::{pulled, Produce, CHUNK};
 use super::Gateway;
 use crate::nix::hash::NarHash;
@@ -35,36 +36,10 @@ pub(super) async fn get(
         }
     })?;
     let etag = format!("\"{}{}\"", hash.to_nix32(), compression.extension());
-    let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-nix-nar"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(AppError::internal)?);
-    let matches_etag = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    if matches_etag {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
-    }
-    let size = entry.nar_size;
-    let (status, start, end) = if compression == NarCompression::Zstd {
-        // A compressed body has no stable byte offsets to resume from: ranges are for `.nar` only.
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
-        (StatusCode::OK, 0, size)
-    } else {
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
-        let (status, start, end) = match range {
-            RangeRequest::Full => (StatusCode::OK, 0, size),
-            RangeRequest::Partial { start, end } => {
-                let cr = format!("bytes {start}-{}/{size}", end - 1);
-                h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(AppError::internal)?);
-                (StatusCode::PARTIAL_CONTENT, start, end)
-            }
-            RangeRequest::Unsatisfiable => return Err(AppError::RangeNotSatisfiable(size)),
-        };
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-        (status, start, end)
+    let rangeable = compression == NarCompression::None;
+    let (status, start, end, h) = match plan(headers, &etag, "application/x-nix-nar", entry.nar_size, rangeable)? {
+        Plan::NotModified(h) => return Ok((StatusCode::NOT_MODIFIED, h).into_response()),
+        Plan::Body { status, start, end, headers } => (status, start, end, headers),
     };
     if head {
         return Ok((status, h).into_response());
@@ -72,7 +47,7 @@ pub(super) async fn get(
     if !gw.budget.has_room() {
         return Err(AppError::Busy("too many bytes in flight"));
     }
-    let reader = Watched { reader: gw.service.nar_reader(hash, &entry, start, end)?, gw: gw.clone() };
+    let reader = Watched { reader: gw.service.nar_reader(hash, &entry, start, end)?, gw: Some(gw.clone()) };
     let body = if compression == NarCompression::Zstd {
         let enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
         pulled(Zstd { reader, enc, done: false }, gw.budget.clone(), client)
@@ -82,16 +57,21 @@ pub(super) async fn get(
     Ok((status, h, body).into_response())
 }
 
-/// A NAR's reader; when a block turns out bad mid-stream (the service marks the NAR damaged and the
-/// stream is cut), the narinfos cached here are dropped so the path stops being advertised at once.
-struct Watched {
-    reader: NarReader,
-    gw: Gateway,
+/// A NAR's (or file's) reader; when a block of a NAR turns out bad mid-stream (the service marks the
+/// NAR damaged and the stream is cut), the narinfos cached in `gw` are dropped so the path stops being
+/// advertised at once.
+pub(super) struct Watched {
+    pub(super) reader: NarReader,
+    pub(super) gw: Option<Gateway>,
 }
 
 impl Watched {
     fn next(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        self.reader.next_bytes(max).inspect_err(|_| self.gw.narinfos.invalidate_all())
+        self.reader.next_bytes(max).inspect_err(|_| {
+            if let Some(gw) = &self.gw {
+                gw.narinfos.invalidate_all()
+            }
+        })
     }
 }
 

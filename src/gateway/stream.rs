@@ -11,7 +11,7 @@
 //! make the gateway hold is bounded by the budget, not by how many there are.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read};
+use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -185,16 +185,10 @@ impl futures_util::Stream for Batches {
     }
 }
 
-/// A blocking reader over a request body that an async task pumps in.
-pub struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
 /// Start pumping `body` into a channel; returns the reader for a blocking consumer and the pump future.
-pub fn reader_from_body(body: Body) -> (ChannelReader, impl std::future::Future<Output = ()>) {
+pub fn reader_from_body(body: Body) -> (crate::import::ChannelReader, impl std::future::Future<Output = ()>) {
     use futures_util::StreamExt;
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_DEPTH);
+    let (tx, reader) = crate::import::channel(UPLOAD_DEPTH);
     let pump = async move {
         let mut stream = body.into_data_stream();
         while let Some(frame) = stream.next().await {
@@ -222,21 +216,6 @@ pub fn reader_from_body(body: Body) -> (ChannelReader, impl std::future::Future<
             }
         }
     };
-    (ChannelReader { rx, cur: Bytes::new() }, pump)
+    (reader, pump)
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
-        Ok(n)
-    }
-}

@@ -16,7 +16,8 @@ use sha2::Digest;
 
 use super::error::AppError;
 use super::http_path::NarCompression;
-use super::stream::{reader_from_body, ChannelReader};
+use super::stream::reader_from_body;
+use crate::import::ChannelReader;
 use super::Gateway;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::NarErrorKind;

@@ -4,6 +4,7 @@
 //! below never calls back up here.
 
 mod ahead;
+mod channel;
 mod file;
 mod flat;
 mod nar;
@@ -12,6 +13,7 @@ mod repack;
 mod tarball;
 
 pub use self::ahead::{prove_ahead, with_helpers};
+pub use self::channel::{channel, ChannelReader, ChannelSender};
 pub use self::file::{add_file, FileAdded};
 pub use self::nar::{add_nar, add_path, NarAdded};
 pub use self::repack::{repack, RepackOutcome, RepackReport};

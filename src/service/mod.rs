@@ -63,7 +63,9 @@ pub struct Counters {
     pub narinfo_misses: u64,
     /// NAR bodies opened (whole or a range).
     pub nars_opened: u64,
-    /// Bytes read out of NARs for doors.
+    /// Stored files opened (hashed mirror; whole or a range).
+    pub files_opened: u64,
+    /// Bytes read out of NARs and files for doors.
     pub nar_bytes: u64,
     /// NARs stored by puts.
     pub nars_put: u64,
@@ -78,6 +80,7 @@ struct AtomicCounters {
     narinfo_lookups: AtomicU64,
     narinfo_misses: AtomicU64,
     nars_opened: AtomicU64,
+    files_opened: AtomicU64,
     nar_bytes: AtomicU64,
     nars_put: AtomicU64,
     narinfos_put: AtomicU64,
@@ -142,6 +145,7 @@ impl Service {
             narinfo_lookups: get(&c.narinfo_lookups),
             narinfo_misses: get(&c.narinfo_misses),
             nars_opened: get(&c.nars_opened),
+            files_opened: get(&c.files_opened),
             nar_bytes: get(&c.nar_bytes),
             nars_put: get(&c.nars_put),
             narinfos_put: get(&c.narinfos_put),
@@ -210,7 +214,14 @@ impl Service {
     ) -> Result<NarReader, ServiceError> {
         let reader = DagReader::range(self.store.clone(), entry.root, start, Some(end)).map_err(StoreError::from)?;
         bump(&self.counters.nars_opened, 1);
-        Ok(NarReader { reader, hash, service: self.clone() })
+        Ok(NarReader { reader, nar: Some(hash), service: self.clone() })
+    }
+
+    /// Bytes `start..end` of a stored file (found by [`Service::file`]).
+    pub fn file_reader(self: &Arc<Self>, root: Cid, start: u64, end: u64) -> Result<NarReader, ServiceError> {
+        let reader = DagReader::range(self.store.clone(), root, start, Some(end)).map_err(StoreError::from)?;
+        bump(&self.counters.files_opened, 1);
+        Ok(NarReader { reader, nar: None, service: self.clone() })
     }
 
     /// A stored file by any of its hashes: its SHA-256, root and size.
@@ -269,12 +280,13 @@ impl Drop for Service {
     }
 }
 
-/// Bytes of a NAR for a door. A block that turns out bad mid-stream marks the NAR damaged (it stops
-/// being advertised) and ends the read with an error: once a door has sent its headers, cutting the
-/// stream is the only safe answer, and the client's hash check catches it.
+/// Bytes of a NAR (or a stored file) for a door. A block that turns out bad mid-stream marks the NAR
+/// damaged (it stops being advertised) and ends the read with an error: once a door has sent its
+/// headers, cutting the stream is the only safe answer, and the client's hash check catches it.
 pub struct NarReader {
     reader: DagReader<Arc<Store>>,
-    hash: NarHash,
+    /// The NAR to mark damaged; `None` for a file (no narinfo advertises it).
+    nar: Option<NarHash>,
     service: Arc<Service>,
 }
 
@@ -289,11 +301,16 @@ impl NarReader {
                 Ok(b)
             }
             Err(e) => {
-                if !self.service.health.is_damaged(&self.hash) {
-                    bump(&self.service.counters.damaged, 1);
+                match self.nar {
+                    Some(nar) => {
+                        if !self.service.health.is_damaged(&nar) {
+                            bump(&self.service.counters.damaged, 1);
+                        }
+                        self.service.health.mark_damaged(nar);
+                        tracing::error!("NAR {nar} is damaged: {e}");
+                    }
+                    None => tracing::error!("a stored file is damaged: {e}"),
                 }
-                self.service.health.mark_damaged(self.hash);
-                tracing::error!("NAR {} is damaged: {e}", self.hash);
                 Err(io::Error::other(e))
             }
         }

@@ -226,3 +226,12 @@ pub fn corrupt_in_packs(store: &TestStore, needle: &[u8]) -> bool {
     }
     false
 }
+
+/// Download a crate's source archive (a real `.tar.gz`) from crates.io; returns the file.
+pub fn crate_tarball(work: &Path, name: &str, version: &str) -> PathBuf {
+    let file = work.join(format!("{name}-{version}.tar.gz"));
+    let url = format!("https://static.crates.io/crates/{name}/{name}-{version}.crate");
+    let o = Command::new("curl").args(["-sSfL", "--retry", "3", "-o"]).arg(&file).arg(&url).output().unwrap();
+    assert!(o.status.success(), "downloading {url}: {}", String::from_utf8_lossy(&o.stderr));
+    file
+}
