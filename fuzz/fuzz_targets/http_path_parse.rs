@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nixdag::gateway::http_path::{parse, parse_range, RangeRequest, Resource};
+use nixdag::gateway::http_path::{parse, parse_range, IpfsTarget, RangeRequest, Resource};
 
 fn check_range(header: &str, size: u64) {
     match parse_range(Some(header), size) {
@@ -51,6 +51,8 @@ fuzz_target!(|data: &[u8]| {
             Resource::Listing(h) => Some(format!("/{h}.ls")),
             Resource::Nar { hash, compression } => Some(format!("/nar/{}{}", hash.to_nix32(), compression.extension())),
             Resource::Log => None,
+            Resource::Ipfs(IpfsTarget::Block(cid)) => Some(format!("/ipfs/{cid}")),
+            Resource::Ipfs(_) => None,
             // A file has many spellings (hex, nix32, base64, SRI, escapes): each canonical one parses back.
             Resource::File(h) => {
                 for form in [

@@ -3,10 +3,14 @@
 //! The header is the dag-cbor map `{"roots": [root], "version": 1}`, small and fixed enough to write by
 //! hand (DESIGN §2): keys in dag-cbor's length-first order, the CID as tag 42 over `0x00 ‖ CID bytes`.
 
+use std::collections::HashSet;
 use std::io::Write;
 
-use super::cid::Cid;
-use super::reader::{walk, DagReadError, WalkMode};
+use bytes::Bytes;
+
+use super::cid::{block_hash, BlockHash, Cid, DAG_PB_CODEC};
+use super::reader::{load, walk, DagReadError, WalkMode, MAX_DEPTH};
+use super::unixfs::decode_file_node;
 use super::{put_varint, BlockSource};
 
 /// What an export wrote.
@@ -63,6 +67,95 @@ pub fn write_car(source: &impl BlockSource, root: &Cid, out: &mut impl Write) ->
     })?;
     out.flush().map_err(io_err)?;
     Ok(summary)
+}
+
+/// The blocks a streamed CAR carries (the trustless gateway's `dag-scope` and `entity-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarScope {
+    /// The root block alone.
+    Block,
+    /// Every block under the root (our DAGs are single files, so `entity` and `all` are the same).
+    All,
+    /// The blocks on the paths from the root to the leaves holding file bytes `from..to` (end
+    /// exclusive): what a client needs to verify that range and nothing more.
+    Bytes {
+        /// First byte.
+        from: u64,
+        /// One past the last byte.
+        to: u64,
+    },
+}
+
+/// A CAR v1 produced a block at a time (depth-first pre-order, the header first), so that a response
+/// body holds one block, never the DAG. Interior nodes are read to find their children; with
+/// [`CarScope::Bytes`] only children overlapping the range are visited. Each block is verified by the
+/// source as it is read.
+pub struct CarStream<S> {
+    source: S,
+    root: Cid,
+    scope: CarScope,
+    header: Option<Vec<u8>>,
+    /// Blocks still to visit: CID, file offset of its first byte, depth.
+    stack: Vec<(Cid, u64, usize)>,
+    /// Blocks sent, when duplicates are left out (32 bytes a block).
+    sent: Option<HashSet<BlockHash>>,
+}
+
+impl<S: BlockSource> CarStream<S> {
+    /// A CAR of `root` (its only root) under `scope`; `dups` keeps a block that the DAG links twice as
+    /// often as it is reached (`dups=y`), otherwise it is sent once.
+    pub fn new(source: S, root: Cid, scope: CarScope, dups: bool) -> Self {
+        CarStream {
+            source,
+            root,
+            scope,
+            header: Some(header(&root)),
+            stack: vec![(root, 0, 0)],
+            sent: (!dups).then(HashSet::new),
+        }
+    }
+
+    /// The next piece of the CAR: the header, then one framed block at a time; `None` at the end.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<Bytes>>, DagReadError> {
+        if let Some(h) = self.header.take() {
+            return Ok(Some(vec![Bytes::from(h)]));
+        }
+        while let Some((cid, at, depth)) = self.stack.pop() {
+            let hash = block_hash(&cid).map_err(|source| DagReadError::Cid { root: self.root, source })?;
+            if let Some(sent) = &mut self.sent {
+                if !sent.insert(hash) {
+                    continue;
+                }
+            }
+            let bytes = load(&self.source, &cid, &self.root)?;
+            if cid.codec() == DAG_PB_CODEC && self.scope != CarScope::Block {
+                if depth >= MAX_DEPTH {
+                    return Err(DagReadError::TooDeep { root: self.root });
+                }
+                let node =
+                    decode_file_node(hash, &bytes).map_err(|source| DagReadError::Node { root: self.root, source })?;
+                let mut children = Vec::with_capacity(node.links.len());
+                let mut child_at = at + node.inline.len() as u64;
+                for (link, size) in node.links.iter().zip(&node.blocksizes) {
+                    let wanted = match self.scope {
+                        CarScope::Bytes { from, to } => child_at < to && from < child_at + size,
+                        _ => true,
+                    };
+                    if wanted {
+                        children.push((*link, child_at, depth + 1));
+                    }
+                    child_at += size;
+                }
+                self.stack.extend(children.into_iter().rev());
+            }
+            let cid_bytes = cid.to_bytes();
+            let mut frame = Vec::with_capacity(10 + cid_bytes.len());
+            put_varint(&mut frame, (cid_bytes.len() + bytes.len()) as u64);
+            frame.extend_from_slice(&cid_bytes);
+            return Ok(Some(vec![Bytes::from(frame), bytes]));
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

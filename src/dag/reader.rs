@@ -9,7 +9,7 @@ use super::unixfs::{decode_file_node, NodeError};
 use super::BlockSource;
 
 /// Deeper than any balanced DAG can be (174^12 leaves): a deeper one is hostile.
-const MAX_DEPTH: usize = 12;
+pub(super) const MAX_DEPTH: usize = 12;
 
 /// Why a DAG could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub enum DagReadError {
     },
 }
 
-fn load(source: &impl BlockSource, cid: &Cid, root: &Cid) -> Result<Bytes, DagReadError> {
+pub(super) fn load(source: &impl BlockSource, cid: &Cid, root: &Cid) -> Result<Bytes, DagReadError> {
     let hash = block_hash(cid).map_err(|source| DagReadError::Cid { root: *root, source })?;
     match source.get_block_bytes(&hash) {
         Ok(Some(b)) => Ok(b),

@@ -17,6 +17,8 @@ pub enum AppError {
     Forbidden(String),
     /// 404
     NotFound,
+    /// 412: not here, and the client asked for cached answers only (`Cache-Control: only-if-cached`).
+    PreconditionFailed,
     /// 409: the upload contradicts what the cache already holds (a narinfo is written once).
     Conflict(String),
     /// 413: a body over a configured limit (narinfo size, NAR size, expansion ratio).
@@ -97,6 +99,7 @@ impl IntoResponse for AppError {
             AppError::UploadsDisabled => (StatusCode::FORBIDDEN, "uploads are disabled on this gateway".into()),
             AppError::Forbidden(why) => (StatusCode::FORBIDDEN, why),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not found".into()),
+            AppError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "not in this cache".into()),
             AppError::Conflict(why) => (StatusCode::CONFLICT, why),
             AppError::TooLarge(what) => (StatusCode::PAYLOAD_TOO_LARGE, format!("{what} too large")),
             AppError::Busy(what) => {

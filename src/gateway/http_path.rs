@@ -62,10 +62,24 @@ pub enum Resource {
     /// `builtin:fetchurl` asks for hex; tarballs.nixos.org answers nix32), `/<SRI>`, and `//<SRI>` (what
     /// nixpkgs' `fetchurl` asks for when the hash is SRI: its algorithm part is empty).
     File(NixHash),
+    /// `/ipfs/<cid>`: the IPFS trustless gateway (docs/IPFS.md).
+    Ipfs(IpfsTarget),
     /// `/log/<drv>`
     Log,
     /// `/`
     Root,
+}
+
+/// What an `/ipfs/` path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpfsTarget {
+    /// A block this store may hold (raw or dag-pb, BLAKE3).
+    Block(crate::dag::Cid),
+    /// An identity CID: the block is the digest itself (`bafkqaaa` is the empty block, the probe).
+    Inline(crate::dag::Cid, Vec<u8>),
+    /// A well-formed CID that cannot name a block here (another hash or codec), or a path below a CID:
+    /// our DAGs are single files, so there is nothing under them by name.
+    Elsewhere,
 }
 
 /// Why a path is not a resource.
@@ -103,6 +117,9 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
         h.copy_from_slice(&digest);
         return Ok(Resource::Nar { hash: NarHash(h), compression });
     }
+    if let Some(target) = rest.strip_prefix("ipfs/") {
+        return ipfs(target).map(Resource::Ipfs);
+    }
     if let Some(file) = hashed_mirror(rest) {
         return file.map(Resource::File);
     }
@@ -119,6 +136,30 @@ pub fn parse(path: &str) -> Result<Resource, PathError> {
     let hash: StorePathHash =
         stem.parse().map_err(|_| PathError::Malformed(format!("{stem:?} is not a store path hash")))?;
     Ok(if listing { Resource::Listing(hash) } else { Resource::NarInfo(hash) })
+}
+
+fn ipfs(target: &str) -> Result<IpfsTarget, PathError> {
+    use crate::dag::cid::{parse_cid, CidError};
+    let (text, below) = match target.split_once('/') {
+        Some((c, rest)) => (c, !rest.is_empty()),
+        None => (target, false),
+    };
+    let bad = |why: String| PathError::Malformed(format!("{text:?} is not a CID: {why}"));
+    let cid = match parse_cid(text) {
+        Ok(cid) if !below => return Ok(IpfsTarget::Block(cid)),
+        Ok(_) => return Ok(IpfsTarget::Elsewhere),
+        // Not one of ours: any CID the `cid` crate reads (CIDv0 `Qm…` included) is well-formed.
+        Err(e) => crate::dag::Cid::try_from(text).map_err(|_| match e {
+            CidError::Malformed { reason, .. } => bad(reason),
+            other => bad(other.to_string()),
+        })?,
+    };
+    const IDENTITY: u64 = 0x00;
+    const RAW: u64 = 0x55;
+    if cid.hash().code() == IDENTITY && cid.codec() == RAW && !below {
+        return Ok(IpfsTarget::Inline(cid, cid.hash().digest().to_vec()));
+    }
+    Ok(IpfsTarget::Elsewhere)
 }
 
 /// The hashed-mirror forms, or `None` when `rest` (the path after its first `/`) is not one. Base64
@@ -295,6 +336,20 @@ mod tests {
         }
         for other in ["/sha384/abc", "/sha256", "/blake3/abc"] {
             assert_eq!(parse(other), Err(PathError::Unknown), "{other}");
+        }
+    }
+
+    #[test]
+    fn ipfs_paths() {
+        let cid = crate::dag::BlockHash::of(b"x").cid(crate::dag::cid::RAW_CODEC);
+        assert_eq!(parse(&format!("/ipfs/{cid}")), Ok(Resource::Ipfs(IpfsTarget::Block(cid))));
+        assert!(matches!(parse("/ipfs/bafkqaaa"), Ok(Resource::Ipfs(IpfsTarget::Inline(_, ref b))) if b.is_empty()));
+        assert_eq!(parse(&format!("/ipfs/{cid}/a/b")), Ok(Resource::Ipfs(IpfsTarget::Elsewhere)));
+        // sha2-256 (a CIDv0 and its v1 form): well-formed, not ours.
+        let v0 = "QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n";
+        assert_eq!(parse(&format!("/ipfs/{v0}")), Ok(Resource::Ipfs(IpfsTarget::Elsewhere)));
+        for bad in ["/ipfs/", "/ipfs/not-a-cid", "/ipfs/bafy"] {
+            assert!(matches!(parse(bad), Err(PathError::Malformed(_))), "{bad}");
         }
     }
 

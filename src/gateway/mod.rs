@@ -14,6 +14,7 @@ pub mod key;
 mod nar;
 mod narinfo;
 mod file;
+mod ipfs;
 pub mod policy;
 mod pool;
 mod ranged;
@@ -198,6 +199,9 @@ async fn answer(gw: Gateway, client: IpAddr, method: Method, uri: Uri, headers: 
         Resource::Nar { hash, compression } if read => nar::get(&gw, hash, compression, &headers, head, client).await,
         Resource::Nar { hash, compression } if method == Method::PUT => {
             upload::put_nar(&gw, &headers, client, hash, compression, body).await
+        }
+        Resource::Ipfs(target) if read => {
+            ipfs::get(&gw, target, uri.query().unwrap_or(""), &headers, head, client).await
         }
         Resource::File(hash) if read => file::get(&gw, hash, &headers, head, client).await,
         Resource::Log if read => Err(AppError::NotFound),

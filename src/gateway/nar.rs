@@ -15,6 +15,9 @@ use super::Gateway;
 use crate::nix::hash::NarHash;
 use crate::service::NarReader;
 
+/// Names a NAR's root CID on its responses (docs/IPFS.md).
+const ROOT_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static("x-nixdag-root");
+
 /// zstd level for `.nar.zst`: fast enough to keep up with a LAN, still a large saving on a slow link.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -37,10 +40,14 @@ pub(super) async fn get(
     })?;
     let etag = format!("\"{}{}\"", hash.to_nix32(), compression.extension());
     let rangeable = compression == NarCompression::None;
-    let (status, start, end, h) = match plan(headers, &etag, "application/x-nix-nar", entry.nar_size, rangeable)? {
+    let (status, start, end, mut h) = match plan(headers, &etag, "application/x-nix-nar", entry.nar_size, rangeable)? {
         Plan::NotModified(h) => return Ok((StatusCode::NOT_MODIFIED, h).into_response()),
         Plan::Body { status, start, end, headers } => (status, start, end, headers),
     };
+    // The DAG's root, so that a client can fetch verified ranges from `/ipfs/<root>` instead.
+    if let Ok(v) = axum::http::HeaderValue::from_str(&entry.root.to_string()) {
+        h.insert(ROOT_HEADER, v);
+    }
     if head {
         return Ok((status, h).into_response());
     }

@@ -17,3 +17,4 @@ mod roundtrip;
 mod security;
 mod shared;
 mod storage;
+mod trustless;
