@@ -14,6 +14,7 @@ mod restore;
 mod serve;
 mod stats;
 mod verify;
+mod warm;
 
 use std::path::PathBuf;
 
@@ -63,6 +64,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// The gateway's signing key
     Key(key::KeyArgs),
+    /// Store paths and their closures ahead of time, from upstream caches or this machine's Nix store
+    Warm(warm::WarmArgs),
     /// The peer endpoint (docs/PEERS.md): its identity, and tickets for stock iroh-blobs clients
     Peer(peer::PeerArgs),
 }
@@ -203,6 +206,7 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         Command::Forget(a) => forget::run(&open()?, a),
         Command::DedupStats(a) => stats::run(&read()?, a),
         Command::Serve(a) => serve::run(open()?, a),
+        Command::Warm(a) => warm::run(open()?, a),
         Command::Key(a) => key::run(&store_dir, a),
         Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
         Command::Peer(_) => peer::show(&store_dir),

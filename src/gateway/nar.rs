@@ -28,12 +28,19 @@ pub(super) async fn get(
     if !matches!(compression, NarCompression::None | NarCompression::Zstd) {
         return Err(AppError::NotFound);
     }
-    // Before any status is sent: the NAR must be whole (every block present in the index).
-    let entry = gw.lookup(move |s| s.nar(&hash)?.ok_or(AppError::NotFound)).await.inspect_err(|e| {
-        if matches!(e, AppError::Damaged(_)) {
-            gw.narinfos.invalidate_all();
-        }
-    })?;
+    // Before any status is sent: the NAR must be whole (every block present in the index), or being
+    // pulled from an upstream (`serve --upstream`) as it is stored.
+    let found = gw
+        .lookup(move |s| match s.nar(&hash)? {
+            Some(entry) => Ok((Some(entry), None)),
+            None => s.pull(&hash).map(|r| (None, Some(r))).ok_or(AppError::NotFound),
+        })
+        .await
+        .inspect_err(|e| {
+            if matches!(e, AppError::Damaged(_)) {
+                gw.narinfos.invalidate_all();
+            }
+        })?;
     let etag = format!("\"{}{}\"", hash.to_nix32(), compression.extension());
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-nix-nar"));
@@ -46,10 +53,15 @@ pub(super) async fn get(
     if matches_etag {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
-    let size = entry.nar_size;
-    let (status, start, end) = if compression == NarCompression::Zstd {
-        // A compressed body has no stable byte offsets to resume from: ranges are for `.nar` only.
+    let (entry, pulling) = found;
+    let size = entry.as_ref().map(|e| e.nar_size).or_else(|| pulling.as_ref().and_then(|r| r.pulled_size())).unwrap_or(0);
+    let (status, start, end) = if compression == NarCompression::Zstd || pulling.is_some() {
+        // A compressed body has no stable byte offsets to resume from: ranges are for `.nar` only. A NAR
+        // still being pulled is sent whole (a server may ignore Range); once stored, ranges work.
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
+        if compression == NarCompression::None {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
         (StatusCode::OK, 0, size)
     } else {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -72,7 +84,12 @@ pub(super) async fn get(
     if !gw.budget.has_room() {
         return Err(AppError::Busy("too many bytes in flight"));
     }
-    let reader = Watched { reader: gw.service.nar_reader(hash, &entry, start, end)?, gw: gw.clone() };
+    let reader = match (pulling, entry) {
+        (Some(r), _) => r,
+        (None, Some(entry)) => gw.service.nar_reader(hash, &entry, start, end)?,
+        (None, None) => return Err(AppError::NotFound),
+    };
+    let reader = Watched { reader, gw: gw.clone() };
     let body = if compression == NarCompression::Zstd {
         let enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
         pulled(Zstd { reader, enc, done: false }, gw.budget.clone(), client)

@@ -15,3 +15,6 @@ mod roundtrip;
 mod security;
 mod shared;
 mod storage;
+mod warm;
+mod warm_pull;
+mod warm_server;
