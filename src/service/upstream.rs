@@ -8,8 +8,8 @@
 //! client asks for it: one download per NAR however many clients ask (single flight), streamed to
 //! each of them while it is being stored, from an unlinked temporary file that grows as the download
 //! does. The ingest validates the NAR as it arrives and commits it with its narinfo only when the
-//! NarHash and NarSize match; otherwise nothing is kept and the clients' streams are cut (their own
-//! hash check would refuse them anyway). Once stored, the path is served from the store like any other.
+//! NarHash and NarSize match; otherwise nothing is kept and the clients' streams are cut before their
+//! last byte. Once stored, the path is served from the store like any other.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -50,6 +50,10 @@ pub struct PullConfig {
 
 /// Entries kept in the bounded maps below before they are cleared (a few MiB at most).
 const MAX_REMEMBERED: usize = 16_384;
+
+/// NAR downloads at once (a thread and a temporary file each); a request for another missing NAR beyond
+/// them is answered as missing.
+const MAX_FLIGHTS: usize = 32;
 
 /// A pull-through cache over upstream binary caches.
 pub struct UpstreamFallback {
@@ -121,6 +125,10 @@ impl Fallback for UpstreamFallback {
         let mut flights = lock(&self.flights);
         if let Some(f) = flights.get(hash) {
             return Some(Pulled::new(f.clone(), self.cfg.idle));
+        }
+        if flights.len() >= MAX_FLIGHTS {
+            tracing::warn!("not pulling NAR {hash}: {MAX_FLIGHTS} downloads under way");
+            return None;
         }
         let (upstream, info) = lock(&self.answered).get(hash).cloned()?;
         let hash = *hash;
@@ -253,8 +261,14 @@ impl Pulled {
         let f = &self.flight;
         let mut state = lock(&f.state);
         loop {
-            if self.pos < state.written {
-                let n = (state.written - self.pos).min(max as u64) as usize;
+            // The last byte is held back until the NAR is stored: a client never receives a whole NAR
+            // whose hash turned out wrong (its download is cut instead).
+            let ready = match state.end {
+                Some(Ok(())) => state.written,
+                _ => state.written.min(f.size.saturating_sub(1)),
+            };
+            if self.pos < ready {
+                let n = (ready - self.pos).min(max as u64) as usize;
                 drop(state);
                 let mut buf = vec![0u8; n];
                 f.file.read_exact_at(&mut buf, self.pos)?;
@@ -268,7 +282,7 @@ impl Pulled {
             }
             let (s, timeout) = f.cond.wait_timeout(state, self.idle).unwrap_or_else(|p| p.into_inner());
             state = s;
-            if timeout.timed_out() && self.pos >= state.written && state.end.is_none() {
+            if timeout.timed_out() && state.end.is_none() && self.pos >= state.written.min(f.size.saturating_sub(1)) {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "the upstream download stalled"));
             }
         }

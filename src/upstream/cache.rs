@@ -280,3 +280,47 @@ pub(super) fn nar_location(info: &NarInfo) -> Result<(&str, NarCompression), Ups
         .ok_or_else(|| bad(&format!("unknown compression {:?}", info.compression.as_deref().unwrap_or(""))))?;
     Ok((url, c))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "StorePath: /nix/store/xkqag603938xw013sv3hgqh30laryip9-hello\n\
+        NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\nNarSize: 120\nReferences: \n";
+
+    fn with(url: Option<&str>, compression: Option<&str>) -> NarInfo {
+        let mut info = NarInfo::parse(INFO).unwrap();
+        info.url = url.map(String::from);
+        info.compression = compression.map(String::from);
+        info
+    }
+
+    #[test]
+    fn nar_urls_an_upstream_may_not_point_at() {
+        for url in [
+            None,
+            Some(""),
+            Some("/etc/passwd"),
+            Some("http://10.0.0.1/nar/x.nar"),
+            Some("//evil.example/x.nar"),
+            Some("nar/../../x.nar"),
+            Some("nar/./x.nar"),
+            Some("nar//x.nar"),
+            Some("nar/x.nar?y=1"),
+            Some("nar/x y.nar"),
+        ] {
+            assert!(nar_location(&with(url, Some("xz"))).is_err(), "{url:?} accepted");
+        }
+        assert!(nar_location(&with(Some("nar/x.nar.gz"), Some("gzip"))).is_err(), "unknown compression accepted");
+    }
+
+    #[test]
+    fn nar_urls_as_nix_writes_them() {
+        let c = |comp| nar_location(&with(Some("nar/1abc.nar.xz"), comp)).map(|(_, c)| c).unwrap();
+        assert_eq!(c(Some("xz")), NarCompression::Xz);
+        assert_eq!(c(Some("zstd")), NarCompression::Zstd);
+        assert_eq!(c(Some("none")), NarCompression::None);
+        // Nix reads a missing Compression as bzip2.
+        assert_eq!(c(None), NarCompression::Bzip2);
+    }
+}

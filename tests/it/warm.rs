@@ -115,7 +115,8 @@ fn warm(store: &TestStore, args: &[&str]) -> (bool, serde_json::Value, String) {
 /// The acceptance run: a 50-path closure from two upstreams (xz at priority 10 with only part of it,
 /// zstd at priority 20 with all of it): every NAR fetched once from the preferred upstream that has it,
 /// counts right; then stock Nix copies the whole closure from the gateway with no upstream behind it,
-/// checking the gateway's signatures; a second warm asks the upstreams nothing.
+/// checking the gateway's signatures (`serve` ran on the store all along); a second warm asks the
+/// upstreams nothing.
 #[test]
 fn warm_a_50_path_closure_from_two_upstreams_then_nix_copies_it_from_the_gateway() {
     let work = tempfile::tempdir().unwrap();
@@ -129,6 +130,8 @@ fn warm_a_50_path_closure_from_two_upstreams_then_nix_copies_it_from_the_gateway
     up1.set_priority(10);
     up2.set_priority(20);
     let store = TestStore::new();
+    // `serve` runs on the same store all along (no upstream behind it): warm works beside it.
+    let server = Server::start(&store, &[]);
     // The less preferred upstream is named first: priority decides, not order.
     let (ok, s, err) = warm(
         &store,
@@ -158,8 +161,7 @@ fn warm_a_50_path_closure_from_two_upstreams_then_nix_copies_it_from_the_gateway
     assert_eq!(store.stat("paths"), 50);
     store.verify();
 
-    // Stock Nix takes the whole closure from the gateway alone, trusting only the gateway's key.
-    let server = Server::start(&store, &[]);
+    // Stock Nix takes the whole closure from the running gateway, trusting only the gateway's key.
     let other = w.join("other-store");
     copy_from_gateway(w, &server, &other, top);
     for p in closure_of(top) {

@@ -64,7 +64,7 @@ fn serve_pulls_a_closure_through_from_an_upstream_once() {
 }
 
 /// Ten clients asking at once for the NAR of a path the store lacks cause one upstream download; all
-/// ten get the right bytes, the first before the download ends.
+/// ten get the right bytes, and get them as the download goes (the first byte long before the last).
 #[test]
 fn ten_clients_for_one_missing_nar_make_one_upstream_download() {
     let work = tempfile::tempdir().unwrap();
@@ -73,7 +73,8 @@ fn ten_clients_for_one_missing_nar_make_one_upstream_download() {
     let (sk, pk) = nix_key(w, "upstream-1");
     nix_cache(w, &w.join("up"), &sk, "zstd", &[&top]);
     let up = CacheServer::start(w.join("up"));
-    up.nar_delay(Duration::from_millis(500));
+    // About 4 MB at 2 MB/s: two seconds of download.
+    up.throttle(2 << 20);
     let store = TestStore::new();
     let server = Server::start(&store, &["--upstream", &up.url, "--trusted-key", &pk]);
     let (st, _, narinfo) = curl_full(&[&format!("{}/{}.narinfo", server.url, hash_of(&top))]);
@@ -88,14 +89,26 @@ fn ten_clients_for_one_missing_nar_make_one_upstream_download() {
         .map(|_| {
             let u = nar_url.clone();
             std::thread::spawn(move || {
-                let o = Command::new("curl").args(["-sS", "--fail", &u]).output().unwrap();
+                let out = tempfile::NamedTempFile::new().unwrap();
+                let o = Command::new("curl")
+                    .args(["-sS", "--fail", "-w", "%{time_starttransfer} %{time_total}", "-o"])
+                    .arg(out.path())
+                    .arg(&u)
+                    .output()
+                    .unwrap();
                 assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-                data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&o.stdout))
+                let times = String::from_utf8(o.stdout).unwrap();
+                let (first, total) = times.split_once(' ').unwrap();
+                let body = fs::read(out.path()).unwrap();
+                let hex = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&body));
+                (hex, first.parse::<f64>().unwrap(), total.parse::<f64>().unwrap())
             })
         })
         .collect();
     for c in clients {
-        assert_eq!(to_nix32(&format!("sha256:{}", c.join().unwrap())), nar_hash);
+        let (hex, first, total) = c.join().unwrap();
+        assert_eq!(to_nix32(&format!("sha256:{hex}")), nar_hash);
+        assert!(total > 1.0 && first < total / 2.0, "first byte after {first} s of {total} s");
     }
     assert_eq!(up.nar_requests().len(), 1, "{:?}", up.requests());
     // The next client reads the store.
@@ -141,5 +154,41 @@ fn with_the_only_upstream_down_serve_answers_local_paths_at_once_and_misses_in_t
         }
         server.stop();
     }
+    store.verify();
+}
+
+/// An upstream whose NAR does not match its signed narinfo: the client's download is cut, nothing of
+/// the path is kept, `verify` passes.
+#[test]
+fn a_pulled_nar_that_does_not_match_is_not_kept() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (leaves, _) = crate::warm::build_leaves(w, 2);
+    let (sk, pk) = nix_key(w, "upstream-1");
+    let dir = w.join("up");
+    nix_cache(w, &dir, &sk, "xz", &[&leaves[0], &leaves[1]]);
+    // leaf-1's narinfo without FileHash/FileSize (unsigned fields), and leaf-0's NAR file in its place.
+    let info = dir.join(format!("{}.narinfo", hash_of(&leaves[1])));
+    let text = fs::read_to_string(&info).unwrap();
+    fs::write(&info, text.lines().filter(|l| !l.starts_with("File")).map(|l| format!("{l}\n")).collect::<String>())
+        .unwrap();
+    let up = CacheServer::start(dir.clone());
+    let wrong = fs::read(dir.join(crate::warm::nar_url(&dir, &leaves[0]))).unwrap();
+    let nar_size = text.lines().find_map(|l| l.strip_prefix("NarSize: ")).unwrap().parse::<u64>().unwrap();
+    up.fault(&format!("/{}", crate::warm::nar_url(&dir, &leaves[1])), crate::warm_server::Fault::Body(wrong));
+    let store = TestStore::new();
+    let server = Server::start(&store, &["--upstream", &up.url, "--trusted-key", &pk]);
+    let (st, _, narinfo) = curl_full(&[&format!("{}/{}.narinfo", server.url, hash_of(&leaves[1]))]);
+    assert_eq!(st, 200);
+    let narinfo = String::from_utf8(narinfo).unwrap();
+    let url = narinfo.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+    let o = Command::new("curl").args(["-sS", "--fail"]).arg(format!("{}/{url}", server.url)).output().unwrap();
+    assert!(!o.status.success(), "a NAR that failed its hash check was served whole");
+    assert!((o.stdout.len() as u64) < nar_size, "{} bytes", o.stdout.len());
+    // Give the ingest its end, then look: nothing of it was kept.
+    std::thread::sleep(Duration::from_millis(300));
+    server.stop();
+    assert_eq!(store.stat("paths"), 0);
+    assert_eq!(store.stat("nars"), 0);
     store.verify();
 }

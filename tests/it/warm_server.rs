@@ -28,6 +28,8 @@ struct State {
     log: Vec<String>,
     faults: HashMap<String, Fault>,
     delay: Duration,
+    /// Bytes per second NAR bodies are sent at (0: as fast as possible).
+    rate: usize,
     down: bool,
 }
 
@@ -87,6 +89,11 @@ impl CacheServer {
         self.state.lock().unwrap().delay = d;
     }
 
+    /// Send NAR bodies at this many bytes per second.
+    pub fn throttle(&self, bytes_per_sec: usize) {
+        self.state.lock().unwrap().rate = bytes_per_sec;
+    }
+
     /// Accept connections but never answer (a hung upstream).
     pub fn set_down(&self, down: bool) {
         self.state.lock().unwrap().down = down;
@@ -135,9 +142,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, dir: &std::path::Path) {
         }
         let mut body = vec![0; content_length];
         let _ = reader.read_exact(&mut body);
-        let (fault, delay, down) = {
+        let (fault, delay, down, rate) = {
             let s = state.lock().unwrap();
-            (s.faults.get(&path).cloned(), s.delay, s.down)
+            (s.faults.get(&path).cloned(), s.delay, s.down, s.rate)
         };
         if down {
             state.lock().unwrap().log.push(format!("{method} {path} hung"));
@@ -174,6 +181,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>, dir: &std::path::Path) {
             // SO_LINGER 0: close sends a reset, not a clean end.
             let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
             return;
+        }
+        if rate > 0 && path.starts_with("/nar/") {
+            // A tenth of a second's worth at a time.
+            for piece in bytes.chunks((rate / 10).max(1)) {
+                if conn.write_all(piece).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            continue;
         }
         if conn.write_all(&bytes).is_err() {
             return;
