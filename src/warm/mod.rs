@@ -9,7 +9,8 @@
 //! loses at most the paths in flight): a path is never stored before what it references, and a path
 //! whose reference failed fails too. A failure of one path never stops the others; each is reported.
 //!
-//! `source.rs` has the two sources (upstream caches, the local Nix store), `plan.rs` the two passes.
+//! `source.rs` has the [`Source`] trait and the upstream caches as one, `local.rs` this machine's Nix store
+//! as the other, `plan.rs` the two passes.
 
 mod local;
 mod plan;
