@@ -190,7 +190,9 @@ impl Observer for Progress<'_> {
     fn planned(&self, total: usize, present: usize, to_fetch: usize, nar_bytes: u64) {
         self.nar_total.store(nar_bytes, Ordering::Relaxed);
         self.bar.set_length(to_fetch as u64);
-        let line = format!("{total} paths: {present} stored already, {to_fetch} to fetch ({})", HumanBytes(nar_bytes));
+        let paths = if total == 1 { "path" } else { "paths" };
+        let line =
+            format!("{total} {paths}: {present} stored already, {to_fetch} to fetch ({})", HumanBytes(nar_bytes));
         if self.terminal {
             self.bar.println(line);
         } else {
