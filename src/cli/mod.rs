@@ -15,6 +15,7 @@ mod restore;
 mod serve;
 mod stats;
 mod verify;
+mod warm;
 
 use std::path::PathBuf;
 
@@ -66,6 +67,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// The gateway's signing key
     Key(key::KeyArgs),
+    /// Store paths and their closures ahead of time, from upstream caches or this machine's Nix store
+    Warm(warm::WarmArgs),
     /// The peer endpoint (docs/PEERS.md): its identity, and tickets for stock iroh-blobs clients
     Peer(peer::PeerArgs),
 }
@@ -207,6 +210,7 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         Command::DedupStats(a) => stats::run(&read()?, a),
         Command::Serve(a) => serve::run(open()?, *a),
         Command::FetchSrc(a) => fetch_src::run(open()?, a),
+        Command::Warm(a) => warm::run(open()?, a),
         Command::Key(a) => key::run(&store_dir, a),
         Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
         Command::Peer(_) => peer::show(&store_dir),

@@ -13,8 +13,9 @@ use crate::fetch::{FetchOptions, MirrorPull};
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
 use crate::peer::access::AllowList;
 use crate::peer::{endpoint, Access, PeerConfig, Peering};
-use crate::service::{Service, ServiceConfig};
+use crate::service::{PullConfig, Service, ServiceConfig, UpstreamFallback};
 use crate::store::Store;
+use crate::upstream::{Timeouts, Upstreams};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Compression {
@@ -83,6 +84,23 @@ pub struct ServeArgs {
     tarball_mirrors: Vec<String>,
     #[command(flatten)]
     peering: PeeringArgs,
+    #[command(flatten)]
+    upstream: UpstreamArgs,
+}
+
+/// Pull-through (src/service/upstream.rs): paths the store lacks are fetched from upstream caches.
+#[derive(Args, Debug)]
+pub struct UpstreamArgs {
+    /// An upstream binary cache (`https://…` or `http://…`) asked when a path is missing here; its
+    /// narinfos must be signed by a `--trusted-key`; repeatable
+    #[arg(long = "upstream", value_name = "URL", help_heading = "Upstreams")]
+    upstreams: Vec<String>,
+    /// Longest a missing path waits for the upstreams before the answer is 404
+    #[arg(long, default_value_t = 5, value_name = "SECS", help_heading = "Upstreams")]
+    upstream_deadline: u64,
+    /// How long "no upstream has this path" is remembered
+    #[arg(long, default_value_t = 10, value_name = "SECS", help_heading = "Upstreams")]
+    upstream_negative_ttl: u64,
 }
 
 /// The peer door (docs/PEERS.md). Off unless `--peering` or another of these options is given.
@@ -189,6 +207,16 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         max_expansion: args.max_upload_expansion.max(1),
     };
     let trusted_keys = args.trust.keys()?;
+    let upstream = &args.upstream;
+    let upstreams = if upstream.upstreams.is_empty() {
+        None
+    } else {
+        if trusted_keys.is_empty() {
+            bail!("--upstream needs --trusted-key or --trusted-keys-file (nothing unsigned is taken from upstreams)");
+        }
+        let u = Upstreams::new(&upstream.upstreams, trusted_keys.clone(), Timeouts::default())?;
+        Some(Arc::new(u))
+    };
     let open_files = server::raise_open_file_limit();
     let limits = Limits {
         conn: ConnLimits {
@@ -228,6 +256,32 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             repack_idle: (args.repack_idle > 0).then(|| std::time::Duration::from_secs(args.repack_idle)),
         },
     );
+    // Upstreams get a runtime of their own: lookups block on it from the gateway's lookup threads. Their
+    // nix-cache-info is read in the background, so `serve` starts with every upstream offline.
+    let upstream_rt = match upstreams {
+        Some(u) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("nixdag-upstream")
+                .enable_all()
+                .build()
+                .context("starting the upstream runtime")?;
+            let probe = u.clone();
+            rt.spawn(async move {
+                for p in probe.probe().await {
+                    tracing::warn!("upstream {p}");
+                }
+            });
+            let cfg = PullConfig {
+                deadline: std::time::Duration::from_secs(upstream.upstream_deadline.max(1)),
+                negative_ttl: std::time::Duration::from_secs(upstream.upstream_negative_ttl),
+                idle: Timeouts::default().idle,
+            };
+            service.set_fallback(Arc::new(UpstreamFallback::new(u, rt.handle().clone(), cfg)));
+            Some(rt)
+        }
+        None => None,
+    };
     let gateway = Gateway::new(service.clone(), cfg);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let at = std::net::ToSocketAddrs::to_socket_addrs(&args.listen)
@@ -252,6 +306,9 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         p.stop();
     }
     service.stop();
+    if let Some(rt) = upstream_rt {
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    }
     served
 }
 

@@ -6,40 +6,7 @@
 use crate::nix::hash::{nix32, HashAlgo, NarHash, NixHash};
 use crate::nix::store_path::StorePathHash;
 
-/// How a NAR file is compressed, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NarCompression {
-    /// `.nar`
-    None,
-    /// `.nar.xz`
-    Xz,
-    /// `.nar.zst`
-    Zstd,
-    /// `.nar.bz2`
-    Bzip2,
-}
-
-impl NarCompression {
-    /// The narinfo `Compression:` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            NarCompression::None => "none",
-            NarCompression::Xz => "xz",
-            NarCompression::Zstd => "zstd",
-            NarCompression::Bzip2 => "bzip2",
-        }
-    }
-
-    /// The file extension after `.nar`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            NarCompression::None => ".nar",
-            NarCompression::Xz => ".nar.xz",
-            NarCompression::Zstd => ".nar.zst",
-            NarCompression::Bzip2 => ".nar.bz2",
-        }
-    }
-}
+pub use crate::nix::compression::NarCompression;
 
 /// A resource of the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,20 +32,34 @@ pub(super) async fn get(
     if !matches!(compression, NarCompression::None | NarCompression::Zstd) {
         return Err(AppError::NotFound);
     }
-    // Before any status is sent: the NAR must be whole (every block present in the index).
-    let entry = gw.lookup(move |s| s.nar(&hash)?.ok_or(AppError::NotFound)).await.inspect_err(|e| {
-        if matches!(e, AppError::Damaged(_)) {
-            gw.narinfos.invalidate_all();
-        }
-    })?;
+    // Before any status is sent: the NAR must be whole (every block present in the index), or being
+    // pulled from an upstream (`serve --upstream`) as it is stored.
+    let found = gw
+        .lookup(move |s| match s.nar(&hash)? {
+            Some(entry) => Ok((Some(entry), None)),
+            None => s.pull(&hash).map(|r| (None, Some(r))).ok_or(AppError::NotFound),
+        })
+        .await
+        .inspect_err(|e| {
+            if matches!(e, AppError::Damaged(_)) {
+                gw.narinfos.invalidate_all();
+            }
+        })?;
     let etag = format!("\"{}{}\"", hash.to_nix32(), compression.extension());
-    let rangeable = compression == NarCompression::None;
-    let (status, start, end, mut h) = match plan(headers, &etag, "application/x-nix-nar", entry.nar_size, rangeable)? {
+    let (entry, pulling) = found;
+    let size = entry.as_ref().map(|e| e.nar_size).or_else(|| pulling.as_ref().and_then(|r| r.pulled_size())).unwrap_or(0);
+    // A compressed body has no stable byte offsets to resume from: ranges are for `.nar` only. A NAR still
+    // being pulled is sent whole (a server may ignore Range); once stored, ranges work.
+    let rangeable = compression == NarCompression::None && pulling.is_none();
+    let (status, start, end, mut h) = match plan(headers, &etag, "application/x-nix-nar", size, rangeable)? {
         Plan::NotModified(h) => return Ok((StatusCode::NOT_MODIFIED, h).into_response()),
         Plan::Body { status, start, end, headers } => (status, start, end, headers),
     };
+    if pulling.is_some() && compression == NarCompression::None {
+        h.insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from(size));
+    }
     // The DAG's root, so that a client can fetch verified ranges from `/ipfs/<root>` instead.
-    if let Ok(v) = axum::http::HeaderValue::from_str(&entry.root.to_string()) {
+    if let Some(v) = entry.as_ref().and_then(|e| axum::http::HeaderValue::from_str(&e.root.to_string()).ok()) {
         h.insert(ROOT_HEADER, v);
     }
     if head {
@@ -54,7 +68,12 @@ pub(super) async fn get(
     if !gw.budget.has_room() {
         return Err(AppError::Busy("too many bytes in flight"));
     }
-    let reader = Watched { reader: gw.service.nar_reader(hash, &entry, start, end)?, gw: Some(gw.clone()) };
+    let reader = match (pulling, entry) {
+        (Some(r), _) => r,
+        (None, Some(entry)) => gw.service.nar_reader(hash, &entry, start, end)?,
+        (None, None) => return Err(AppError::NotFound),
+    };
+    let reader = Watched { reader, gw: Some(gw.clone()) };
     let body = if compression == NarCompression::Zstd {
         let enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), ZSTD_LEVEL).map_err(AppError::internal)?;
         pulled(Zstd { reader, enc, done: false }, gw.budget.clone(), client)

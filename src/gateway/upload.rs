@@ -19,6 +19,7 @@ use super::http_path::NarCompression;
 use super::stream::reader_from_body;
 use crate::import::ChannelReader;
 use super::Gateway;
+use crate::nix::compression::Decoder;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::NarErrorKind;
 use crate::nix::narinfo::NarInfo;
@@ -74,32 +75,13 @@ impl Read for Checked {
     }
 }
 
-/// The decompressed NAR; when the decoder ends, the raw upload is drained and its hash checked, so a
-/// mismatch fails the ingest before it commits.
-enum Decoded {
-    None(Checked),
-    Xz(xz2::read::XzDecoder<Checked>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<Checked>>),
-    Bzip2(bzip2::read::MultiBzDecoder<Checked>),
-}
+/// The decompressed NAR (the decoder every NAR download shares); when it ends, the raw upload is
+/// drained and its hash checked, so a mismatch fails the ingest before it commits.
+struct Decoded(Decoder<Checked>);
 
 impl Decoded {
-    fn new(c: NarCompression, raw: Checked) -> io::Result<Self> {
-        Ok(match c {
-            NarCompression::None => Decoded::None(raw),
-            NarCompression::Xz => Decoded::Xz(xz2::read::XzDecoder::new_multi_decoder(raw)),
-            NarCompression::Zstd => Decoded::Zstd(zstd::stream::read::Decoder::new(raw)?),
-            NarCompression::Bzip2 => Decoded::Bzip2(bzip2::read::MultiBzDecoder::new(raw)),
-        })
-    }
-
     fn raw(&mut self) -> &mut Checked {
-        match self {
-            Decoded::None(r) => r,
-            Decoded::Xz(d) => d.get_mut(),
-            Decoded::Zstd(d) => d.get_mut().get_mut(),
-            Decoded::Bzip2(d) => d.get_mut(),
-        }
+        self.0.get_mut()
     }
 }
 
@@ -137,12 +119,7 @@ impl Read for Limited {
 
 impl Read for Decoded {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = match self {
-            Decoded::None(r) => r.read(out),
-            Decoded::Xz(d) => d.read(out),
-            Decoded::Zstd(d) => d.read(out),
-            Decoded::Bzip2(d) => d.read(out),
-        }?;
+        let n = self.0.read(out)?;
         if n == 0 && !out.is_empty() {
             self.raw().finish()?;
         }
@@ -193,7 +170,8 @@ pub(super) async fn put_nar(
     let ingest = tokio::task::spawn_blocking(move || {
         let raw =
             Checked { inner: reader, sha: sha2::Sha256::new(), received: 0, expected: file_hash, finished: false };
-        let decoded = Decoded::new(compression, raw)
+        let decoded = Decoder::new(compression, raw)
+            .map(Decoded)
             .map_err(|e| StoreError::Io { context: "starting decompression".into(), source: e })?;
         let limited = Limited { inner: decoded, produced: 0, max_size, max_ratio };
         service.put_nar(BufReader::with_capacity(1 << 20, limited))

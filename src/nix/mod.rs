@@ -9,6 +9,7 @@
 //! - [`nar`]: the Nix ARchive format: a streaming writer (`nix-store --dump`), a validating
 //!   streaming parser, restore (`nix-store --restore`) and the `.ls` listing.
 //! - [`narinfo`]: the `.narinfo` text files of binary caches and their signing fingerprint.
+//! - [`compression`]: the compressions of a binary cache's NAR files, and a streaming decoder.
 //! - [`signing`]: ed25519 keys and signatures in `nix-store --generate-binary-cache-key` format.
 //!
 //! Everything here is checked against real Nix output (fixtures produced by Nix 2.8 live in
@@ -17,6 +18,7 @@
 //! crate of its own without a rewrite.
 
 pub mod ca;
+pub mod compression;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;

@@ -10,6 +10,7 @@
 mod accept;
 mod health;
 mod repack;
+mod upstream;
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use self::accept::{judge_narinfo, Known, Refusal, Verdict};
+pub use self::upstream::{Fallback, PullConfig, Pulled, UpstreamFallback};
 use crate::chunk::ChunkerConfig;
 use crate::dag::{Cid, DagReader};
 use crate::nix::hash::{HashAlgo, Hasher, NarHash, NixHash};
@@ -99,6 +101,8 @@ pub struct Service {
     health: health::Health,
     counters: AtomicCounters,
     repacker: Mutex<Option<repack::Background>>,
+    /// Asked on a miss (`serve --upstream`); set once, after start.
+    fallback: std::sync::OnceLock<Arc<dyn Fallback>>,
 }
 
 impl Service {
@@ -112,7 +116,13 @@ impl Service {
             health: health::Health::default(),
             counters: AtomicCounters::default(),
             repacker: Mutex::new(repacker),
+            fallback: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where to turn on a miss (src/service/upstream.rs); only the first call takes effect.
+    pub fn set_fallback(&self, f: Arc<dyn Fallback>) {
+        let _ = self.fallback.set(f);
     }
 
     /// Stop background work (and wait for it); the service still answers calls.
@@ -172,7 +182,8 @@ impl Service {
         let found = self.store.path_info(&hash.to_string())?;
         let Some(info) = found else {
             bump(&self.counters.narinfo_misses, 1);
-            return Ok(None);
+            // The one place a miss turns elsewhere (upstream caches; a verified narinfo or nothing).
+            return Ok(self.fallback.get().and_then(|f| f.narinfo(hash)));
         };
         let Some(entry) = self.store.nar(&info.nar_hash)? else { return Ok(None) };
         match self.check_whole(info.nar_hash, &entry) {
@@ -199,6 +210,14 @@ impl Service {
         Ok(Some(entry))
     }
 
+    /// A NAR the store lacks, pulled from where the fallback found its narinfo, as it is being stored:
+    /// `None` when there is no fallback or it knows no such NAR.
+    pub fn pull(self: &Arc<Self>, hash: &NarHash) -> Option<NarReader> {
+        let pulled = self.fallback.get()?.nar(self, hash)?;
+        bump(&self.counters.nars_opened, 1);
+        Some(NarReader { inner: Inner::Pulled(pulled), nar: Some(*hash), service: self.clone() })
+    }
+
     /// Whether the NAR with this hash was found damaged.
     pub fn is_damaged(&self, hash: &NarHash) -> bool {
         self.health.is_damaged(hash)
@@ -214,14 +233,14 @@ impl Service {
     ) -> Result<NarReader, ServiceError> {
         let reader = DagReader::range(self.store.clone(), entry.root, start, Some(end)).map_err(StoreError::from)?;
         bump(&self.counters.nars_opened, 1);
-        Ok(NarReader { reader, nar: Some(hash), service: self.clone() })
+        Ok(NarReader { inner: Inner::Stored(reader), nar: Some(hash), service: self.clone() })
     }
 
     /// Bytes `start..end` of a stored file (found by [`Service::file`]).
     pub fn file_reader(self: &Arc<Self>, root: Cid, start: u64, end: u64) -> Result<NarReader, ServiceError> {
         let reader = DagReader::range(self.store.clone(), root, start, Some(end)).map_err(StoreError::from)?;
         bump(&self.counters.files_opened, 1);
-        Ok(NarReader { reader, nar: None, service: self.clone() })
+        Ok(NarReader { inner: Inner::Stored(reader), nar: None, service: self.clone() })
     }
 
     /// A stored file by any of its hashes: its SHA-256, root and size.
@@ -245,6 +264,33 @@ impl Service {
         self.health.healed(&added.nar_hash, &added.root);
         bump(&self.counters.nars_put, 1);
         Ok(added)
+    }
+
+    /// Store a store path whose narinfo the caller has verified (signed by a trusted key, or from this
+    /// machine's Nix store: docs/SECURITY.md), its NAR read from `r`: both are committed together, and
+    /// only if the NAR matches the narinfo's NarHash and NarSize; otherwise nothing is kept.
+    pub fn put_path(&self, info: NarInfo, r: impl Read) -> Result<NarAdded, StoreError> {
+        let added = import::add_nar(&self.store, r, ChunkerConfig::default(), Some(info))?;
+        self.health.healed(&added.nar_hash, &added.root);
+        bump(&self.counters.nars_put, 1);
+        bump(&self.counters.narinfos_put, 1);
+        Ok(added)
+    }
+
+    /// Record a verified narinfo (as [`Service::put_path`]) whose NAR is stored and whole already.
+    pub fn record_path(&self, info: NarInfo) -> Result<(), ServiceError> {
+        let entry = self.nar(&info.nar_hash)?.ok_or(StoreError::NoSuchNar(info.nar_hash))?;
+        if entry.nar_size != info.nar_size {
+            return Err(StoreError::HashMismatch {
+                what: format!("NAR of {}", info.store_path),
+                expected: format!("{} ({} bytes)", info.nar_hash, info.nar_size),
+                got: format!("{} ({} bytes)", info.nar_hash, entry.nar_size),
+            }
+            .into());
+        }
+        self.store.begin_ingest().commit(&[Manifest::Path(Box::new(info))])?;
+        bump(&self.counters.narinfos_put, 1);
+        Ok(())
     }
 
     /// Record an uploaded narinfo if the upload rules accept it (docs/SECURITY.md): its NAR stored, its
@@ -284,16 +330,40 @@ impl Drop for Service {
 /// damaged (it stops being advertised) and ends the read with an error: once a door has sent its
 /// headers, cutting the stream is the only safe answer, and the client's hash check catches it.
 pub struct NarReader {
-    reader: DagReader<Arc<Store>>,
+    inner: Inner,
     /// The NAR to mark damaged; `None` for a file (no narinfo advertises it).
     nar: Option<NarHash>,
     service: Arc<Service>,
 }
 
+enum Inner {
+    Stored(DagReader<Arc<Store>>),
+    /// Being pulled from elsewhere (its bytes are checked by the ingest, not by a stored DAG).
+    Pulled(Pulled),
+}
+
 impl NarReader {
+    /// The NAR's size, when it is being pulled (a stored NAR's size is in its entry).
+    pub fn pulled_size(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Pulled(p) => Some(p.size()),
+            Inner::Stored(_) => None,
+        }
+    }
+
     /// The next piece, at most `max` bytes; `None` at the end.
     pub fn next_bytes(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        match self.reader.next_bytes(max) {
+        let reader = match &mut self.inner {
+            Inner::Stored(r) => r,
+            Inner::Pulled(p) => {
+                let b = p.next_bytes(max)?;
+                if let Some(b) = &b {
+                    bump(&self.service.counters.nar_bytes, b.len() as u64);
+                }
+                return Ok(b);
+            }
+        };
+        match reader.next_bytes(max) {
             Ok(b) => {
                 if let Some(b) = &b {
                     bump(&self.service.counters.nar_bytes, b.len() as u64);

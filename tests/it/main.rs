@@ -18,3 +18,6 @@ mod security;
 mod shared;
 mod storage;
 mod trustless;
+mod warm;
+mod warm_pull;
+mod warm_server;
