@@ -16,6 +16,7 @@ pub mod endpoint;
 mod error;
 pub mod key;
 pub mod seqs;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
