@@ -76,7 +76,10 @@ fn status(store_dir: &std::path::Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&f)?);
         return Ok(());
     }
-    println!("{:<64}  {:<9}  {:>10}  {:>12}  {:>14}", "endpoint-id", "reachable", "last-seen", "bytes-sent", "bytes-received");
+    println!(
+        "{:<64}  {:<9}  {:>10}  {:>12}  {:>14}",
+        "endpoint-id", "reachable", "last-seen", "bytes-sent", "bytes-received"
+    );
     for p in &f.peers {
         let seen = p.last_seen.map_or("never".to_string(), |t| t.to_string());
         let reach = if p.reachable { "yes" } else { "no" };

@@ -40,7 +40,7 @@ use crate::dag::{BlockHash, BlockSource, Cid, DagReader};
 use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
-use crate::service::{MissSource, ServiceError};
+use crate::service::{Believe, MissSource, ServiceError};
 use crate::store::{Manifest, NarEntry, Store, StoreError};
 
 /// Blocks one request asks for: small enough that two peers share even a small NAR's missing blocks.
@@ -191,10 +191,11 @@ impl Fetcher {
         req: Request,
         timeout: Duration,
         read: fn(&mut Reader<iroh::endpoint::RecvStream>) -> ReadFut<'_, Option<T>>,
+        keep: Keep<T>,
     ) -> (Option<T>, HashSet<EndpointId>) {
         let mut set = JoinSet::new();
         for addr in self.peers.clone() {
-            let (this, req) = (self.clone(), req.clone());
+            let (this, req, keep) = (self.clone(), req.clone(), keep.clone());
             set.spawn(async move {
                 let sent = req.encode().len() as u64;
                 let r = tokio::time::timeout(timeout, async {
@@ -207,7 +208,7 @@ impl Fetcher {
                 let answer = match r {
                     Ok(Ok((Ok(answer), received))) => {
                         this.stats.seen(addr.id, sent, received);
-                        Ok(answer)
+                        Ok(answer.filter(|a| keep(a)))
                     }
                     Ok(Ok((Err(e), received))) => {
                         this.stats.moved(addr.id, sent, received);
@@ -243,22 +244,38 @@ impl Fetcher {
         (None, failed)
     }
 
-    /// A store path's narinfo from the first peer that has it, within the deadline.
-    pub fn narinfo(self: &Arc<Self>, hash: &StorePathHash) -> Option<NarInfo> {
+    /// A store path's narinfo from the first peer whose answer `believe` accepts, within the deadline.
+    pub fn narinfo(
+        self: &Arc<Self>,
+        hash: &StorePathHash,
+        believe: Arc<dyn Fn(&NarInfo) -> bool + Send + Sync>,
+    ) -> Option<NarInfo> {
         let req = Request::NarInfo(hash.0);
         let deadline = self.cfg.deadline;
         let this = self.clone();
+        let want = *hash;
+        let keep: Keep<wire::NarInfoAnswer> = Arc::new(move |a| match NarInfo::parse(&a.text) {
+            Ok(info) if *info.store_path.hash() == want => {
+                let yes = believe(&info);
+                if !yes {
+                    tracing::info!("narinfo of {} from a peer is signed by no trusted key: not served", info.store_path);
+                }
+                yes
+            }
+            Ok(info) => {
+                tracing::warn!("a peer answered {want} with the narinfo of {}: ignored", info.store_path);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("a peer's narinfo for {want} does not parse: {e}");
+                false
+            }
+        });
         let found = self.runtime.block_on(async move {
-            let ask = this.ask_all(req, deadline, |r| Box::pin(r.narinfo()));
+            let ask = this.ask_all(req, deadline, |r| Box::pin(r.narinfo()), keep);
             tokio::time::timeout(deadline, ask).await.ok().and_then(|(a, _)| a)
         })?;
-        match NarInfo::parse(&found.text) {
-            Ok(info) => Some(info),
-            Err(e) => {
-                tracing::warn!("a peer's narinfo for {hash} does not parse: {e}");
-                None
-            }
-        }
+        NarInfo::parse(&found.text).ok()
     }
 
     /// Fetch the NAR with this hash and size into `store` (see the module doc); `Ok(false)` when no
@@ -269,7 +286,7 @@ impl Fetcher {
         let this = self.clone();
         let (root, failed) = self.runtime.block_on(async move {
             let stall = this.cfg.stall;
-            this.ask_all(Request::Nar(nar.0), stall, |r| Box::pin(r.root())).await
+            this.ask_all(Request::Nar(nar.0), stall, |r| Box::pin(r.root()), Arc::new(|_| true)).await
         });
         let Some(Root { root, size: claimed }) = root else { return Ok(false) };
         // Every peer not known to have failed may hold blocks of it (dedup across NARs), not only those
@@ -387,20 +404,19 @@ impl Fetcher {
                         },
                         _ => None,
                     };
-                    match block.decode_bytes(base.as_deref()) {
-                        Ok(Some(bytes)) if BlockHash::of(&bytes) == hash => {
+                    match judge(&hash, &block, base.as_deref()) {
+                        Judged::Good(bytes) => {
                             spill.put(hash, &bytes)?;
                             remaining.remove(&hash);
                             if spill.len > limit {
                                 break Err(FetchError::TooMuch(limit));
                             }
                         }
-                        // A delta on a base this node lacks: the same peer may send it whole.
-                        Ok(None) if matches!(block, WireBlock::Delta { .. }) => requeue(hash, false, Some(peer)),
-                        Ok(None) => requeue(hash, true, None),
-                        Ok(Some(_)) | Err(_) => {
+                        Judged::WithoutDelta => requeue(hash, false, Some(peer)),
+                        Judged::Missing => requeue(hash, true, None),
+                        Judged::Bad(why) => {
                             self.stats.bad_block(id);
-                            tracing::warn!(peer = %id, "peer sent block {hash} that does not decode to bytes hashing to it: dropped, asked of another peer");
+                            tracing::warn!(peer = %id, "bad block {hash} from a peer ({why}): dropped, asked of another peer");
                             requeue(hash, true, None);
                         }
                     }
@@ -426,6 +442,34 @@ impl Fetcher {
         result
     }
 }
+
+/// What to do with a block a peer sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Judged {
+    /// Its bytes, which hash to its name.
+    Good(Vec<u8>),
+    /// A delta on a base this node lacks: ask again for it whole (the same peer may send it).
+    WithoutDelta,
+    /// The peer does not have it.
+    Missing,
+    /// It does not decode, or decodes to bytes of another hash: the sender is marked.
+    Bad(String),
+}
+
+/// The receiver's check of every block, whatever its sender: decoded (with `base`, the delta's base,
+/// when this node has it) and hashed; only bytes that hash to `hash` are good.
+fn judge(hash: &BlockHash, block: &WireBlock, base: Option<&[u8]>) -> Judged {
+    match block.decode_bytes(base) {
+        Ok(Some(bytes)) if BlockHash::of(&bytes) == *hash => Judged::Good(bytes),
+        Ok(Some(bytes)) => Judged::Bad(format!("its {} bytes hash to {}", bytes.len(), BlockHash::of(&bytes))),
+        Ok(None) if matches!(block, WireBlock::Delta { .. }) => Judged::WithoutDelta,
+        Ok(None) => Judged::Missing,
+        Err(e) => Judged::Bad(e.to_string()),
+    }
+}
+
+/// Which answers count as found (the others as "not here").
+type Keep<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 
 /// A future reading one answer (the reader functions of [`Reader`], boxed).
 type ReadFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, wire::WireError>> + Send + 'a>>;
@@ -625,8 +669,8 @@ fn check_and_commit(store: &Store, nar: &NarHash, root: Cid, size: u64, spill: &
 pub struct PeerMisses(pub Arc<Fetcher>);
 
 impl MissSource for PeerMisses {
-    fn narinfo(&self, hash: &StorePathHash) -> Option<NarInfo> {
-        self.0.narinfo(hash)
+    fn narinfo(&self, hash: &StorePathHash, believe: Believe) -> Option<NarInfo> {
+        self.0.narinfo(hash, believe)
     }
 
     fn fetch_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<bool, ServiceError> {
@@ -635,5 +679,33 @@ impl MissSource for PeerMisses {
             Err(FetchError::Store(e)) => Err(ServiceError::Store(e)),
             Err(e) => Err(ServiceError::Fetch(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_block_is_judged_bad_whatever_its_form() {
+        let good = nixdag_testkit::noise(1, 50_000);
+        let hash = BlockHash::of(&good);
+        let mut forged = good.clone();
+        forged[100] ^= 1;
+        let raw_len = good.len() as u32;
+        assert_eq!(judge(&hash, &WireBlock::Raw(good.clone()), None), Judged::Good(good.clone()));
+        assert!(matches!(judge(&hash, &WireBlock::Raw(forged.clone()), None), Judged::Bad(_)));
+        let z = |b: &[u8]| zstd::bulk::compress(b, 3).unwrap();
+        assert_eq!(judge(&hash, &WireBlock::Zstd { raw_len, payload: z(&good) }, None), Judged::Good(good.clone()));
+        assert!(matches!(judge(&hash, &WireBlock::Zstd { raw_len, payload: z(&forged) }, None), Judged::Bad(_)));
+        assert!(matches!(judge(&hash, &WireBlock::Zstd { raw_len, payload: vec![1, 2, 3] }, None), Judged::Bad(_)));
+        // A delta: good on the right base, bad on another, asked again whole without one.
+        let base = nixdag_testkit::edited(&good, 7);
+        let payload = crate::store::delta_compress(3, &base, &good).unwrap();
+        let d = WireBlock::Delta { base: BlockHash::of(&base), raw_len, payload };
+        assert_eq!(judge(&hash, &d, Some(&base)), Judged::Good(good.clone()));
+        assert!(matches!(judge(&hash, &d, Some(&nixdag_testkit::noise(3, 50_000))), Judged::Bad(_)));
+        assert_eq!(judge(&hash, &d, None), Judged::WithoutDelta);
+        assert_eq!(judge(&hash, &WireBlock::Missing, None), Judged::Missing);
     }
 }

@@ -48,13 +48,16 @@ pub struct ServiceConfig {
 /// later an upstream binary cache too. The service decides what to believe (its trusted keys) and
 /// records what came so; a source only finds and moves bytes, each call bounding its own time.
 pub trait MissSource: Send + Sync {
-    /// The narinfo of a store path as found elsewhere, with the signatures it carries; `None` when
-    /// nobody answered it within the source's deadline.
-    fn narinfo(&self, hash: &StorePathHash) -> Option<NarInfo>;
+    /// The narinfo of a store path as found elsewhere, with the signatures it carries, the first that
+    /// `believe` accepts (the service's trust rule); `None` when none came within the source's deadline.
+    fn narinfo(&self, hash: &StorePathHash, believe: Believe) -> Option<NarInfo>;
     /// Fetch the NAR with this hash and size into the store, every block verified, and commit it
     /// (NarHash → root) once all its blocks are durable; `Ok(false)` when nobody had it.
     fn fetch_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<bool, ServiceError>;
 }
+
+/// The service's rule for narinfos from elsewhere, handed to a [`MissSource`].
+pub type Believe = Arc<dyn Fn(&NarInfo) -> bool + Send + Sync>;
 
 /// Narinfos a [`MissSource`] found that are not recorded yet (their NAR is fetched on its first
 /// request), by store-path hash part; bounded, oldest dropped first.
@@ -225,13 +228,11 @@ impl Service {
             return Ok(Some(info.clone()));
         }
         let Some(source) = self.miss.get() else { return Ok(None) };
-        let Some(info) = source.narinfo(hash) else { return Ok(None) };
-        if info.store_path.hash() != hash {
-            tracing::warn!("a peer answered {hash} with the narinfo of {}: ignored", info.store_path);
-            return Ok(None);
-        }
-        if !self.believes_foreign(&info) {
-            tracing::info!("narinfo of {} from a peer is signed by no trusted key: not served", info.store_path);
+        let (trusted, all) = (self.trusted.clone(), self.trust_foreign);
+        let believe: Believe = Arc::new(move |i: &NarInfo| all || verify_any(&trusted, &i.fingerprint(), &i.sigs));
+        let Some(info) = source.narinfo(hash, believe) else { return Ok(None) };
+        // The source applied the rule; the service checks again what it keeps.
+        if info.store_path.hash() != hash || !self.believes_foreign(&info) {
             return Ok(None);
         }
         let mut pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());

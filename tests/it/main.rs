@@ -9,6 +9,7 @@ mod dedup;
 mod gateway;
 mod gc;
 mod ipfs;
+mod peer_fetch;
 mod peers;
 mod rebuilds;
 mod roundtrip;
