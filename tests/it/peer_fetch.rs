@@ -221,6 +221,11 @@ fn a_new_version_substitutes_through_a_peer_and_only_its_new_blocks_travel() {
     assert_eq!(peer["reachable"], true);
     assert!(peer["last_seen"].as_u64().is_some());
     b_store.verify();
+    // Recorded as foreign (foreign-paths-0): after a restart without peers, still A's signature only.
+    b.signal("TERM");
+    drop(b);
+    let b = Node::start(&b_store, &[]);
+    assert_eq!(sig_lines(&b), a_sigs, "a peer's narinfo stays unsigned by B across restarts");
 }
 
 #[test]
@@ -328,4 +333,111 @@ fn a_peer_not_allowed_gets_nothing_on_the_fetch_protocol() {
     assert_eq!(status, 404, "a narinfo signed by no trusted key is not served");
     let log = untrusting.log_with("signed by no trusted key");
     assert!(log.contains("signed by no trusted key"), "{log}");
+}
+
+/// A peer written against iroh alone, speaking `/nixdag/fetch/1` from its documented bytes
+/// (docs/PEERS.md): it names the right root for a NAR, then answers every block with bytes of the
+/// right length that are not the block.
+#[derive(Debug, Clone)]
+struct Forger {
+    root: Vec<u8>,
+    size: u64,
+}
+
+impl iroh::protocol::ProtocolHandler for Forger {
+    async fn accept(&self, conn: iroh::endpoint::Connection) -> Result<(), iroh::protocol::AcceptError> {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let req = recv.read_to_end(1 << 16).await.unwrap_or_default();
+            let mut out = Vec::new();
+            match req.first() {
+                // NAR: 01, the CID's length and bytes, the size.
+                Some(2) => {
+                    out.push(1);
+                    out.push(self.root.len() as u8);
+                    out.extend_from_slice(&self.root);
+                    out.extend_from_slice(&self.size.to_le_bytes());
+                }
+                // BLOCKS: per block 03 RAW, u32 length, bytes (forged).
+                Some(4) => {
+                    let count = u16::from_le_bytes([req[2], req[3]]) as usize;
+                    for i in 0..count {
+                        out.push(3);
+                        out.extend_from_slice(&1000u32.to_le_bytes());
+                        out.extend(std::iter::repeat_n(i as u8, 1000));
+                    }
+                }
+                // NARINFO and the rest: 00, not here.
+                _ => out.push(0),
+            }
+            let _ = send.write_all(&out).await;
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn forged_and_damaged_blocks_are_dropped_and_fetched_from_another_peer() {
+    require_nix();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let dir = w.join("pkg");
+    nixdag_testkit::package_tree(&dir, 1_500_000, 8);
+    let p = nix_add(&dir);
+    let (a_store, b_store, c_store) = (TestStore::new(), TestStore::new(), TestStore::new());
+    let (nar_hash, root, size) = a_store.add(&[p.to_str().unwrap()]);
+    b_store.add(&[p.to_str().unwrap()]);
+    // A's copy of an incompressible block (kept raw in the packs) is damaged: A must not send it.
+    let tool = fs::read(dir.join("bin/tool-0")).unwrap();
+    assert!(corrupt_in_packs(&a_store, &tool[300_000..300_064]), "the binary is stored as it is");
+    let a = Node::start(&a_store, &["--open"]);
+    let b = Node::start(&b_store, &["--open"]);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let forger = Forger { root: cid::Cid::try_from(root.as_str()).unwrap().to_bytes(), size };
+    let (router, forger_peer) = rt.block_on(async {
+        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+            .secret_key(iroh::SecretKey::from_bytes(&[42; 32]))
+            .relay_mode(iroh::RelayMode::Disabled)
+            .clear_address_lookup()
+            .clear_ip_transports()
+            .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+            .net_report_config(iroh::NetReportConfig::minimal())
+            .bind_addr("127.0.0.1:0")
+            .unwrap()
+            .bind()
+            .await
+            .unwrap();
+        let at = ep.bound_sockets()[0];
+        let peer = format!("{}@{at}", ep.id());
+        (iroh::protocol::Router::builder(ep).accept(b"/nixdag/fetch/1", forger).spawn(), peer)
+    });
+    let forger_id = forger_peer.split('@').next().unwrap().to_string();
+    let c = Node::start(
+        &c_store,
+        &[
+            "--peer",
+            &forger_peer,
+            "--peer",
+            &a.ticket,
+            "--peer",
+            &b.ticket,
+            "--trusted-key",
+            &a.key,
+            "--trusted-key",
+            &b.key,
+        ],
+    );
+    let hash_part = p.file_name().unwrap().to_str().unwrap().split('-').next().unwrap().to_string();
+    assert_eq!(get(&c.url, &format!("/{hash_part}.narinfo")).0, 200);
+    let (status, body) = get(&c.url, &format!("/nar/{}.nar", to_nix32(&nar_hash).strip_prefix("sha256:").unwrap()));
+    assert_eq!(status, 200, "{}", c.log());
+    assert!(body == nix_dump(&p), "the NAR is byte-exact");
+    let log = c.log_with("bad block");
+    assert!(log.contains("bad block") && log.contains(&forger_id[..10]), "{log}");
+    let s = c.status();
+    assert!(s["bad_blocks"].as_u64().unwrap() >= 1, "{s}");
+    assert!(a.log_with("not sending block").contains("not sending block"), "{}", a.log());
+    c_store.verify();
+    rt.block_on(async { router.shutdown().await.ok() });
 }
