@@ -60,7 +60,7 @@ enum Command {
     /// What is stored, what is shared, and what it saves
     DedupStats(stats::StatsArgs),
     /// Serve the store as a Nix binary cache over HTTP
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The gateway's signing key
     Key(key::KeyArgs),
     /// The peer endpoint (docs/PEERS.md): its identity, and tickets for stock iroh-blobs clients
@@ -202,7 +202,7 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         }
         Command::Forget(a) => forget::run(&open()?, a),
         Command::DedupStats(a) => stats::run(&read()?, a),
-        Command::Serve(a) => serve::run(open()?, a),
+        Command::Serve(a) => serve::run(open()?, *a),
         Command::Key(a) => key::run(&store_dir, a),
         Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
         Command::Peer(a) => peer::run_without_store(&store_dir, a),
