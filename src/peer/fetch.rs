@@ -112,7 +112,13 @@ pub struct Fetcher {
     cfg: FetchConfig,
     runtime: tokio::runtime::Handle,
     fetches: Arc<tokio::sync::Semaphore>,
+    /// When each peer last failed to connect: it is not dialled again for [`BACKOFF`], so a dead peer
+    /// costs each later lookup nothing instead of the whole deadline.
+    down: Mutex<HashMap<EndpointId, std::time::Instant>>,
 }
+
+/// How long a peer that could not be reached is left alone.
+const BACKOFF: Duration = Duration::from_secs(5);
 
 /// What a block worker reports.
 enum Got {
@@ -150,6 +156,7 @@ impl Fetcher {
             cfg,
             runtime,
             fetches: Arc::new(tokio::sync::Semaphore::new(FETCHES_AT_ONCE)),
+            down: Mutex::new(HashMap::new()),
         })
     }
 
@@ -160,17 +167,21 @@ impl Fetcher {
                 return Ok(c.clone());
             }
         }
+        let since = self.down.lock().unwrap_or_else(|p| p.into_inner()).get(&addr.id).map(|t| t.elapsed());
+        if since.is_some_and(|s| s < BACKOFF) {
+            return Err(format!("unreachable less than {BACKOFF:?} ago"));
+        }
+        let failed = |why: String| {
+            self.stats.unreachable(addr.id);
+            self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.id, std::time::Instant::now());
+            Err(why)
+        };
         let c = match tokio::time::timeout(timeout, self.endpoint.connect(addr.clone(), wire::ALPN)).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                self.stats.unreachable(addr.id);
-                return Err(format!("connecting: {e}"));
-            }
-            Err(_) => {
-                self.stats.unreachable(addr.id);
-                return Err(format!("no connection within {timeout:?}"));
-            }
+            Ok(Err(e)) => return failed(format!("connecting: {e}")),
+            Err(_) => return failed(format!("no connection within {timeout:?}")),
         };
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr.id);
         self.conns.lock().await.insert(addr.id, c.clone());
         Ok(c)
     }
