@@ -213,7 +213,7 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         Command::Warm(a) => warm::run(open()?, a),
         Command::Key(a) => key::run(&store_dir, a),
         Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
-        Command::Peer(_) => peer::show(&store_dir),
+        Command::Peer(a) => peer::run_without_store(&store_dir, a),
     }
 }
 

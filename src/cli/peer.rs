@@ -10,7 +10,7 @@ use iroh_blobs::{BlobFormat, Hash};
 
 use super::RootArg;
 use crate::dag::cid::{block_hash, RAW_CODEC};
-use crate::peer::{endpoint, key, seqs, EndpointRecord};
+use crate::peer::{endpoint, key, seqs, EndpointRecord, StatusFile};
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -26,6 +26,12 @@ enum PeerCommand {
     /// Print a ticket with which a stock iroh-blobs client fetches a stored NAR, file or block
     /// (a HashSeq of the stream's leaves; a raw blob for a one-block stream)
     Ticket(TicketArgs),
+    /// Print each peer of the running `serve`: endpoint id, reachable, last seen, bytes each way
+    Status {
+        /// As JSON: {"peers": [{endpoint_id, reachable, last_seen, bytes_sent, bytes_received}], totals}
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -49,7 +55,38 @@ pub fn run(store: &Store, args: PeerArgs) -> Result<()> {
     match args.command {
         PeerCommand::Show => show(store.dir()),
         PeerCommand::Ticket(t) => ticket(store, t),
+        PeerCommand::Status { json } => status(store.dir(), json),
     }
+}
+
+/// Run a command that needs no store open (`show`, `status`).
+pub fn run_without_store(store_dir: &std::path::Path, args: PeerArgs) -> Result<()> {
+    match args.command {
+        PeerCommand::Status { json } => status(store_dir, json),
+        _ => show(store_dir),
+    }
+}
+
+/// `peer status`: what the running `serve` last wrote to `STORE/peer/status.json` (every second).
+fn status(store_dir: &std::path::Path, json: bool) -> Result<()> {
+    let Some(f) = StatusFile::read_live(store_dir)? else {
+        anyhow::bail!("no `serve` with peering is running on {}", store_dir.display());
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+        return Ok(());
+    }
+    println!(
+        "{:<64}  {:<9}  {:>10}  {:>12}  {:>14}",
+        "endpoint-id", "reachable", "last-seen", "bytes-sent", "bytes-received"
+    );
+    for p in &f.peers {
+        let seen = p.last_seen.map_or("never".to_string(), |t| t.to_string());
+        let reach = if p.reachable { "yes" } else { "no" };
+        println!("{:<64}  {reach:<9}  {seen:>10}  {:>12}  {:>14}", p.endpoint_id, p.bytes_sent, p.bytes_received);
+    }
+    println!("total: {} bytes sent, {} received, {} bad blocks", f.bytes_sent, f.bytes_received, f.bad_blocks);
+    Ok(())
 }
 
 /// Whether the command needs the store open (only `ticket` reads the index).

@@ -12,7 +12,7 @@ use super::TrustArgs;
 use crate::fetch::{FetchOptions, MirrorPull};
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
 use crate::peer::access::AllowList;
-use crate::peer::{endpoint, Access, PeerConfig, Peering};
+use crate::peer::{endpoint, Access, FetchConfig, PeerConfig, Peering};
 use crate::service::{PullConfig, Service, ServiceConfig, UpstreamFallback};
 use crate::store::Store;
 use crate::upstream::{Timeouts, Upstreams};
@@ -127,6 +127,17 @@ pub struct PeeringArgs {
     /// Also serve the endpoint ids in this file (one per line, `#` comments), read again when it changes
     #[arg(long, value_name = "FILE", help_heading = "Peers")]
     allow_peers_file: Option<PathBuf>,
+    /// Milliseconds the peers have to answer a narinfo this node lacks (50-500); past it the miss is a 404
+    #[arg(long, default_value_t = 300, value_name = "MS", help_heading = "Peers",
+          value_parser = clap::value_parser!(u64).range(50..=500))]
+    peer_deadline: u64,
+    /// Seconds a peer may send nothing during a transfer before the rest is fetched from others
+    #[arg(long, default_value_t = 5, value_name = "SECS", help_heading = "Peers",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    peer_timeout: u64,
+    /// Keep and serve narinfos from peers that no `--trusted-key` signed (never signed by this node)
+    #[arg(long, help_heading = "Peers")]
+    trust_peer_narinfos: bool,
 }
 
 impl PeeringArgs {
@@ -157,7 +168,11 @@ impl PeeringArgs {
             let ids = self.allow_peers.iter().map(|p| endpoint::parse_id(p)).collect::<Result<HashSet<_>, _>>()?;
             Access::Allow(Arc::new(AllowList::new(ids, self.allow_peers_file.as_deref())?))
         };
-        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers }))
+        let fetch = FetchConfig {
+            deadline: std::time::Duration::from_millis(self.peer_deadline),
+            stall: std::time::Duration::from_secs(self.peer_timeout),
+        };
+        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, fetch }))
     }
 }
 
@@ -254,6 +269,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             key,
             trusted_keys,
             repack_idle: (args.repack_idle > 0).then(|| std::time::Duration::from_secs(args.repack_idle)),
+            trust_foreign_narinfos: args.peering.trust_peer_narinfos,
         },
     );
     // Upstreams get a runtime of their own: lookups block on it from the gateway's lookup threads. Their

@@ -54,8 +54,10 @@ pub fn run(store: Store, args: WarmArgs) -> Result<()> {
     }
     let trusted = args.trust.keys()?;
     let key = key::load_or_create(store.dir(), None)?;
-    let service =
-        Service::start(Arc::new(store), ServiceConfig { key, trusted_keys: trusted.clone(), repack_idle: None });
+    let service = Service::start(
+        Arc::new(store),
+        ServiceConfig { key, trusted_keys: trusted.clone(), repack_idle: None, trust_foreign_narinfos: false },
+    );
     let jobs = args.jobs.clamp(1, 64);
     let summary = if args.from_local_store {
         let (local, closure) = LocalStore::query(&given).context("reading this machine's Nix store")?;

@@ -28,6 +28,8 @@ pub enum AppError {
     /// 503: a stored NAR is missing a block or failed a check; the detail (which block) is logged and
     /// the path is no longer advertised.
     Damaged(String),
+    /// 502: the NAR was to come from peers, and they did not deliver it whole; the detail is logged.
+    PeersFailed(String),
     /// 507: the store's disk is full; the detail is logged.
     InsufficientStorage(String),
     /// 416: the range is outside a body of this size.
@@ -65,6 +67,7 @@ impl From<crate::service::ServiceError> for AppError {
             ServiceError::Damaged(d) => AppError::Damaged(d),
             ServiceError::Refused(Refusal::Conflict(why)) => AppError::Conflict(why),
             ServiceError::Refused(Refusal::Invalid(why)) => AppError::BadRequest(why),
+            ServiceError::Fetch(why) => AppError::PeersFailed(why),
             ServiceError::Store(e) => e.into(),
         }
     }
@@ -83,6 +86,7 @@ impl AppError {
         match self {
             AppError::Internal(detail) => tracing::error!(%method, path, %client, "internal error: {detail}"),
             AppError::Damaged(detail) => tracing::error!(%method, path, %client, "damaged: {detail}"),
+            AppError::PeersFailed(detail) => tracing::warn!(%method, path, %client, "from peers: {detail}"),
             AppError::InsufficientStorage(detail) => {
                 tracing::error!(%method, path, %client, "the store's disk is full: {detail}")
             }
@@ -111,6 +115,7 @@ impl IntoResponse for AppError {
             AppError::Damaged(detail) => {
                 (StatusCode::SERVICE_UNAVAILABLE, format!("stored data is damaged ({detail}); run `nixdag verify`"))
             }
+            AppError::PeersFailed(_) => (StatusCode::BAD_GATEWAY, "the peers did not deliver this NAR".into()),
             AppError::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "the cache's disk is full; nothing was stored".into())
             }

@@ -13,9 +13,13 @@
 pub mod access;
 pub mod blobs;
 pub mod endpoint;
+pub mod fetch;
 mod error;
 pub mod key;
+pub mod provide;
 pub mod seqs;
+pub mod stats;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +33,9 @@ use iroh_blobs::BlobsProtocol;
 pub use self::access::{Access, Gate};
 pub use self::endpoint::EndpointRecord;
 pub use self::error::PeerError;
+pub use self::fetch::{FetchConfig, Fetcher, PeerMisses};
+pub use self::provide::FetchProtocol;
+pub use self::stats::{PeerStats, StatusFile};
 use crate::service::Service;
 
 /// How the peer door is set up.
@@ -38,8 +45,10 @@ pub struct PeerConfig {
     pub listen: SocketAddr,
     /// Who may fetch.
     pub access: Access,
-    /// Peers named on the command line (`--peer`, `--peers-file`): kept for fetching from them.
+    /// Peers named on the command line (`--peer`, `--peers-file`): asked for what the store lacks.
     pub peers: Vec<EndpointAddr>,
+    /// How long fetching from them may wait.
+    pub fetch: fetch::FetchConfig,
 }
 
 /// A running peer door. [`Peering::stop`] ends it; dropping it without does the same, less politely.
@@ -49,11 +58,14 @@ pub struct Peering {
     addr: EndpointAddr,
     peers: Vec<EndpointAddr>,
     store_dir: PathBuf,
+    stats: Arc<PeerStats>,
 }
 
 impl Peering {
-    /// Start the endpoint and serve the service's store; records the endpoint in the store for
-    /// `nixdag peer show`.
+    /// Start the endpoint and serve the service's store (stock iroh-blobs and `/nixdag/fetch/1`, both
+    /// behind the access rule); when peers are named, make them the service's [`MissSource`]
+    /// (`crate::service::MissSource`). Records the endpoint in the store for `nixdag peer show`, and
+    /// keeps `STORE/peer/status.json` for `nixdag peer status`.
     pub fn start(service: &Arc<Service>, cfg: PeerConfig) -> Result<Peering, PeerError> {
         let store = service.store().clone();
         let store_dir = store.dir().to_path_buf();
@@ -64,15 +76,35 @@ impl Peering {
             .enable_all()
             .build()
             .map_err(PeerError::Runtime)?;
-        let (router, addr) = runtime.block_on(async {
+        let stats = Arc::new(PeerStats::default());
+        let (router, addr, ep) = runtime.block_on(async {
             let ep = endpoint::bind(secret, cfg.listen, &cfg.peers).await?;
             let blobs = blobs::spawn(blobs::Source::new(store));
             let handler = Gate::new(cfg.access.clone(), BlobsProtocol::new(&blobs, None));
-            let router = Router::builder(ep.clone()).accept(iroh_blobs::ALPN, handler).spawn();
+            let fetch = Gate::new(cfg.access.clone(), FetchProtocol::new(service.clone(), stats.clone()));
+            let router =
+                Router::builder(ep.clone()).accept(iroh_blobs::ALPN, handler).accept(wire::ALPN, fetch).spawn();
             let addr = endpoint::dialable_addr(&ep).await;
-            Ok::<_, PeerError>((router, addr))
+            Ok::<_, PeerError>((router, addr, ep))
         })?;
-        let peering = Peering { runtime: Some(runtime), router, addr, peers: cfg.peers, store_dir };
+        if !cfg.peers.is_empty() {
+            let fetcher = Fetcher::new(ep, cfg.peers.clone(), stats.clone(), cfg.fetch, runtime.handle().clone());
+            service.set_miss_source(Arc::new(PeerMisses(fetcher)));
+        }
+        for p in &cfg.peers {
+            stats.known(p.id);
+        }
+        // The status file, rewritten every second while the endpoint runs.
+        let (dir, s) = (store_dir.clone(), stats.clone());
+        runtime.spawn(async move {
+            loop {
+                if let Err(e) = s.snapshot().write(&dir) {
+                    tracing::warn!("{e}");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let peering = Peering { runtime: Some(runtime), router, addr, peers: cfg.peers, store_dir, stats };
         EndpointRecord::of(&peering.addr).write(&peering.store_dir)?;
         Ok(peering)
     }
@@ -87,6 +119,11 @@ impl Peering {
         &self.peers
     }
 
+    /// What is known about each peer now.
+    pub fn status(&self) -> StatusFile {
+        self.stats.snapshot()
+    }
+
     /// Close connections, stop the endpoint, remove the endpoint record.
     pub fn stop(mut self) {
         self.shutdown();
@@ -99,6 +136,7 @@ impl Peering {
             let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), router.shutdown()).await });
             rt.shutdown_timeout(Duration::from_secs(1));
         }
+        StatusFile::remove_own(&self.store_dir);
     }
 }
 

@@ -14,7 +14,8 @@ mod upstream;
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use crate::dag::{Cid, DagReader};
 use crate::nix::hash::{HashAlgo, Hasher, NarHash, NixHash};
 use crate::nix::nar::{self, NarVisitor};
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signing::{PublicKey, SecretKey};
+use crate::nix::signing::{verify_any, PublicKey, SecretKey};
 use crate::nix::store_path::{StorePath, StorePathHash};
 use crate::import::{self, NarAdded};
 use crate::store::{Manifest, NarEntry, Store, StoreError};
@@ -40,11 +41,36 @@ pub struct ServiceConfig {
     /// Repack queued tarballs in the background once no new one was queued for this long (`None`:
     /// never; `nixdag repack` then does it).
     pub repack_idle: Option<Duration>,
+    /// Keep and serve narinfos a [`MissSource`] found even when no trusted key signed them
+    /// (`--trust-peer-narinfos`); they are still never signed by this node.
+    pub trust_foreign_narinfos: bool,
 }
+
+/// Where the service looks for what the store lacks, on a miss: the node's peers (`src/peer/fetch.rs`),
+/// later an upstream binary cache too. The service decides what to believe (its trusted keys) and
+/// records what came so; a source only finds and moves bytes, each call bounding its own time.
+pub trait MissSource: Send + Sync {
+    /// The narinfo of a store path as found elsewhere, with the signatures it carries, the first that
+    /// `believe` accepts (the service's trust rule); `None` when none came within the source's deadline.
+    fn narinfo(&self, hash: &StorePathHash, believe: Believe) -> Option<NarInfo>;
+    /// Fetch the NAR with this hash and size into the store, every block verified, and commit it
+    /// (NarHash → root) once all its blocks are durable; `Ok(false)` when nobody had it.
+    fn fetch_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<bool, ServiceError>;
+}
+
+/// The service's rule for narinfos from elsewhere, handed to a [`MissSource`].
+pub type Believe = Arc<dyn Fn(&NarInfo) -> bool + Send + Sync>;
+
+/// Narinfos a [`MissSource`] found that are not recorded yet (their NAR is fetched on its first
+/// request), by store-path hash part; bounded, oldest dropped first.
+const FOREIGN_PENDING_MAX: usize = 4096;
 
 /// A service call that did not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// Fetching what the store lacks from elsewhere (peers) failed.
+    #[error("fetching from peers: {0}")]
+    Fetch(String),
     /// A stored NAR lacks a block or failed a check; it is no longer advertised.
     #[error("stored data is damaged: {0}")]
     Damaged(String),
@@ -103,6 +129,10 @@ pub struct Service {
     repacker: Mutex<Option<repack::Background>>,
     /// Asked on a miss (`serve --upstream`); set once, after start.
     fallback: std::sync::OnceLock<Arc<dyn Fallback>>,
+    miss: OnceLock<Arc<dyn MissSource>>,
+    trust_foreign: bool,
+    /// Narinfos from the miss source, believed, whose NAR is not fetched yet (insertion order kept).
+    foreign_pending: Mutex<(HashMap<String, NarInfo>, std::collections::VecDeque<String>)>,
 }
 
 impl Service {
@@ -117,12 +147,34 @@ impl Service {
             counters: AtomicCounters::default(),
             repacker: Mutex::new(repacker),
             fallback: std::sync::OnceLock::new(),
+            miss: OnceLock::new(),
+            trust_foreign: cfg.trust_foreign_narinfos,
+            foreign_pending: Mutex::default(),
         })
     }
 
     /// Where to turn on a miss (src/service/upstream.rs); only the first call takes effect.
     pub fn set_fallback(&self, f: Arc<dyn Fallback>) {
         let _ = self.fallback.set(f);
+    }
+
+    /// Look for what the store lacks in `source` from now on (once; a second call is ignored).
+    pub fn set_miss_source(&self, source: Arc<dyn MissSource>) {
+        let _ = self.miss.set(source);
+    }
+
+    /// Whether a narinfo found elsewhere may be kept and served: signed by a trusted key, or the
+    /// operator chose to believe such narinfos anyway.
+    pub fn believes_foreign(&self, info: &NarInfo) -> bool {
+        self.trust_foreign || verify_any(&self.trusted, &info.fingerprint(), &info.sigs)
+    }
+
+    /// Whether this path's narinfo came from elsewhere (a peer), so the gateway must not sign it.
+    pub fn is_foreign(&self, path: &StorePath) -> bool {
+        let key = path.hash().to_string();
+        let pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner()).0.contains_key(&key);
+        // An index error counts as foreign: never sign what we cannot tell apart.
+        pending || self.store.is_foreign_path(&key).unwrap_or(true)
     }
 
     /// Stop background work (and wait for it); the service still answers calls.
@@ -167,6 +219,9 @@ impl Service {
     /// by the same key name). Every path in the store came through a door the operator trusts (`add`
     /// by the store's owner, or an admitted uploader: docs/SECURITY.md), so the service vouches for each.
     pub fn sign(&self, info: &mut NarInfo) {
+        if self.is_foreign(&info.store_path) {
+            return;
+        }
         let sig = self.key.sign(&info.fingerprint());
         if !info.sigs.contains(&sig) {
             let prefix = format!("{}:", self.key.name());
@@ -175,15 +230,49 @@ impl Service {
         }
     }
 
-    /// The recorded narinfo of a store path, if its NAR is whole (a path whose NAR is damaged is not
-    /// advertised: Nix would fail on it mid-download). Not signed yet: see [`Service::sign`].
+    /// The narinfo of a store path: recorded, if its NAR is whole (a path whose NAR is damaged is not
+    /// advertised: Nix would fail on it mid-download), else from the peers (the miss source) if the node
+    /// believes it ([`Service::believes_foreign`]), else from the upstream caches (the fallback, which
+    /// verifies it). Not signed yet: see [`Service::sign`].
     pub fn narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfo>, ServiceError> {
+        if let Some(info) = self.narinfo_local(hash)? {
+            return Ok(Some(info));
+        }
+        let key = hash.to_string();
+        if let Some(info) = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner()).0.get(&key) {
+            return Ok(Some(info.clone()));
+        }
+        // A miss turns to the LAN's peers first (within their deadline), then to the upstream caches (a
+        // verified narinfo or nothing): peers are near and free, upstreams far and metered.
+        let upstream = || Ok(self.fallback.get().and_then(|f| f.narinfo(hash)));
+        let Some(source) = self.miss.get() else { return upstream() };
+        let (trusted, all) = (self.trusted.clone(), self.trust_foreign);
+        let believe: Believe = Arc::new(move |i: &NarInfo| all || verify_any(&trusted, &i.fingerprint(), &i.sigs));
+        let Some(info) = source.narinfo(hash, believe) else { return upstream() };
+        // The source applied the rule; the service checks again what it keeps.
+        if info.store_path.hash() != hash || !self.believes_foreign(&info) {
+            return upstream();
+        }
+        let mut pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *pending;
+        if map.insert(key.clone(), info.clone()).is_none() {
+            order.push_back(key);
+            while order.len() > FOREIGN_PENDING_MAX {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// The recorded narinfo of a store path, if its NAR is whole; the store alone (what a peer is told).
+    pub fn narinfo_local(&self, hash: &StorePathHash) -> Result<Option<NarInfo>, ServiceError> {
         bump(&self.counters.narinfo_lookups, 1);
         let found = self.store.path_info(&hash.to_string())?;
         let Some(info) = found else {
             bump(&self.counters.narinfo_misses, 1);
-            // The one place a miss turns elsewhere (upstream caches; a verified narinfo or nothing).
-            return Ok(self.fallback.get().and_then(|f| f.narinfo(hash)));
+            return Ok(None);
         };
         let Some(entry) = self.store.nar(&info.nar_hash)? else { return Ok(None) };
         match self.check_whole(info.nar_hash, &entry) {
@@ -203,8 +292,35 @@ impl Service {
     }
 
     /// The stored NAR with this hash, checked whole in the index (every block present) before a door
-    /// promises it: [`ServiceError::Damaged`] names what is missing.
+    /// promises it: [`ServiceError::Damaged`] names what is missing. A NAR the store lacks but a
+    /// believed foreign narinfo names is fetched from the miss source first (then served), and that
+    /// narinfo recorded as foreign.
     pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, ServiceError> {
+        if let Some(entry) = self.nar_local(hash)? {
+            return Ok(Some(entry));
+        }
+        let infos: Vec<NarInfo> = {
+            let pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.0.values().filter(|i| i.nar_hash == *hash).cloned().collect()
+        };
+        let (Some(source), Some(first)) = (self.miss.get(), infos.first()) else { return Ok(None) };
+        if !source.fetch_nar(&self.store, hash, first.nar_size)? {
+            return Ok(None);
+        }
+        let manifests: Vec<Manifest> = infos.iter().map(|i| Manifest::ForeignPath(Box::new(i.clone()))).collect();
+        self.store.begin_ingest().commit(&manifests)?;
+        let mut pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
+        for i in &infos {
+            let key = i.store_path.hash().to_string();
+            pending.0.remove(&key);
+            pending.1.retain(|k| *k != key);
+        }
+        drop(pending);
+        self.nar_local(hash)
+    }
+
+    /// The stored NAR with this hash, checked whole; the store alone (what a peer is told).
+    pub fn nar_local(&self, hash: &NarHash) -> Result<Option<NarEntry>, ServiceError> {
         let Some(entry) = self.store.nar(hash)? else { return Ok(None) };
         self.check_whole(*hash, &entry)?;
         Ok(Some(entry))
@@ -251,7 +367,7 @@ impl Service {
 
     /// The listing (`.ls` JSON) of a stored NAR, or `Ok(None)` when it has more than `max_entries` nodes.
     pub fn listing(&self, hash: &NarHash, max_entries: usize) -> Result<Option<String>, ServiceError> {
-        let entry = self.nar(hash)?.ok_or(StoreError::NoSuchNar(*hash))?;
+        let entry = self.nar_local(hash)?.ok_or(StoreError::NoSuchNar(*hash))?;
         let reader = DagReader::new(self.store.as_ref(), entry.root).map_err(StoreError::from)?;
         let listing =
             nar::list_bounded(io::BufReader::with_capacity(1 << 16, reader), max_entries).map_err(StoreError::from)?;

@@ -46,6 +46,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))] // for fuzz targets and benches
 pub use self::compress::{StorageConfig, StorageConfigError, Tarballs};
+pub(crate) use self::compress::{delta_compress, delta_decompress};
 use self::error::{IoContext, Sha256Key};
 pub use self::error::StoreError;
 pub use self::gc::GcReport;
@@ -513,6 +514,18 @@ impl Store {
             NarInfo::parse(v.value()).map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })
         })
         .transpose()
+    }
+
+    /// Whether the recorded narinfo of this store path came from a source the node does not vouch for
+    /// (a peer: [`Manifest::ForeignPath`]), so that it is served unsigned by the gateway.
+    pub fn is_foreign_path(&self, hash_part: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
+        let t = match txn.open_table(FOREIGN) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(StoreError::table_op("open", FOREIGN.name())(e)),
+        };
+        Ok(t.get(hash_part).map_err(StoreError::row("read", FOREIGN.name(), hash_part))?.is_some())
     }
 
     /// The stored file with this hash (SHA-256, or an alias: SHA-512, SHA-1, MD5). Returns its SHA-256 too.

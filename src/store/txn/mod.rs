@@ -32,8 +32,13 @@ pub enum Manifest {
         /// Where it is.
         entry: NarEntry,
     },
-    /// A store path's metadata. Its NAR must be in the store or in the same commit.
+    /// A store path's metadata. Its NAR must be in the store or in the same commit. Recorded by a door
+    /// the operator trusts, so the gateway vouches for it (and signs it).
     Path(Box<NarInfo>),
+    /// A store path's metadata from a source the node does not vouch for (a peer): recorded like
+    /// [`Manifest::Path`] and marked in `foreign-paths-0`, so it is served only with the signatures it
+    /// carries.
+    ForeignPath(Box<NarInfo>),
     /// A flat file, under its SHA-256 and aliases.
     File {
         /// SHA-256 of the file.
@@ -311,17 +316,24 @@ impl<'s> Ingest<'s> {
             let mut paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
             let mut files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
             let mut aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
+            let mut foreign = txn.open_table(FOREIGN).map_err(StoreError::table_op("open", FOREIGN.name()))?;
             for m in manifests {
                 match m {
                     Manifest::Nar { nar_hash, entry } => {
                         nars.insert(nar_hash.0.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", NARS.name(), nar_hash))?;
                     }
-                    Manifest::Path(info) => {
+                    Manifest::Path(info) | Manifest::ForeignPath(info) => {
                         if nars.get(info.nar_hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), info.nar_hash))?.is_none() {
                             return Err(StoreError::NoSuchNar(info.nar_hash));
                         }
                         let key = info.store_path.hash().to_string();
                         paths.insert(key.as_str(), path_record(info).as_str()).map_err(StoreError::row("write", PATHS.name(), &key))?;
+                        // The door that recorded the path last decides whether the gateway vouches for it.
+                        if matches!(m, Manifest::ForeignPath(_)) {
+                            foreign.insert(key.as_str(), 0).map_err(StoreError::row("write", FOREIGN.name(), &key))?;
+                        } else {
+                            foreign.remove(key.as_str()).map_err(StoreError::row("remove", FOREIGN.name(), &key))?;
+                        }
                     }
                     Manifest::File { sha256, entry, aliases: other } => {
                         files.insert(sha256.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", FILES.name(), Sha256Key(sha256)))?;
@@ -352,10 +364,11 @@ impl Ingest<'_> {
                     .get(nar_hash.0.as_slice())
                     .map_err(StoreError::row("read", NARS.name(), nar_hash))?
                     .is_some_and(|v| v.value() == entry.encode().as_slice()),
-                Manifest::Path(info) => {
+                Manifest::Path(info) | Manifest::ForeignPath(info) => {
                     let key = info.store_path.hash().to_string();
-                    paths.get(key.as_str()).map_err(StoreError::row("read", PATHS.name(), &key))?
-                    .is_some_and(|v| v.value() == path_record(info))
+                    let same = paths.get(key.as_str()).map_err(StoreError::row("read", PATHS.name(), &key))?
+                    .is_some_and(|v| v.value() == path_record(info));
+                    same && self.store.is_foreign_path(&key)? == matches!(m, Manifest::ForeignPath(_))
                 }
                 Manifest::File { sha256, entry, aliases: other } => {
                     let file_same = files

@@ -1,0 +1,722 @@
+//! The fetching side of `/nixdag/fetch/1`: a narinfo asked of every peer within a deadline, and a NAR
+//! fetched block by block, only the blocks the store lacks, from every peer at once.
+//!
+//! A NAR is fetched in two phases, so nothing a peer says is believed before it is checked:
+//! 1. **Walk and fetch.** The root (asked of all peers: `NAR` request) is walked level by level; the
+//!    blocks of a level the store lacks are split between the peers (each takes batches from one shared
+//!    queue, so a fast peer takes more) and arrive compressed or as deltas ([`super::wire`]). Each block
+//!    is decoded and its BLAKE3 checked before it is kept, in a spill file under `STORE/peer/incoming/`
+//!    (bounded by the NAR's size). A bad block is dropped, its sender counted and logged, and the block
+//!    asked of another peer; a peer that sends nothing for the stall timeout is abandoned for this
+//!    fetch and its share goes to the others.
+//! 2. **Check and commit.** The NAR is read through the DAG from the store and the spill (sizes checked
+//!    against every parent), its SHA-256 and size compared with the NarHash asked for, while every block
+//!    goes into one [`Ingest`](crate::store::Ingest); only then is it committed with the manifest
+//!    NarHash → root (the root is the peer's word, so it is believed only once the bytes under it hash
+//!    to the NarHash a trusted narinfo names).
+//!
+//! The gateway serves such a NAR only after it is whole in the store (fetch, then serve).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh::endpoint::Connection;
+use iroh::{Endpoint, EndpointAddr, EndpointId};
+use sha2::Digest;
+use tokio::task::JoinSet;
+
+use super::stats::PeerStats;
+use super::wire::{self, Reader, Request, Root, WireBlock};
+use crate::dag::cid::{block_hash, DAG_PB_CODEC};
+use crate::dag::unixfs::decode_file_node;
+use crate::dag::{BlockHash, BlockSource, Cid, DagReader};
+use crate::nix::hash::NarHash;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePathHash;
+use crate::service::{Believe, MissSource, ServiceError};
+use crate::store::{Manifest, NarEntry, Store, StoreError};
+
+/// Blocks one request asks for: small enough that two peers share even a small NAR's missing blocks.
+const BATCH: usize = 32;
+/// NAR fetches at once (each holds a gateway lookup thread while it runs).
+const FETCHES_AT_ONCE: usize = 4;
+/// Deeper than any DAG nixdag reads.
+const MAX_LEVELS: usize = 13;
+
+/// How long fetching may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchConfig {
+    /// A narinfo lookup's whole budget (`--peer-deadline`): past it, the miss is a miss.
+    pub deadline: Duration,
+    /// A peer that sends nothing for this long during a transfer (or does not connect within it) is
+    /// abandoned for that fetch (`--peer-timeout`).
+    pub stall: Duration,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// A block no peer delivered whole.
+    #[error("no peer delivered block {0} (each one asked lacked it, failed, or sent bytes that do not hash to it)")]
+    Unavailable(BlockHash),
+    /// The DAG the peers describe is not one nixdag can read.
+    #[error("the peers' DAG of NAR {nar}: {reason}")]
+    BadDag {
+        /// The NAR.
+        nar: NarHash,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The bytes under the peers' root are not the NAR asked for.
+    #[error("the peers' root {root} of NAR {nar} holds {got_size} bytes hashing to {got}")]
+    NarMismatch {
+        /// The NAR asked for.
+        nar: NarHash,
+        /// The root the peers named.
+        root: Cid,
+        /// What the bytes hash to.
+        got: NarHash,
+        /// How many there were.
+        got_size: u64,
+    },
+    /// The peers sent more block bytes than the NAR can need.
+    #[error("more than {0} bytes of blocks for one NAR: abandoned")]
+    TooMuch(u64),
+    /// The spill file failed.
+    #[error("spill file {}: {source}", path.display())]
+    Spill {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The node's client of its peers' fetch protocol.
+pub struct Fetcher {
+    endpoint: Endpoint,
+    peers: Vec<EndpointAddr>,
+    conns: tokio::sync::Mutex<HashMap<EndpointId, Connection>>,
+    stats: Arc<PeerStats>,
+    cfg: FetchConfig,
+    runtime: tokio::runtime::Handle,
+    fetches: Arc<tokio::sync::Semaphore>,
+    /// When each peer last failed to connect: it is not dialled again for [`BACKOFF`], so a dead peer
+    /// costs each later lookup nothing instead of the whole deadline.
+    down: Mutex<HashMap<EndpointId, std::time::Instant>>,
+}
+
+/// How long a peer that could not be reached is left alone.
+const BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a block worker reports.
+enum Got {
+    Block { peer: usize, hash: BlockHash, block: WireBlock },
+    Gone { peer: usize, unanswered: Vec<BlockHash>, reason: String },
+}
+
+/// The blocks still to fetch, shared by the workers.
+#[derive(Default)]
+struct Work {
+    /// Blocks to ask for, and whether deltas are welcome for each.
+    queue: VecDeque<(BlockHash, bool)>,
+    /// Which workers were given each block.
+    tried: HashMap<BlockHash, HashSet<usize>>,
+    finished: bool,
+}
+
+impl Fetcher {
+    /// A client on `endpoint` (the node's own, on `runtime`) of the `peers`.
+    pub fn new(
+        endpoint: Endpoint,
+        peers: Vec<EndpointAddr>,
+        stats: Arc<PeerStats>,
+        cfg: FetchConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Fetcher> {
+        for p in &peers {
+            stats.known(p.id);
+        }
+        Arc::new(Fetcher {
+            endpoint,
+            peers,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            stats,
+            cfg,
+            runtime,
+            fetches: Arc::new(tokio::sync::Semaphore::new(FETCHES_AT_ONCE)),
+            down: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A connection to `addr`, reused while it is open.
+    async fn conn(&self, addr: &EndpointAddr, timeout: Duration) -> Result<Connection, String> {
+        if let Some(c) = self.conns.lock().await.get(&addr.id) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let since = self.down.lock().unwrap_or_else(|p| p.into_inner()).get(&addr.id).map(|t| t.elapsed());
+        if since.is_some_and(|s| s < BACKOFF) {
+            return Err(format!("unreachable less than {BACKOFF:?} ago"));
+        }
+        let failed = |why: String| {
+            self.stats.unreachable(addr.id);
+            self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.id, std::time::Instant::now());
+            Err(why)
+        };
+        let c = match tokio::time::timeout(timeout, self.endpoint.connect(addr.clone(), wire::ALPN)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return failed(format!("connecting: {e}")),
+            Err(_) => return failed(format!("no connection within {timeout:?}")),
+        };
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr.id);
+        self.conns.lock().await.insert(addr.id, c.clone());
+        Ok(c)
+    }
+
+    /// Send `req` on a new stream of `conn`; the answer is read from the returned reader.
+    async fn ask(conn: &Connection, req: &Request) -> Result<Reader<iroh::endpoint::RecvStream>, String> {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| format!("opening a stream: {e}"))?;
+        send.write_all(&req.encode()).await.map_err(|e| format!("sending the request: {e}"))?;
+        send.finish().map_err(|e| format!("sending the request: {e}"))?;
+        Ok(Reader::new(recv))
+    }
+
+    /// Ask every peer at once; the first peer that has the thing wins (the others finish in the
+    /// background, their connections kept for what follows). Each peer gets `timeout` in all. Also
+    /// returns the peers that failed before that answer came (unreachable, or a bad answer).
+    async fn ask_all<T: Send + 'static>(
+        self: &Arc<Self>,
+        req: Request,
+        timeout: Duration,
+        read: fn(&mut Reader<iroh::endpoint::RecvStream>) -> ReadFut<'_, Option<T>>,
+        keep: Keep<T>,
+    ) -> (Option<T>, HashSet<EndpointId>) {
+        let mut set = JoinSet::new();
+        for addr in self.peers.clone() {
+            let (this, req, keep) = (self.clone(), req.clone(), keep.clone());
+            set.spawn(async move {
+                let sent = req.encode().len() as u64;
+                let r = tokio::time::timeout(timeout, async {
+                    let conn = this.conn(&addr, timeout).await?;
+                    let mut reader = Self::ask(&conn, &req).await?;
+                    let answer = read(&mut reader).await.map_err(|e| e.to_string());
+                    Ok::<_, String>((answer, reader.bytes))
+                })
+                .await;
+                let answer = match r {
+                    Ok(Ok((Ok(answer), received))) => {
+                        this.stats.seen(addr.id, sent, received);
+                        Ok(answer.filter(|a| keep(a)))
+                    }
+                    Ok(Ok((Err(e), received))) => {
+                        this.stats.moved(addr.id, sent, received);
+                        tracing::warn!(peer = %addr.id, "bad answer: {e}");
+                        Err(())
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr.id, "{e}");
+                        Err(())
+                    }
+                    Err(_) => {
+                        this.stats.unreachable(addr.id);
+                        Err(())
+                    }
+                };
+                (addr.id, answer)
+            });
+        }
+        let mut failed = HashSet::new();
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((_, Ok(Some(t)))) => {
+                    set.detach_all();
+                    return (Some(t), failed);
+                }
+                Ok((_, Ok(None))) => {}
+                Ok((id, Err(()))) => {
+                    failed.insert(id);
+                }
+                Err(_) => {}
+            }
+        }
+        (None, failed)
+    }
+
+    /// A store path's narinfo from the first peer whose answer `believe` accepts, within the deadline.
+    pub fn narinfo(
+        self: &Arc<Self>,
+        hash: &StorePathHash,
+        believe: Arc<dyn Fn(&NarInfo) -> bool + Send + Sync>,
+    ) -> Option<NarInfo> {
+        let req = Request::NarInfo(hash.0);
+        let deadline = self.cfg.deadline;
+        let this = self.clone();
+        let want = *hash;
+        let keep: Keep<wire::NarInfoAnswer> = Arc::new(move |a| match NarInfo::parse(&a.text) {
+            Ok(info) if *info.store_path.hash() == want => {
+                let yes = believe(&info);
+                if !yes {
+                    tracing::info!("narinfo of {} from a peer is signed by no trusted key: not served", info.store_path);
+                }
+                yes
+            }
+            Ok(info) => {
+                tracing::warn!("a peer answered {want} with the narinfo of {}: ignored", info.store_path);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("a peer's narinfo for {want} does not parse: {e}");
+                false
+            }
+        });
+        let found = self.runtime.block_on(async move {
+            let ask = this.ask_all(req, deadline, |r| Box::pin(r.narinfo()), keep);
+            tokio::time::timeout(deadline, ask).await.ok().and_then(|(a, _)| a)
+        })?;
+        NarInfo::parse(&found.text).ok()
+    }
+
+    /// Fetch the NAR with this hash and size into `store` (see the module doc); `Ok(false)` when no
+    /// peer has it.
+    pub fn fetch_nar(self: &Arc<Self>, store: &Store, nar: &NarHash, size: u64) -> Result<bool, FetchError> {
+        let this = self.clone();
+        let _permit = self.runtime.block_on(async move { this.fetches.clone().acquire_owned().await.ok() });
+        let this = self.clone();
+        let (root, failed) = self.runtime.block_on(async move {
+            let stall = this.cfg.stall;
+            this.ask_all(Request::Nar(nar.0), stall, |r| Box::pin(r.root()), Arc::new(|_| true)).await
+        });
+        let Some(Root { root, size: claimed }) = root else { return Ok(false) };
+        // Every peer not known to have failed may hold blocks of it (dedup across NARs), not only those
+        // that have the NAR; a worker whose peer is unreachable gives up its share.
+        let sources: Vec<EndpointAddr> = self.peers.iter().filter(|p| !failed.contains(&p.id)).cloned().collect();
+        if claimed != size {
+            return Err(FetchError::BadDag { nar: *nar, reason: format!("root {root} says {claimed} bytes, not {size}") });
+        }
+        let mut spill = Spill::create(store, nar)?;
+        let limit = size + size / 4 + (4 << 20);
+        self.walk_and_fetch(store, nar, root, &sources, &mut spill, limit)?;
+        check_and_commit(store, nar, root, size, &spill)?;
+        tracing::info!(
+            "NAR {nar} fetched from {} peer(s): {} new blocks, {} bytes",
+            sources.len(),
+            spill.index.len(),
+            spill.len
+        );
+        Ok(true)
+    }
+
+    fn walk_and_fetch(
+        self: &Arc<Self>,
+        store: &Store,
+        nar: &NarHash,
+        root: Cid,
+        sources: &[EndpointAddr],
+        spill: &mut Spill,
+        limit: u64,
+    ) -> Result<(), FetchError> {
+        let bad = |reason: String| FetchError::BadDag { nar: *nar, reason };
+        let mut level = vec![root];
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_LEVELS {
+            if level.is_empty() {
+                return Ok(());
+            }
+            let mut missing = Vec::new();
+            for cid in &level {
+                let h = block_hash(cid).map_err(|e| bad(e.to_string()))?;
+                if store.block_loc(&h)?.is_none() && !spill.index.contains_key(&h) {
+                    missing.push(h);
+                }
+            }
+            if !missing.is_empty() {
+                let this = self.clone();
+                let sources = sources.to_vec();
+                self.runtime.block_on(this.fetch_blocks(store, sources, missing, spill, limit))?;
+            }
+            let mut next = Vec::new();
+            for cid in level.iter().filter(|c| c.codec() == DAG_PB_CODEC) {
+                let h = block_hash(cid).map_err(|e| bad(e.to_string()))?;
+                let bytes = match spill.get(&h)? {
+                    Some(b) => b,
+                    None => store.read_block_bytes(&h)?.ok_or(FetchError::Unavailable(h))?,
+                };
+                let node = decode_file_node(h, &bytes).map_err(|e| bad(e.to_string()))?;
+                for link in node.links {
+                    let lh = block_hash(&link).map_err(|e| bad(e.to_string()))?;
+                    if seen.insert(lh) {
+                        next.push(link);
+                    }
+                }
+            }
+            level = next;
+        }
+        Err(bad(format!("deeper than {MAX_LEVELS} levels")))
+    }
+
+    /// Fetch `want` from `sources` into the spill, each block checked (see the module doc).
+    async fn fetch_blocks(
+        self: Arc<Self>,
+        store: &Store,
+        sources: Vec<EndpointAddr>,
+        want: Vec<BlockHash>,
+        spill: &mut Spill,
+        limit: u64,
+    ) -> Result<(), FetchError> {
+        let mut remaining: HashSet<BlockHash> = want.iter().copied().collect();
+        let work = Arc::new((Mutex::new(Work::default()), tokio::sync::Notify::new()));
+        work.0.lock().unwrap_or_else(|p| p.into_inner()).queue = want.iter().map(|h| (*h, true)).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Got>(64);
+        let mut workers = JoinSet::new();
+        for (i, addr) in sources.iter().enumerate() {
+            workers.spawn(worker(self.clone(), i, addr.clone(), work.clone(), tx.clone()));
+        }
+        drop(tx);
+        let mut live: HashSet<usize> = (0..sources.len()).collect();
+        let requeue = |hash: BlockHash, deltas: bool, again_from: Option<usize>| {
+            let mut w = work.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(p), Some(t)) = (again_from, w.tried.get_mut(&hash)) {
+                t.remove(&p);
+            }
+            w.queue.push_back((hash, deltas));
+            drop(w);
+            work.1.notify_waiters();
+        };
+        let result = loop {
+            if remaining.is_empty() {
+                break Ok(());
+            }
+            let Some(got) = rx.recv().await else {
+                break Err(FetchError::Unavailable(*remaining.iter().next().expect("not empty")));
+            };
+            match got {
+                Got::Block { peer, hash, block } => {
+                    if !remaining.contains(&hash) {
+                        continue;
+                    }
+                    let id = sources[peer].id;
+                    let base = match &block {
+                        WireBlock::Delta { base, .. } => match spill.get(base)? {
+                            Some(b) => Some(b),
+                            None => store.read_block_bytes(base).ok().flatten(),
+                        },
+                        _ => None,
+                    };
+                    match judge(&hash, &block, base.as_deref()) {
+                        Judged::Good(bytes) => {
+                            spill.put(hash, &bytes)?;
+                            remaining.remove(&hash);
+                            if spill.len > limit {
+                                break Err(FetchError::TooMuch(limit));
+                            }
+                        }
+                        Judged::WithoutDelta => requeue(hash, false, Some(peer)),
+                        Judged::Missing => requeue(hash, true, None),
+                        Judged::Bad(why) => {
+                            self.stats.bad_block(id);
+                            tracing::warn!(peer = %id, "bad block {hash} from a peer ({why}): dropped, asked of another peer");
+                            requeue(hash, true, None);
+                        }
+                    }
+                }
+                Got::Gone { peer, unanswered, reason } => {
+                    live.remove(&peer);
+                    tracing::warn!(peer = %sources[peer].id, "peer abandoned for this fetch: {reason}");
+                    for h in unanswered.into_iter().filter(|h| remaining.contains(h)) {
+                        requeue(h, true, None);
+                    }
+                }
+            }
+            // A block every live peer was given already cannot come any more.
+            let w = work.0.lock().unwrap_or_else(|p| p.into_inner());
+            let stuck = w.queue.iter().find(|(h, _)| w.tried.get(h).is_some_and(|t| live.is_subset(t)));
+            if let Some((h, _)) = stuck {
+                break Err(FetchError::Unavailable(*h));
+            }
+        };
+        work.0.lock().unwrap_or_else(|p| p.into_inner()).finished = true;
+        work.1.notify_waiters();
+        workers.abort_all();
+        result
+    }
+}
+
+/// What to do with a block a peer sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Judged {
+    /// Its bytes, which hash to its name.
+    Good(Vec<u8>),
+    /// A delta on a base this node lacks: ask again for it whole (the same peer may send it).
+    WithoutDelta,
+    /// The peer does not have it.
+    Missing,
+    /// It does not decode, or decodes to bytes of another hash: the sender is marked.
+    Bad(String),
+}
+
+/// The receiver's check of every block, whatever its sender: decoded (with `base`, the delta's base,
+/// when this node has it) and hashed; only bytes that hash to `hash` are good.
+fn judge(hash: &BlockHash, block: &WireBlock, base: Option<&[u8]>) -> Judged {
+    match block.decode_bytes(base) {
+        Ok(Some(bytes)) if BlockHash::of(&bytes) == *hash => Judged::Good(bytes),
+        Ok(Some(bytes)) => Judged::Bad(format!("its {} bytes hash to {}", bytes.len(), BlockHash::of(&bytes))),
+        Ok(None) if matches!(block, WireBlock::Delta { .. }) => Judged::WithoutDelta,
+        Ok(None) => Judged::Missing,
+        Err(e) => Judged::Bad(e.to_string()),
+    }
+}
+
+/// Which answers count as found (the others as "not here").
+type Keep<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
+
+/// A future reading one answer (the reader functions of [`Reader`], boxed).
+type ReadFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, wire::WireError>> + Send + 'a>>;
+
+/// One peer's share of a block fetch: take a batch no one gave it before, ask, pass on each block as it
+/// comes; on an error or a stall, hand back what is unanswered and stop.
+async fn worker(
+    f: Arc<Fetcher>,
+    peer: usize,
+    addr: EndpointAddr,
+    work: Arc<(Mutex<Work>, tokio::sync::Notify)>,
+    tx: tokio::sync::mpsc::Sender<Got>,
+) {
+    let stall = f.cfg.stall;
+    let conn = match f.conn(&addr, stall).await {
+        Ok(c) => c,
+        Err(reason) => {
+            tx.send(Got::Gone { peer, unanswered: Vec::new(), reason }).await.ok();
+            return;
+        }
+    };
+    loop {
+        let batch = loop {
+            {
+                let mut w = work.0.lock().unwrap_or_else(|p| p.into_inner());
+                if w.finished {
+                    return;
+                }
+                let Work { queue, tried, .. } = &mut *w;
+                let mut batch: Vec<BlockHash> = Vec::new();
+                let mut deltas = None;
+                let mut i = 0;
+                while i < queue.len() && batch.len() < BATCH {
+                    let (h, d) = queue[i];
+                    let mine = !tried.get(&h).is_some_and(|t| t.contains(&peer));
+                    if mine && deltas.is_none_or(|x| x == d) {
+                        deltas = Some(d);
+                        queue.remove(i);
+                        tried.entry(h).or_default().insert(peer);
+                        batch.push(h);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if let Some(d) = deltas {
+                    break (d, batch);
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), work.1.notified()).await;
+        };
+        let (deltas, hashes) = batch;
+        let req = Request::Blocks { deltas, hashes: hashes.clone() };
+        let sent = req.encode().len() as u64;
+        let mut answered = 0;
+        let r: Result<u64, (u64, String)> = async {
+            let mut reader = tokio::time::timeout(stall, Fetcher::ask(&conn, &req))
+                .await
+                .map_err(|_| (0, "no stream within the stall timeout".to_string()))?
+                .map_err(|e| (0, e))?;
+            for &hash in &hashes {
+                let block = match tokio::time::timeout(stall, reader.block()).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return Err((reader.bytes, e.to_string())),
+                    Err(_) => return Err((reader.bytes, format!("sent nothing for {stall:?}"))),
+                };
+                answered += 1;
+                if tx.send(Got::Block { peer, hash, block }).await.is_err() {
+                    return Ok(reader.bytes);
+                }
+            }
+            Ok(reader.bytes)
+        }
+        .await;
+        match r {
+            Ok(received) => f.stats.seen(addr.id, sent, received),
+            Err((received, reason)) => {
+                f.stats.moved(addr.id, sent, received);
+                f.stats.unreachable(addr.id);
+                let unanswered = hashes[answered..].to_vec();
+                tx.send(Got::Gone { peer, unanswered, reason }).await.ok();
+                return;
+            }
+        }
+    }
+}
+
+/// Blocks fetched and checked, waiting in a file until the whole NAR is checked.
+struct Spill {
+    path: PathBuf,
+    file: File,
+    index: HashMap<BlockHash, (u64, u32)>,
+    len: u64,
+}
+
+static SPILLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Spill {
+    fn create(store: &Store, nar: &NarHash) -> Result<Spill, FetchError> {
+        let dir = store.dir().join("peer").join("incoming");
+        let n = SPILLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{}.{}.{n}", hex(&nar.0), std::process::id()));
+        let err = |source| FetchError::Spill { path: path.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(err)?;
+        Ok(Spill { path, file, index: HashMap::new(), len: 0 })
+    }
+
+    fn put(&mut self, hash: BlockHash, bytes: &[u8]) -> Result<(), FetchError> {
+        self.file.write_all_at(bytes, self.len).map_err(|source| FetchError::Spill { path: self.path.clone(), source })?;
+        self.index.insert(hash, (self.len, bytes.len() as u32));
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// A spilled block, checked again (the disk is not trusted either).
+    fn get(&self, hash: &BlockHash) -> Result<Option<Bytes>, FetchError> {
+        let Some(&(at, len)) = self.index.get(hash) else { return Ok(None) };
+        let mut b = vec![0; len as usize];
+        let err = |source| FetchError::Spill { path: self.path.clone(), source };
+        self.file.read_exact_at(&mut b, at).map_err(err)?;
+        if BlockHash::of(&b) != *hash {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidData, format!("block {hash} changed on disk"))));
+        }
+        Ok(Some(Bytes::from(b)))
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The store and the spill as one block source; every block read goes into the ingest too (a stored
+/// one is thereby protected from a concurrent gc until the commit).
+struct Incoming<'a> {
+    store: &'a Store,
+    spill: &'a Spill,
+    ingest: RefCell<crate::store::Ingest<'a>>,
+}
+
+impl BlockSource for Incoming<'_> {
+    fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.get_block_bytes(hash)?.map(|b| b.to_vec()))
+    }
+
+    fn get_block_bytes(&self, hash: &BlockHash) -> io::Result<Option<Bytes>> {
+        let b = match self.spill.get(hash).map_err(io::Error::other)? {
+            Some(b) => b,
+            None => match self.store.read_block_bytes(hash).map_err(io::Error::other)? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        };
+        self.ingest.borrow_mut().put(*hash, &b).map_err(io::Error::other)?;
+        Ok(Some(b))
+    }
+
+    fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
+        if let Some(&(_, len)) = self.spill.index.get(hash) {
+            return Ok(Some(len.into()));
+        }
+        Ok(self.store.block_loc(hash).map_err(io::Error::other)?.map(|l| l.raw_len.into()))
+    }
+}
+
+/// Phase 2: read the NAR through its DAG (sizes checked at every level), compare its SHA-256 and size,
+/// and commit every block with the manifest in one ingest.
+fn check_and_commit(store: &Store, nar: &NarHash, root: Cid, size: u64, spill: &Spill) -> Result<(), FetchError> {
+    let incoming = Incoming { store, spill, ingest: RefCell::new(store.begin_ingest()) };
+    let bad = |reason: String| FetchError::BadDag { nar: *nar, reason };
+    let mut reader = DagReader::new(&incoming, root).map_err(|e| bad(e.to_string()))?;
+    let mut sha = sha2::Sha256::new();
+    let mut got_size = 0u64;
+    while let Some(b) = reader.next_bytes(1 << 20).map_err(|e| bad(e.to_string()))? {
+        got_size += b.len() as u64;
+        if got_size > size {
+            break;
+        }
+        sha.update(&b);
+    }
+    drop(reader);
+    let got = NarHash(sha.finalize().into());
+    if got != *nar || got_size != size {
+        return Err(FetchError::NarMismatch { nar: *nar, root, got, got_size });
+    }
+    let ingest = incoming.ingest.into_inner();
+    ingest.commit(&[Manifest::Nar { nar_hash: *nar, entry: NarEntry { root, nar_size: size } }])?;
+    Ok(())
+}
+
+/// The service's view of the peers: where it looks on a miss.
+pub struct PeerMisses(pub Arc<Fetcher>);
+
+impl MissSource for PeerMisses {
+    fn narinfo(&self, hash: &StorePathHash, believe: Believe) -> Option<NarInfo> {
+        self.0.narinfo(hash, believe)
+    }
+
+    fn fetch_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<bool, ServiceError> {
+        match self.0.fetch_nar(store, hash, size) {
+            Ok(found) => Ok(found),
+            Err(FetchError::Store(e)) => Err(ServiceError::Store(e)),
+            Err(e) => Err(ServiceError::Fetch(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_block_is_judged_bad_whatever_its_form() {
+        let good = nixdag_testkit::noise(1, 50_000);
+        let hash = BlockHash::of(&good);
+        let mut forged = good.clone();
+        forged[100] ^= 1;
+        let raw_len = good.len() as u32;
+        assert_eq!(judge(&hash, &WireBlock::Raw(good.clone()), None), Judged::Good(good.clone()));
+        assert!(matches!(judge(&hash, &WireBlock::Raw(forged.clone()), None), Judged::Bad(_)));
+        let z = |b: &[u8]| zstd::bulk::compress(b, 3).unwrap();
+        assert_eq!(judge(&hash, &WireBlock::Zstd { raw_len, payload: z(&good) }, None), Judged::Good(good.clone()));
+        assert!(matches!(judge(&hash, &WireBlock::Zstd { raw_len, payload: z(&forged) }, None), Judged::Bad(_)));
+        assert!(matches!(judge(&hash, &WireBlock::Zstd { raw_len, payload: vec![1, 2, 3] }, None), Judged::Bad(_)));
+        // A delta: good on the right base, bad on another, asked again whole without one.
+        let base = nixdag_testkit::edited(&good, 7);
+        let payload = crate::store::delta_compress(3, &base, &good).unwrap();
+        let d = WireBlock::Delta { base: BlockHash::of(&base), raw_len, payload };
+        assert_eq!(judge(&hash, &d, Some(&base)), Judged::Good(good.clone()));
+        assert!(matches!(judge(&hash, &d, Some(&nixdag_testkit::noise(3, 50_000))), Judged::Bad(_)));
+        assert_eq!(judge(&hash, &d, None), Judged::WithoutDelta);
+        assert_eq!(judge(&hash, &WireBlock::Missing, None), Judged::Missing);
+    }
+}
