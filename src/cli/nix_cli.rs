@@ -6,9 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
-use crate::nix::store_path::StorePath;
 
 /// The narinfo fields Nix records for `path` (`nix path-info --json`), or `None` when `nix` is not
 /// installed or does not know the path.
@@ -30,33 +28,7 @@ pub fn path_info(path: &Path) -> Result<Option<NarInfo>> {
     if o.get("valid").and_then(|v| v.as_bool()) == Some(false) {
         return Ok(None);
     }
-    let s = |k: &str| o.get(k).and_then(|v| v.as_str());
-    let store_path = StorePath::parse(s("path").context("nix path-info gave no path")?)?;
-    let nar_hash: NarHash = s("narHash").context("nix path-info gave no narHash")?.parse()?;
-    let nar_size = o.get("narSize").and_then(|v| v.as_u64()).context("nix path-info gave no narSize")?;
-    let mut references = Vec::new();
-    for r in o.get("references").and_then(|v| v.as_array()).into_iter().flatten() {
-        references.push(StorePath::parse(r.as_str().context("reference is not a string")?)?);
-    }
-    let deriver = s("deriver").map(|d| d.rsplit('/').next().unwrap_or(d).to_string());
-    let sigs = o
-        .get("signatures")
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    Ok(Some(NarInfo {
-        store_path,
-        url: None,
-        compression: None,
-        file_hash: None,
-        file_size: None,
-        nar_hash,
-        nar_size,
-        references,
-        deriver,
-        sigs,
-        ca: s("ca").map(String::from),
-    }))
+    crate::nix::path_info::from_json(o).map(Some).map_err(|e| anyhow::anyhow!("nix path-info: {e}"))
 }
 
 /// Every store path the given paths reference, recursively, dependencies first (`nix-store -qR`).

@@ -22,5 +22,6 @@ pub mod compression;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
+pub mod path_info;
 pub mod signing;
 pub mod store_path;

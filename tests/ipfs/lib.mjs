@@ -226,3 +226,16 @@ export function wireFields (bytes) {
   }
   return out.map(({ name, n }) => (n > 1 ? `${name}*${n}` : name)).join(',')
 }
+
+/** A read-only blockstore over the blocks of one CAR (from `openCar`); a block it lacks is "missing". */
+export class CarBlockstore {
+  constructor (car) { this.car = car }
+  has (cid) { return this.car.byKey.has(cid.toString()) }
+  async * get (cid) {
+    const e = this.car.byKey.get(cid.toString())
+    if (e == null) throw new VerifyError(`missing block ${cid}`)
+    yield await this.car.readBlock(e)
+  }
+
+  put () { throw new Error('read-only blockstore') }
+}

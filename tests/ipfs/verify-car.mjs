@@ -22,22 +22,9 @@ import fs from 'node:fs'
 import { exporter } from 'ipfs-unixfs-exporter'
 import { UnixFS } from 'ipfs-unixfs'
 import {
-  openCar, checkBlockHash, decodePb, decodeUnixfs, runMain,
+  CarBlockstore, openCar, checkBlockHash, decodePb, decodeUnixfs, runMain,
   VerifyError, UsageError, RAW, DAG_PB, codecName
 } from './lib.mjs'
-
-/** Read-only blockstore over the blocks of one CAR file (read on demand). */
-class CarFileBlockstore {
-  constructor (car) { this.car = car }
-  has (cid) { return this.car.byKey.has(cid.toString()) }
-  async * get (cid) {
-    const e = this.car.byKey.get(cid.toString())
-    if (e == null) throw new VerifyError(`missing block ${cid}`)
-    yield await this.car.readBlock(e)
-  }
-
-  put () { throw new Error('read-only blockstore') }
-}
 
 async function main () {
   const args = process.argv.slice(2)
@@ -130,7 +117,7 @@ async function main () {
     }
 
     // 6. export and compare byte for byte, streaming
-    const entry = await exporter(root, new CarFileBlockstore(car))
+    const entry = await exporter(root, new CarBlockstore(car))
     if (entry.type !== 'file' && entry.type !== 'raw') {
       throw new VerifyError(`root ${root} exports as ${entry.type}, expected a file`)
     }

@@ -10,19 +10,7 @@
 import fs from 'node:fs'
 import { exporter } from 'ipfs-unixfs-exporter'
 import { CID } from 'multiformats/cid'
-import { openCar, checkBlockHash, runMain, VerifyError, UsageError } from './lib.mjs'
-
-class CarOnly {
-  constructor (car) { this.car = car }
-  has (cid) { return this.car.byKey.has(cid.toString()) }
-  async * get (cid) {
-    const e = this.car.byKey.get(cid.toString())
-    if (e == null) throw new VerifyError(`missing block ${cid}`)
-    yield await this.car.readBlock(e)
-  }
-
-  put () { throw new Error('read-only blockstore') }
-}
+import { CarBlockstore, openCar, checkBlockHash, runMain, VerifyError, UsageError } from './lib.mjs'
 
 async function main () {
   const args = process.argv.slice(2)
@@ -38,7 +26,7 @@ async function main () {
       throw new VerifyError(`CAR roots ${car.roots.join(',')} are not [${root}]`)
     }
     for (const e of car.entries) await checkBlockHash(e.cid, await car.readBlock(e))
-    const entry = await exporter(root, new CarOnly(car))
+    const entry = await exporter(root, new CarBlockstore(car))
     const parts = []
     for await (const chunk of entry.content({ offset, length })) parts.push(Buffer.from(chunk))
     const got = Buffer.concat(parts)
