@@ -437,7 +437,10 @@ fn forged_and_damaged_blocks_are_dropped_and_fetched_from_another_peer() {
     assert!(log.contains("bad block") && log.contains(&forger_id[..10]), "{log}");
     let s = c.status();
     assert!(s["bad_blocks"].as_u64().unwrap() >= 1, "{s}");
-    assert!(a.log_with("not sending block").contains("not sending block"), "{}", a.log());
+    // A never sends its damaged copy: C saw no bad block from A. (Whether A was asked for that block at
+    // all depends on how the work was split between A and B; when it was, A says it refused.)
+    let c_log = c.log();
+    assert!(!c_log.lines().any(|l| l.contains("bad block") && l.contains(&a.id[..10])), "{c_log}");
     c_store.verify();
     rt.block_on(async { router.shutdown().await.ok() });
 }
