@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// missing here is fetched from it, checked, kept and served; repeatable, tried in order
     #[arg(long = "tarball-mirror", value_name = "URL")]
     tarball_mirrors: Vec<String>,
+    /// Offer the valid paths of this machine's Nix store, with the signatures Nix records for them
+    /// (ingested on first request). `=ROOT` names a local store rooted elsewhere (Nix's `--store ROOT`)
+    #[arg(long, value_name = "ROOT", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    local_nix_store: Option<PathBuf>,
     #[command(flatten)]
     peering: PeeringArgs,
     #[command(flatten)]
@@ -272,6 +276,12 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             trust_foreign_narinfos: args.peering.trust_peer_narinfos,
         },
     );
+    if let Some(root) = &args.local_nix_store {
+        let root = (!root.as_os_str().is_empty()).then(|| root.clone());
+        let nix = crate::local_nix::NixStore::new(root);
+        tracing::info!("offering this machine's Nix store ({})", nix.real_dir().display());
+        service.set_local_nix(Arc::new(crate::service::LocalNix::new(nix, Timeouts::default().idle)));
+    }
     // Upstreams get a runtime of their own: lookups block on it from the gateway's lookup threads. Their
     // nix-cache-info is read in the background, so `serve` starts with every upstream offline.
     let upstream_rt = match upstreams {

@@ -28,7 +28,8 @@ pub enum AppError {
     /// 503: a stored NAR is missing a block or failed a check; the detail (which block) is logged and
     /// the path is no longer advertised.
     Damaged(String),
-    /// 502: the NAR was to come from peers, and they did not deliver it whole; the detail is logged.
+    /// 502: the NAR was to come from peers (or this machine's Nix store), and they did not deliver it
+    /// whole; the detail is logged.
     PeersFailed(String),
     /// 507: the store's disk is full; the detail is logged.
     InsufficientStorage(String),
@@ -68,6 +69,7 @@ impl From<crate::service::ServiceError> for AppError {
             ServiceError::Refused(Refusal::Conflict(why)) => AppError::Conflict(why),
             ServiceError::Refused(Refusal::Invalid(why)) => AppError::BadRequest(why),
             ServiceError::Fetch(why) => AppError::PeersFailed(why),
+            ServiceError::LocalNix(why) => AppError::PeersFailed(format!("this machine's Nix store: {why}")),
             ServiceError::Store(e) => e.into(),
         }
     }

@@ -1,7 +1,8 @@
 //! The serving side of `/nixdag/fetch/1` ([`super::wire`]): answers other nixdag nodes from the store.
 //!
-//! Every answer comes from the store alone (`Service::narinfo_local`, `nar_local`): a node never asks
-//! its own peers on behalf of a peer, so two nodes cannot send a lookup round in circles. Blocks leave
+//! Every answer comes from what the node holds itself (`Service::narinfo_own`: the store, and this
+//! machine's Nix store under `--local-nix-store`; `nar_local`): a node never asks its own peers or
+//! upstreams on behalf of a peer, so two nodes cannot send a lookup round in circles. Blocks leave
 //! only after `read_block_bytes` re-hashed them. Costs are bounded: a request must arrive whole within
 //! [`REQUEST_TIMEOUT`] and be at most [`wire::MAX_REQUEST`] bytes, each write must progress within
 //! [`WRITE_TIMEOUT`], and a connection has at most [`STREAMS_PER_CONNECTION`] requests answered at once.
@@ -122,7 +123,7 @@ impl FetchProtocol {
         match request {
             Request::NarInfo(h) => {
                 let answer = blocking(move || {
-                    let Some(mut info) = service.narinfo_local(&StorePathHash(h)).map_err(|e| e.to_string())? else {
+                    let Some(mut info) = service.narinfo_own(&StorePathHash(h)).map_err(|e| e.to_string())? else {
                         return Ok(None);
                     };
                     let Some(entry) = service.nar_local(&info.nar_hash).map_err(|e| e.to_string())? else {

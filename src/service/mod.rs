@@ -8,7 +8,9 @@
 //! of its choosing.
 
 mod accept;
+mod flight;
 mod health;
+mod local;
 mod repack;
 mod upstream;
 
@@ -21,7 +23,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use self::accept::{judge_narinfo, Known, Refusal, Verdict};
-pub use self::upstream::{Fallback, PullConfig, Pulled, UpstreamFallback};
+pub use self::flight::Pulled;
+pub use self::local::LocalNix;
+pub use self::upstream::{Fallback, PullConfig, UpstreamFallback};
 use crate::chunk::ChunkerConfig;
 use crate::dag::{Cid, DagReader};
 use crate::nix::hash::{HashAlgo, Hasher, NarHash, NixHash};
@@ -71,6 +75,9 @@ pub enum ServiceError {
     /// Fetching what the store lacks from elsewhere (peers) failed.
     #[error("fetching from peers: {0}")]
     Fetch(String),
+    /// Reading this machine's Nix store (`--local-nix-store`) failed.
+    #[error("reading this machine's Nix store: {0}")]
+    LocalNix(String),
     /// A stored NAR lacks a block or failed a check; it is no longer advertised.
     #[error("stored data is damaged: {0}")]
     Damaged(String),
@@ -130,6 +137,8 @@ pub struct Service {
     /// Asked on a miss (`serve --upstream`); set once, after start.
     fallback: std::sync::OnceLock<Arc<dyn Fallback>>,
     miss: OnceLock<Arc<dyn MissSource>>,
+    /// This machine's Nix store (`serve --local-nix-store`); set once, after start.
+    local: OnceLock<Arc<LocalNix>>,
     trust_foreign: bool,
     /// Narinfos from the miss source, believed, whose NAR is not fetched yet (insertion order kept).
     foreign_pending: Mutex<(HashMap<String, NarInfo>, std::collections::VecDeque<String>)>,
@@ -148,6 +157,7 @@ impl Service {
             repacker: Mutex::new(repacker),
             fallback: std::sync::OnceLock::new(),
             miss: OnceLock::new(),
+            local: OnceLock::new(),
             trust_foreign: cfg.trust_foreign_narinfos,
             foreign_pending: Mutex::default(),
         })
@@ -156,6 +166,12 @@ impl Service {
     /// Where to turn on a miss (src/service/upstream.rs); only the first call takes effect.
     pub fn set_fallback(&self, f: Arc<dyn Fallback>) {
         let _ = self.fallback.set(f);
+    }
+
+    /// Offer the paths of this machine's Nix store too (once; a second call is ignored): asked on a miss
+    /// before peers and upstreams, since it is on this machine.
+    pub fn set_local_nix(&self, local: Arc<LocalNix>) {
+        let _ = self.local.set(local);
     }
 
     /// Look for what the store lacks in `source` from now on (once; a second call is ignored).
@@ -231,9 +247,10 @@ impl Service {
     }
 
     /// The narinfo of a store path: recorded, if its NAR is whole (a path whose NAR is damaged is not
-    /// advertised: Nix would fail on it mid-download), else from the peers (the miss source) if the node
-    /// believes it ([`Service::believes_foreign`]), else from the upstream caches (the fallback, which
-    /// verifies it). Not signed yet: see [`Service::sign`].
+    /// advertised: Nix would fail on it mid-download), else from this machine's Nix store (when
+    /// offered), else from the peers (the miss source) if the node believes it
+    /// ([`Service::believes_foreign`]), else from the upstream caches (the fallback, which verifies it).
+    /// Not signed yet: see [`Service::sign`].
     pub fn narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfo>, ServiceError> {
         if let Some(info) = self.narinfo_local(hash)? {
             return Ok(Some(info));
@@ -241,6 +258,9 @@ impl Service {
         let key = hash.to_string();
         if let Some(info) = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner()).0.get(&key) {
             return Ok(Some(info.clone()));
+        }
+        if let Some(info) = self.local.get().and_then(|l| l.narinfo(hash)) {
+            return Ok(Some(info));
         }
         // A miss turns to the LAN's peers first (within their deadline), then to the upstream caches (a
         // verified narinfo or nothing): peers are near and free, upstreams far and metered.
@@ -275,11 +295,33 @@ impl Service {
             return Ok(None);
         };
         let Some(entry) = self.store.nar(&info.nar_hash)? else { return Ok(None) };
+        // A path from this machine's Nix store is offered while that store has it.
+        if let Some(local) = self.local.get() {
+            if self.store.is_local_path(&hash.to_string())? && !local.still_offers(&info.store_path) {
+                bump(&self.counters.narinfo_misses, 1);
+                return Ok(None);
+            }
+        }
         match self.check_whole(info.nar_hash, &entry) {
             Ok(()) => Ok(Some(info)),
             Err(ServiceError::Damaged(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The narinfo of a path this node holds itself, for a peer: recorded in the store, or in this
+    /// machine's Nix store, whose NAR is then ingested first (a peer fetches blocks, so they must be in
+    /// the store before the answer). Never asks peers or upstreams: two nodes cannot ask in circles.
+    pub fn narinfo_own(self: &Arc<Self>, hash: &StorePathHash) -> Result<Option<NarInfo>, ServiceError> {
+        if let Some(info) = self.narinfo_local(hash)? {
+            return Ok(Some(info));
+        }
+        let Some(local) = self.local.get() else { return Ok(None) };
+        let Some(info) = local.narinfo(hash) else { return Ok(None) };
+        if let Some(mut pulled) = local.nar(self, &info.nar_hash) {
+            while pulled.next_bytes(1 << 20).map_err(|e| ServiceError::LocalNix(e.to_string()))?.is_some() {}
+        }
+        self.narinfo_local(hash)
     }
 
     fn check_whole(&self, hash: NarHash, entry: &NarEntry) -> Result<(), ServiceError> {
@@ -326,10 +368,14 @@ impl Service {
         Ok(Some(entry))
     }
 
-    /// A NAR the store lacks, pulled from where the fallback found its narinfo, as it is being stored:
-    /// `None` when there is no fallback or it knows no such NAR.
+    /// A NAR the store lacks, pulled from where its narinfo was found (this machine's Nix store, or an
+    /// upstream), as it is being stored: `None` when neither knows such a NAR.
     pub fn pull(self: &Arc<Self>, hash: &NarHash) -> Option<NarReader> {
-        let pulled = self.fallback.get()?.nar(self, hash)?;
+        let local = self.local.get().and_then(|l| l.nar(self, hash));
+        let pulled = match local {
+            Some(p) => p,
+            None => self.fallback.get()?.nar(self, hash)?,
+        };
         bump(&self.counters.nars_opened, 1);
         Some(NarReader { inner: Inner::Pulled(pulled), nar: Some(*hash), service: self.clone() })
     }

@@ -24,6 +24,7 @@ mod backend_tests;
 #[cfg(test)]
 mod form_tests;
 mod gc;
+mod provenance;
 pub mod pack;
 pub(crate) mod patch;
 pub(crate) mod proven;
@@ -514,18 +515,6 @@ impl Store {
             NarInfo::parse(v.value()).map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })
         })
         .transpose()
-    }
-
-    /// Whether the recorded narinfo of this store path came from a source the node does not vouch for
-    /// (a peer: [`Manifest::ForeignPath`]), so that it is served unsigned by the gateway.
-    pub fn is_foreign_path(&self, hash_part: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::txn("begin read"))?;
-        let t = match txn.open_table(FOREIGN) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-            Err(e) => return Err(StoreError::table_op("open", FOREIGN.name())(e)),
-        };
-        Ok(t.get(hash_part).map_err(StoreError::row("read", FOREIGN.name(), hash_part))?.is_some())
     }
 
     /// The stored file with this hash (SHA-256, or an alias: SHA-512, SHA-1, MD5). Returns its SHA-256 too.

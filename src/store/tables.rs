@@ -20,6 +20,9 @@ pub const PATHS: TableDefinition<&str, &str> = TableDefinition::new("paths-0");
 /// Store-path hash parts (as in [`PATHS`]) whose narinfo came from somewhere the node does not vouch for
 /// (a peer): served with the signatures they carry, never signed by the gateway. The value is unused (0).
 pub const FOREIGN: TableDefinition<&str, u8> = TableDefinition::new("foreign-paths-0");
+/// Store-path hash parts (as in [`PATHS`]) whose NAR came from this machine's Nix store
+/// (`serve --local-nix-store`): offered only while that store still has the path. The value is unused (0).
+pub const LOCAL: TableDefinition<&str, u8> = TableDefinition::new("local-paths-0");
 /// Flat SHA-256 of a file (32 bytes) → [`FileEntry`] as JSON.
 pub const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files-0");
 /// `algo:digest` of a file's other hashes (sha512, sha1, md5) → its SHA-256 (32 bytes).

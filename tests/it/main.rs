@@ -10,6 +10,7 @@ mod fetch_src;
 mod gateway;
 mod gc;
 mod ipfs;
+mod local_nix;
 mod origin;
 mod peer_fetch;
 mod peers;

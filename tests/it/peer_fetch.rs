@@ -14,18 +14,18 @@ use crate::common::*;
 use crate::gateway::{nix, run};
 
 /// A running `nixdag serve` with peering.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    url: String,
-    key: String,
-    ticket: String,
-    id: String,
+    pub(crate) url: String,
+    pub(crate) key: String,
+    pub(crate) ticket: String,
+    pub(crate) id: String,
     store: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
-    fn start(store: &TestStore, extra: &[&str]) -> Node {
+    pub(crate) fn start(store: &TestStore, extra: &[&str]) -> Node {
         let mut child = store
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0", "--peering", "--repack-idle", "0"])
@@ -58,7 +58,7 @@ impl Node {
         Node { child, url, key, ticket, id, store: store.path().to_path_buf(), log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
@@ -108,7 +108,7 @@ impl Drop for Node {
 }
 
 /// GET `path` from a gateway: (status, body).
-fn get(url: &str, path: &str) -> (u16, Vec<u8>) {
+pub(crate) fn get(url: &str, path: &str) -> (u16, Vec<u8>) {
     let addr = url.strip_prefix("http://").unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -161,7 +161,7 @@ fn nix_copy_from(w: &Path, tag: &str, node: &Node, key: &str, path: &Path) -> Pa
 }
 
 /// Nix's NarHash of `path` in the store at `root`.
-fn nar_hash_in(w: &Path, root: &Path, path: &Path) -> String {
+pub(crate) fn nar_hash_in(w: &Path, root: &Path, path: &Path) -> String {
     let out = run(nix(w, "info").args(["path-info", "--json", "--store"]).arg(root).arg(path));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v[0]["narHash"].as_str().unwrap().to_string()
