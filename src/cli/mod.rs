@@ -10,6 +10,7 @@ mod gc;
 mod key;
 mod nix_cli;
 mod peer;
+mod pin;
 mod repack;
 mod restore;
 mod serve;
@@ -71,6 +72,10 @@ enum Command {
     Warm(warm::WarmArgs),
     /// The peer endpoint (docs/PEERS.md): its identity, and tickets for stock iroh-blobs clients
     Peer(peer::PeerArgs),
+    /// Keep store paths and their closures through any disk budget (`--max-size`); with no path, list the pins
+    Pin(pin::PinArgs),
+    /// Stop keeping pinned store paths (they are evicted by age again)
+    Unpin(pin::PinArgs),
 }
 
 /// Parse, run, report: the whole binary.
@@ -207,6 +212,8 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
             store.compact_index().context("compacting the index")
         }
         Command::Forget(a) => forget::run(&open()?, a),
+        Command::Pin(a) => pin::pin(&open()?, a),
+        Command::Unpin(a) => pin::unpin(&open()?, a),
         Command::DedupStats(a) => stats::run(&read()?, a),
         Command::Serve(a) => serve::run(open()?, *a),
         Command::FetchSrc(a) => fetch_src::run(open()?, a),

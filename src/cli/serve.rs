@@ -14,7 +14,7 @@ use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limi
 use crate::peer::access::AllowList;
 use crate::peer::{endpoint, Access, FetchConfig, PeerConfig, Peering};
 use crate::service::{PullConfig, Service, ServiceConfig, UpstreamFallback};
-use crate::store::Store;
+use crate::store::{EvictPolicy, Store};
 use crate::upstream::{Timeouts, Upstreams};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,6 +86,14 @@ pub struct ServeArgs {
     /// (ingested on first request). `=ROOT` names a local store rooted elsewhere (Nix's `--store ROOT`)
     #[arg(long, value_name = "ROOT", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     local_nix_store: Option<PathBuf>,
+    /// Disk budget: whenever packs plus index take more than this (K, M, G, T suffixes), evict the least
+    /// recently served NARs and files in the background (never a path a kept path references, nor pinned
+    /// or uploaded ones) and free their blocks; checked every few seconds and after each ingest
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    max_size: Option<u64>,
+    /// With --max-size: uploaded NARs may be evicted too (by default they are kept like pinned paths)
+    #[arg(long, requires = "max_size")]
+    evict_uploads: bool,
     #[command(flatten)]
     peering: PeeringArgs,
     #[command(flatten)]
@@ -274,6 +282,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             trusted_keys,
             repack_idle: (args.repack_idle > 0).then(|| std::time::Duration::from_secs(args.repack_idle)),
             trust_foreign_narinfos: args.peering.trust_peer_narinfos,
+            budget: args.max_size.map(|max_size| EvictPolicy { max_size, evict_uploads: args.evict_uploads }),
         },
     );
     if let Some(root) = &args.local_nix_store {

@@ -137,9 +137,13 @@ impl Gateway {
     /// The HTTP door of `service`.
     pub fn new(service: Arc<Service>, cfg: GatewayConfig) -> Self {
         let l = &cfg.limits;
+        let narinfos = Arc::new(cache::ByteCache::new(l.narinfo_cache_bytes, NARINFO_TTL));
+        // An evicted path must stop being advertised at once, not when its cached narinfo expires.
+        let cached = narinfos.clone();
+        service.on_evict(Box::new(move || cached.invalidate_all()));
         Gateway(Arc::new(Shared {
             service,
-            narinfos: Arc::new(cache::ByteCache::new(l.narinfo_cache_bytes, NARINFO_TTL)),
+            narinfos,
             listings: Arc::new(narinfo::Listings::new(l.listing_cache_bytes, l.max_listing_entries)),
             budget: stream::Budget::new(l.inflight_bytes, l.inflight_per_address),
             lookups: Arc::new(pool::Lookups::new(l.lookup_threads, 4096)),

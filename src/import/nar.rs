@@ -101,11 +101,22 @@ fn commit_nar(
 
 /// Store a NAR read from `r`, validating it as it streams. When `info` is given (a store path's
 /// metadata), its NarHash and NarSize must match and it is recorded with the NAR.
-pub fn add_nar(
+pub fn add_nar(store: &Store, r: impl Read, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+    add_nar_as(store, r, cfg, info, false)
+}
+
+/// [`add_nar`] for a NAR that arrived as an upload (`PUT /nar/…`): recorded in `uploaded-0` in the same
+/// commit, so that a disk budget keeps it (unless `--evict-uploads`) and no crash can drop the mark.
+pub fn add_uploaded_nar(store: &Store, r: impl Read, cfg: ChunkerConfig) -> Result<NarAdded, StoreError> {
+    add_nar_as(store, r, cfg, None, true)
+}
+
+fn add_nar_as(
     store: &Store,
     mut r: impl Read,
     cfg: ChunkerConfig,
     info: Option<NarInfo>,
+    uploaded: bool,
 ) -> Result<NarAdded, StoreError> {
     // A flat file holding a compressed tarball may be kept as its content plus a recipe: look at the
     // NAR's first bytes, and if they say so, take the (bounded) NAR whole.
@@ -115,13 +126,16 @@ pub fn add_nar(
         failed = (&mut r).take((total + 1).saturating_sub(head.len() as u64)).read_to_end(&mut head).err();
         // Longer than its header says: not a NAR this takes whole; the streaming parser says what is wrong.
         if failed.is_none() && head.len() as u64 <= total {
-            return add_nar_bytes(store, &head, cfg, info);
+            return add_nar_bytes(store, &head, cfg, info, uploaded);
         }
     }
     // A read error while peeking reaches the parser where it happened, so it is reported (and classed)
     // as any read error in the middle of a NAR.
     let r = Replay { head: io::Cursor::new(head), failed, rest: r };
     let mut ingest = store.begin_ingest();
+    if uploaded {
+        ingest.mark_uploaded();
+    }
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::copy_validated(r, &mut sink))?;
     commit_nar(ingest, summary, dag, info)
 }
@@ -148,7 +162,13 @@ impl<R: Read> Read for Replay<R> {
 
 /// Store a NAR held in memory: as content plus recipe when it is a rebuildable compressed flat file,
 /// else as any NAR.
-fn add_nar_bytes(store: &Store, nar: &[u8], cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
+fn add_nar_bytes(
+    store: &Store,
+    nar: &[u8],
+    cfg: ChunkerConfig,
+    info: Option<NarInfo>,
+    uploaded: bool,
+) -> Result<NarAdded, StoreError> {
     struct Probe {
         pos: u64,
         contents: Option<(u64, u64)>,
@@ -166,6 +186,9 @@ fn add_nar_bytes(store: &Store, nar: &[u8], cfg: ChunkerConfig, info: Option<Nar
     let mut probe = Probe { pos: 0, contents: None };
     let summary = nar::copy_validated(nar, &mut probe)?;
     let mut ingest = store.begin_ingest();
+    if uploaded {
+        ingest.mark_uploaded();
+    }
     let mut queue = false;
     if let Some((at, len)) = probe.contents {
         let range = at as usize..(at + len) as usize;
@@ -193,7 +216,7 @@ pub fn add_path(store: &Store, path: &Path, cfg: ChunkerConfig, info: Option<Nar
             if sniffed && recompress::detect(&magic).is_some() {
                 let mut nar = Vec::with_capacity(m.len() as usize + 256);
                 nar::dump_path(path, &mut nar)?;
-                return add_nar_bytes(store, &nar, cfg, info);
+                return add_nar_bytes(store, &nar, cfg, info, false);
             }
         }
     }

@@ -12,6 +12,7 @@ mod flight;
 mod health;
 mod local;
 mod repack;
+mod upkeep;
 mod upstream;
 
 use std::io::{self, Read};
@@ -34,7 +35,7 @@ use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::{verify_any, PublicKey, SecretKey};
 use crate::nix::store_path::{StorePath, StorePathHash};
 use crate::import::{self, NarAdded};
-use crate::store::{Manifest, NarEntry, Store, StoreError};
+use crate::store::{EvictPolicy, Manifest, NarEntry, Store, StoreError};
 
 /// How a service is set up.
 pub struct ServiceConfig {
@@ -48,6 +49,9 @@ pub struct ServiceConfig {
     /// Keep and serve narinfos a [`MissSource`] found even when no trusted key signed them
     /// (`--trust-peer-narinfos`); they are still never signed by this node.
     pub trust_foreign_narinfos: bool,
+    /// The disk budget (`--max-size`): evict least recently served roots in the background whenever the
+    /// store is over it (`None`: never; served times are recorded all the same, for `gc --max-size`).
+    pub budget: Option<EvictPolicy>,
 }
 
 /// Where the service looks for what the store lacks, on a miss: the node's peers (`src/peer/fetch.rs`),
@@ -142,13 +146,25 @@ pub struct Service {
     trust_foreign: bool,
     /// Narinfos from the miss source, believed, whose NAR is not fetched yet (insertion order kept).
     foreign_pending: Mutex<(HashMap<String, NarInfo>, std::collections::VecDeque<String>)>,
+    /// Which roots are served and being read (the disk budget's LRU).
+    usage: Arc<upkeep::Usage>,
+    /// Writes served times and keeps the disk budget.
+    upkeep: Mutex<Option<upkeep::Upkeep>>,
+    /// Called after an eviction removed roots.
+    evict_hooks: Arc<Mutex<Vec<upkeep::Hook>>>,
 }
 
 impl Service {
     /// Start a service over `store`: the background repack begins if configured.
     pub fn start(store: Arc<Store>, cfg: ServiceConfig) -> Arc<Service> {
         let repacker = cfg.repack_idle.map(|idle| repack::Background::start(store.clone(), idle));
+        let usage = Arc::new(upkeep::Usage::default());
+        let evict_hooks = Arc::new(Mutex::new(Vec::new()));
+        let upkeep = upkeep::Upkeep::start(store.clone(), usage.clone(), cfg.budget, evict_hooks.clone());
         Arc::new(Service {
+            usage,
+            upkeep: Mutex::new(Some(upkeep)),
+            evict_hooks,
             store,
             key: cfg.key,
             trusted: cfg.trusted_keys,
@@ -193,10 +209,26 @@ impl Service {
         pending || self.store.is_foreign_path(&key).unwrap_or(true)
     }
 
-    /// Stop background work (and wait for it); the service still answers calls.
+    /// Stop background work (and wait for it; served times gathered so far are written); the service
+    /// still answers calls.
     pub fn stop(&self) {
         if let Some(r) = self.repacker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             r.stop();
+        }
+        if let Some(u) = self.upkeep.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            u.stop();
+        }
+    }
+
+    /// Call `f` after each eviction that removed roots (a door drops what it cached about them).
+    pub fn on_evict(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.evict_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+    }
+
+    /// Something was stored: let the disk budget be checked now.
+    fn stored_more(&self) {
+        if let Some(u) = self.upkeep.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            u.nudge();
         }
     }
 
@@ -303,7 +335,12 @@ impl Service {
             }
         }
         match self.check_whole(info.nar_hash, &entry) {
-            Ok(()) => Ok(Some(info)),
+            Ok(()) => {
+                // Served: a client that asked for the narinfo asks for the NAR next, which must not be
+                // evicted in between.
+                self.usage.touch(entry.root);
+                Ok(Some(info))
+            }
             Err(ServiceError::Damaged(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -351,6 +388,7 @@ impl Service {
         }
         let manifests: Vec<Manifest> = infos.iter().map(|i| Manifest::ForeignPath(Box::new(i.clone()))).collect();
         self.store.begin_ingest().commit(&manifests)?;
+        self.stored_more();
         let mut pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
         for i in &infos {
             let key = i.store_path.hash().to_string();
@@ -377,7 +415,7 @@ impl Service {
             None => self.fallback.get()?.nar(self, hash)?,
         };
         bump(&self.counters.nars_opened, 1);
-        Some(NarReader { inner: Inner::Pulled(pulled), nar: Some(*hash), service: self.clone() })
+        Some(NarReader { inner: Inner::Pulled(pulled), nar: Some(*hash), service: self.clone(), _reading: None })
     }
 
     /// Whether the NAR with this hash was found damaged.
@@ -395,14 +433,17 @@ impl Service {
     ) -> Result<NarReader, ServiceError> {
         let reader = DagReader::range(self.store.clone(), entry.root, start, Some(end)).map_err(StoreError::from)?;
         bump(&self.counters.nars_opened, 1);
-        Ok(NarReader { inner: Inner::Stored(reader), nar: Some(hash), service: self.clone() })
+        // Served now (the disk budget evicts the least recently served), and kept while it is read.
+        let reading = Some(self.usage.open(entry.root));
+        Ok(NarReader { inner: Inner::Stored(reader), nar: Some(hash), service: self.clone(), _reading: reading })
     }
 
     /// Bytes `start..end` of a stored file (found by [`Service::file`]).
     pub fn file_reader(self: &Arc<Self>, root: Cid, start: u64, end: u64) -> Result<NarReader, ServiceError> {
         let reader = DagReader::range(self.store.clone(), root, start, Some(end)).map_err(StoreError::from)?;
         bump(&self.counters.files_opened, 1);
-        Ok(NarReader { inner: Inner::Stored(reader), nar: None, service: self.clone() })
+        let reading = Some(self.usage.open(root));
+        Ok(NarReader { inner: Inner::Stored(reader), nar: None, service: self.clone(), _reading: reading })
     }
 
     /// A stored file by any of its hashes: its SHA-256, root and size.
@@ -421,10 +462,14 @@ impl Service {
     }
 
     /// Store a NAR read from `r` (validated as it streams). A NAR found damaged before is whole again.
+    ///
+    /// Only uploads come this way: the NAR is recorded as uploaded (kept by the disk budget unless
+    /// `--evict-uploads`).
     pub fn put_nar(&self, r: impl Read) -> Result<NarAdded, StoreError> {
-        let added = import::add_nar(&self.store, r, ChunkerConfig::default(), None)?;
+        let added = import::add_uploaded_nar(&self.store, r, ChunkerConfig::default())?;
         self.health.healed(&added.nar_hash, &added.root);
         bump(&self.counters.nars_put, 1);
+        self.stored_more();
         Ok(added)
     }
 
@@ -436,6 +481,7 @@ impl Service {
         self.health.healed(&added.nar_hash, &added.root);
         bump(&self.counters.nars_put, 1);
         bump(&self.counters.narinfos_put, 1);
+        self.stored_more();
         Ok(added)
     }
 
@@ -496,6 +542,8 @@ pub struct NarReader {
     /// The NAR to mark damaged; `None` for a file (no narinfo advertises it).
     nar: Option<NarHash>,
     service: Arc<Service>,
+    /// Keeps the root from eviction while it is read.
+    _reading: Option<upkeep::Reading>,
 }
 
 enum Inner {

@@ -125,6 +125,9 @@ pub enum StoreError {
     /// A manifest refers to a NAR the store does not hold.
     #[error("no NAR with hash {0} in the store")]
     NoSuchNar(NarHash),
+    /// A store path (by hash part) the store does not hold, e.g. one asked to be pinned.
+    #[error("no store path with hash part {0} in the store")]
+    NoSuchPath(String),
     /// The DAG under a root could not be read.
     #[error(transparent)]
     Dag(#[from] DagReadError),

@@ -62,7 +62,7 @@ impl Store {
         Ok(())
     }
 
-    fn mark_and_sweep(&self) -> Result<GcReport, StoreError> {
+    pub(super) fn mark_and_sweep(&self) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let txn = self.db().begin_write().map_err(StoreError::txn("begin write"))?;
         let roots = roots_in(&txn)?;
@@ -148,13 +148,16 @@ impl Store {
                 })
                 .map_err(StoreError::table_op("remove from", REPACK.name()))?;
         }
+        // Last-served times and upload marks of roots that are gone (forgotten, evicted).
+        let root_keys: HashSet<Vec<u8>> = roots.iter().map(|(_, root, _)| root.to_bytes()).collect();
+        super::evict::prune_orphans(&txn, &root_keys)?;
         txn.commit().map_err(StoreError::txn("commit"))?;
         drop(protected);
         Ok(report)
     }
 
     /// Live record bytes per pack, from the index.
-    fn live_bytes_per_pack(&self) -> Result<HashMap<u32, u64>, StoreError> {
+    pub(super) fn live_bytes_per_pack(&self) -> Result<HashMap<u32, u64>, StoreError> {
         let mut live = HashMap::new();
         let mut records = HashSet::new();
         let txn = self.db().begin_read().map_err(StoreError::txn("begin read"))?;
@@ -188,7 +191,7 @@ impl Store {
 
     /// Copy pack `id`'s live records to the active pack, repoint the index, then delete `id`.
     /// Skipped while an uncommitted ingest has records in `id`: its commit will point into that pack.
-    fn compact_pack(&self, id: u32, report: &mut GcReport) -> Result<(), StoreError> {
+    pub(super) fn compact_pack(&self, id: u32, report: &mut GcReport) -> Result<(), StoreError> {
         // Another process that appends to `id`, or has uncommitted records there, holds its lock: skip it.
         let _locked = {
             let mut writer = self.packs().lock_writer();

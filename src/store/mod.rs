@@ -19,6 +19,7 @@
 pub(crate) mod chain;
 mod compress;
 mod error;
+mod evict;
 #[cfg(test)]
 mod backend_tests;
 #[cfg(test)]
@@ -50,6 +51,8 @@ pub use self::compress::{StorageConfig, StorageConfigError, Tarballs};
 pub(crate) use self::compress::{delta_compress, delta_decompress};
 use self::error::{IoContext, Sha256Key};
 pub use self::error::StoreError;
+pub use self::evict::EvictPolicy;
+pub(crate) use self::evict::now_ms;
 pub use self::gc::GcReport;
 use self::pack::Packs;
 pub use self::stats::StoreStats;

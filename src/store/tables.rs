@@ -27,6 +27,17 @@ pub const LOCAL: TableDefinition<&str, u8> = TableDefinition::new("local-paths-0
 pub const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files-0");
 /// `algo:digest` of a file's other hashes (sha512, sha1, md5) → its SHA-256 (32 bytes).
 pub const FILE_ALIASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("file-aliases-0");
+/// Root CID bytes (of a `nars-0` or `files-0` entry) → when it was last served or, if it never was,
+/// stored: milliseconds since the Unix epoch. What `--max-size` evicts by (least recent first). Written by
+/// the commit that records the root, and by the service in batches (never one write per request). A root
+/// without a row counts as the oldest (stored by a build that predates the table).
+pub const SERVED: TableDefinition<&[u8], u64> = TableDefinition::new("served-0");
+/// Store-path hash parts (as in [`PATHS`]) the operator pinned (`nixdag pin`): never evicted, nor, by
+/// the closure rule, anything they reference. The value is unused (0).
+pub const PINS: TableDefinition<&str, u8> = TableDefinition::new("pins-0");
+/// Root CID bytes of NARs that arrived as uploads (`PUT /nar/…` by an admitted client): kept by eviction
+/// unless `--evict-uploads`. The value is unused (0).
+pub const UPLOADED: TableDefinition<&[u8], u8> = TableDefinition::new("uploaded-0");
 /// Store-wide settings: `format` → u32 format version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 

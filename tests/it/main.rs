@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod crash;
 mod dedup;
+mod evict;
 mod fetch_src;
 mod gateway;
 mod gc;

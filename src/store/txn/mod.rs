@@ -105,6 +105,9 @@ pub struct Ingest<'s> {
     /// leaves of a compressed file queued for a repack. They hardly compress, and once the repack
     /// re-indexes them their records are dead, which a frame shared with other blocks would keep alive.
     as_is: bool,
+    /// The NARs and files this ingest commits arrived as uploads: they are recorded in `uploaded-0`,
+    /// which eviction keeps unless told otherwise.
+    uploaded: bool,
 }
 
 impl<'s> Ingest<'s> {
@@ -146,7 +149,13 @@ impl<'s> Ingest<'s> {
             reused: None,
             avoid_bases: None,
             as_is: false,
+            uploaded: false,
         }
+    }
+
+    /// Record the NARs and files this ingest commits as uploads (`uploaded-0`): eviction keeps them.
+    pub fn mark_uploaded(&mut self) {
+        self.uploaded = true;
     }
 
     /// Whether `hash` still has to be written: not in this ingest, not in the store. A block found in the
@@ -279,7 +288,7 @@ impl<'s> Ingest<'s> {
     pub fn commit(mut self, manifests: &[Manifest]) -> Result<(), StoreError> {
         self.write_compressed(true)?;
         let queue_unchanged = self.to_repack.is_empty() && self.repacked.is_empty();
-        if self.pending.is_empty() && queue_unchanged && self.already_recorded(manifests)? {
+        if self.pending.is_empty() && queue_unchanged && !self.uploaded && self.already_recorded(manifests)? {
             // Nothing new: leave the index file alone (re-adding is a no-op, byte for byte).
             self.committed = true;
             return Ok(());
@@ -317,10 +326,23 @@ impl<'s> Ingest<'s> {
             let mut files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
             let mut aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
             let mut foreign = txn.open_table(FOREIGN).map_err(StoreError::table_op("open", FOREIGN.name()))?;
+            let mut served = txn.open_table(SERVED).map_err(StoreError::table_op("open", SERVED.name()))?;
+            let mut uploaded = txn.open_table(UPLOADED).map_err(StoreError::table_op("open", UPLOADED.name()))?;
+            // A root stored now counts as served now: eviction goes by the later of the two.
+            let now = super::evict::now_ms();
+            let mut stamp = |root: &Cid| -> Result<(), StoreError> {
+                let key = root.to_bytes();
+                served.insert(key.as_slice(), now).map_err(StoreError::row("write", SERVED.name(), root))?;
+                if self.uploaded {
+                    uploaded.insert(key.as_slice(), 0).map_err(StoreError::row("write", UPLOADED.name(), root))?;
+                }
+                Ok(())
+            };
             for m in manifests {
                 match m {
                     Manifest::Nar { nar_hash, entry } => {
                         nars.insert(nar_hash.0.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", NARS.name(), nar_hash))?;
+                        stamp(&entry.root)?;
                     }
                     Manifest::Path(info) | Manifest::ForeignPath(info) => {
                         if nars.get(info.nar_hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), info.nar_hash))?.is_none() {
@@ -337,6 +359,7 @@ impl<'s> Ingest<'s> {
                     }
                     Manifest::File { sha256, entry, aliases: other } => {
                         files.insert(sha256.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", FILES.name(), Sha256Key(sha256)))?;
+                        stamp(&entry.root_cid()?)?;
                         for a in other {
                             aliases.insert(alias_key(a).as_slice(), sha256.as_slice()).map_err(StoreError::row("write", FILE_ALIASES.name(), a))?;
                         }
