@@ -15,5 +15,5 @@ mod tarball;
 pub use self::ahead::{prove_ahead, with_helpers};
 pub use self::channel::{channel, ChannelReader, ChannelSender};
 pub use self::file::{add_file, FileAdded};
-pub use self::nar::{add_nar, add_path, add_uploaded_nar, NarAdded};
+pub use self::nar::{add_foreign_nar, add_nar, add_path, add_uploaded_nar, NarAdded};
 pub use self::repack::{repack, RepackOutcome, RepackReport};

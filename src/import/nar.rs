@@ -76,13 +76,28 @@ where
     Ok((summary, dag))
 }
 
-fn commit_nar(
-    ingest: Ingest<'_>,
-    summary: NarSummary,
-    dag: BuiltDag,
-    info: Option<NarInfo>,
-) -> Result<NarAdded, StoreError> {
-    if let Some(info) = &info {
+/// The store path a NAR is recorded with, if any, and whether the node vouches for it.
+enum Record {
+    /// A NAR alone.
+    None,
+    /// A path the node vouches for (`Manifest::Path`): signed by the gateway when served.
+    Path(NarInfo),
+    /// A path from a peer (`Manifest::ForeignPath`): served with the signatures it carries only.
+    Foreign(NarInfo),
+}
+
+impl From<Option<NarInfo>> for Record {
+    fn from(info: Option<NarInfo>) -> Record {
+        info.map_or(Record::None, Record::Path)
+    }
+}
+
+fn commit_nar(ingest: Ingest<'_>, summary: NarSummary, dag: BuiltDag, record: Record) -> Result<NarAdded, StoreError> {
+    let info = match &record {
+        Record::None => None,
+        Record::Path(i) | Record::Foreign(i) => Some(i),
+    };
+    if let Some(info) = info {
         if info.nar_hash != summary.nar_hash || info.nar_size != summary.nar_size {
             return Err(StoreError::HashMismatch {
                 what: format!("NAR of {}", info.store_path),
@@ -93,7 +108,11 @@ fn commit_nar(
     }
     let entry = NarEntry { root: dag.root, nar_size: summary.nar_size };
     let mut manifests = vec![Manifest::Nar { nar_hash: summary.nar_hash, entry }];
-    manifests.extend(info.map(|i| Manifest::Path(Box::new(i))));
+    match record {
+        Record::None => {}
+        Record::Path(i) => manifests.push(Manifest::Path(Box::new(i))),
+        Record::Foreign(i) => manifests.push(Manifest::ForeignPath(Box::new(i))),
+    }
     let (new_blocks, new_bytes) = ingest.new_blocks();
     ingest.commit(&manifests)?;
     Ok(NarAdded { nar_hash: summary.nar_hash, nar_size: summary.nar_size, root: dag.root, new_blocks, new_bytes })
@@ -102,20 +121,26 @@ fn commit_nar(
 /// Store a NAR read from `r`, validating it as it streams. When `info` is given (a store path's
 /// metadata), its NarHash and NarSize must match and it is recorded with the NAR.
 pub fn add_nar(store: &Store, r: impl Read, cfg: ChunkerConfig, info: Option<NarInfo>) -> Result<NarAdded, StoreError> {
-    add_nar_as(store, r, cfg, info, false)
+    add_nar_as(store, r, cfg, info.into(), false)
+}
+
+/// [`add_nar`] for a path whose narinfo came from a peer: recorded as foreign (never signed by this
+/// node), and only if the NAR matches that narinfo's NarHash and NarSize.
+pub fn add_foreign_nar(store: &Store, r: impl Read, cfg: ChunkerConfig, info: NarInfo) -> Result<NarAdded, StoreError> {
+    add_nar_as(store, r, cfg, Record::Foreign(info), false)
 }
 
 /// [`add_nar`] for a NAR that arrived as an upload (`PUT /nar/…`): recorded in `uploaded-0` in the same
 /// commit, so that a disk budget keeps it (unless `--evict-uploads`) and no crash can drop the mark.
 pub fn add_uploaded_nar(store: &Store, r: impl Read, cfg: ChunkerConfig) -> Result<NarAdded, StoreError> {
-    add_nar_as(store, r, cfg, None, true)
+    add_nar_as(store, r, cfg, Record::None, true)
 }
 
 fn add_nar_as(
     store: &Store,
     mut r: impl Read,
     cfg: ChunkerConfig,
-    info: Option<NarInfo>,
+    info: Record,
     uploaded: bool,
 ) -> Result<NarAdded, StoreError> {
     // A flat file holding a compressed tarball may be kept as its content plus a recipe: look at the
@@ -166,7 +191,7 @@ fn add_nar_bytes(
     store: &Store,
     nar: &[u8],
     cfg: ChunkerConfig,
-    info: Option<NarInfo>,
+    info: Record,
     uploaded: bool,
 ) -> Result<NarAdded, StoreError> {
     struct Probe {
@@ -216,11 +241,11 @@ pub fn add_path(store: &Store, path: &Path, cfg: ChunkerConfig, info: Option<Nar
             if sniffed && recompress::detect(&magic).is_some() {
                 let mut nar = Vec::with_capacity(m.len() as usize + 256);
                 nar::dump_path(path, &mut nar)?;
-                return add_nar_bytes(store, &nar, cfg, info, false);
+                return add_nar_bytes(store, &nar, cfg, info.into(), false);
             }
         }
     }
     let mut ingest = store.begin_ingest();
     let (summary, dag) = build_nar(&mut ingest, cfg, |mut sink| nar::dump_path(path, &mut sink))?;
-    commit_nar(ingest, summary, dag, info)
+    commit_nar(ingest, summary, dag, info.into())
 }

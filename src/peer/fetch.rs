@@ -1,47 +1,45 @@
 //! The fetching side of `/nixdag/fetch/1`: a narinfo asked of every peer within a deadline, and a NAR
 //! fetched block by block, only the blocks the store lacks, from every peer at once.
 //!
-//! A NAR is fetched in two phases, so nothing a peer says is believed before it is checked:
-//! 1. **Walk and fetch.** The root (asked of all peers: `NAR` request) is walked level by level; the
-//!    blocks of a level the store lacks are split between the peers (each takes batches from one shared
-//!    queue, so a fast peer takes more) and arrive compressed or as deltas ([`super::wire`]). Each block
-//!    is decoded and its BLAKE3 checked before it is kept, in a spill file under `STORE/peer/incoming/`
-//!    (bounded by the NAR's size). A bad block is dropped, its sender counted and logged, and the block
-//!    asked of another peer; a peer that sends nothing for the stall timeout is abandoned for this
-//!    fetch and its share goes to the others.
-//! 2. **Check and commit.** The NAR is read through the DAG from the store and the spill (sizes checked
-//!    against every parent), its SHA-256 and size compared with the NarHash asked for, while every block
-//!    goes into one [`Ingest`](crate::store::Ingest); only then is it committed with the manifest
-//!    NarHash → root (the root is the peer's word, so it is believed only once the bytes under it hash
-//!    to the NarHash a trusted narinfo names).
-//!
-//! The gateway serves such a NAR only after it is whole in the store (fetch, then serve).
+//! A NAR streams while its blocks arrive, and nothing a peer says is believed before it is checked:
+//! 1. **Walk.** The root (asked of all peers: `NAR` request) is walked level by level; the interior
+//!    nodes the store lacks are fetched first (they are few), which gives the NAR's leaves in order.
+//! 2. **Fetch.** The leaves the store lacks are split between the peers, in NAR order (each peer takes
+//!    batches from one shared queue, so a fast peer takes more) and arrive compressed or as deltas
+//!    ([`super::wire`]). Each block is decoded and its BLAKE3 checked before it is kept, in a spill file
+//!    under `STORE/peer/incoming/` (bounded by the NAR's size). A bad block is dropped, its sender counted
+//!    and logged, and the block asked of another peer; a peer that sends nothing for the stall timeout is
+//!    abandoned for this fetch and its share goes to the others.
+//! 3. **Read.** Meanwhile [`NarStream`] reads the leaves in order, each from the store or, as soon as it
+//!    has arrived, from the spill: the NAR's bytes. The service ingests that stream like any NAR
+//!    (`Service::put_foreign_path`: validated, chunked, its SHA-256 and size compared with the NarHash of
+//!    the believed narinfo, committed only then) while the gateway streams it to the client
+//!    (`service/flight.rs`, which holds the last byte back until the NAR is stored). The root is the
+//!    peer's word and is never recorded: what is kept is the node's own DAG of bytes that hashed right.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use iroh::endpoint::Connection;
 use iroh::{Endpoint, EndpointAddr, EndpointId};
-use sha2::Digest;
 use tokio::task::JoinSet;
 
 use super::stats::PeerStats;
 use super::wire::{self, Reader, Request, Root, WireBlock};
 use crate::dag::cid::{block_hash, DAG_PB_CODEC};
 use crate::dag::unixfs::decode_file_node;
-use crate::dag::{BlockHash, BlockSource, Cid, DagReader};
+use crate::dag::{BlockHash, Cid};
 use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
 use crate::service::{Believe, MissSource, ServiceError};
-use crate::store::{Manifest, NarEntry, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Blocks one request asks for: small enough that two peers share even a small NAR's missing blocks.
 const BATCH: usize = 32;
@@ -74,18 +72,6 @@ pub enum FetchError {
         nar: NarHash,
         /// What is wrong.
         reason: String,
-    },
-    /// The bytes under the peers' root are not the NAR asked for.
-    #[error("the peers' root {root} of NAR {nar} holds {got_size} bytes hashing to {got}")]
-    NarMismatch {
-        /// The NAR asked for.
-        nar: NarHash,
-        /// The root the peers named.
-        root: Cid,
-        /// What the bytes hash to.
-        got: NarHash,
-        /// How many there were.
-        got_size: u64,
     },
     /// The peers sent more block bytes than the NAR can need.
     #[error("more than {0} bytes of blocks for one NAR: abandoned")]
@@ -289,82 +275,126 @@ impl Fetcher {
         NarInfo::parse(&found.text).ok()
     }
 
-    /// Fetch the NAR with this hash and size into `store` (see the module doc); `Ok(false)` when no
-    /// peer has it.
-    pub fn fetch_nar(self: &Arc<Self>, store: &Store, nar: &NarHash, size: u64) -> Result<bool, FetchError> {
+    /// The NAR with this hash and size as a stream of its bytes while its blocks arrive (see the module
+    /// doc); `Ok(None)` when no peer has it. The stream holds one of the [`FETCHES_AT_ONCE`] slots.
+    pub fn stream_nar(self: &Arc<Self>, store: Arc<Store>, nar: &NarHash, size: u64) -> Result<Option<NarStream>, FetchError> {
         let this = self.clone();
-        let _permit = self.runtime.block_on(async move { this.fetches.clone().acquire_owned().await.ok() });
+        let permit = self.runtime.block_on(async move { this.fetches.clone().acquire_owned().await.ok() });
         let this = self.clone();
+        let nar = *nar;
         let (root, failed) = self.runtime.block_on(async move {
             let stall = this.cfg.stall;
             this.ask_all(Request::Nar(nar.0), stall, |r| Box::pin(r.root()), Arc::new(|_| true)).await
         });
-        let Some(Root { root, size: claimed }) = root else { return Ok(false) };
+        let Some(Root { root, size: claimed }) = root else { return Ok(None) };
+        if claimed != size {
+            return Err(FetchError::BadDag { nar, reason: format!("root {root} says {claimed} bytes, not {size}") });
+        }
         // Every peer not known to have failed may hold blocks of it (dedup across NARs), not only those
         // that have the NAR; a worker whose peer is unreachable gives up its share.
         let sources: Vec<EndpointAddr> = self.peers.iter().filter(|p| !failed.contains(&p.id)).cloned().collect();
-        if claimed != size {
-            return Err(FetchError::BadDag { nar: *nar, reason: format!("root {root} says {claimed} bytes, not {size}") });
-        }
-        let mut spill = Spill::create(store, nar)?;
+        let spill = Arc::new(Shared::new(Spill::create(&store, &nar)?));
         let limit = size + size / 4 + (4 << 20);
-        self.walk_and_fetch(store, nar, root, &sources, &mut spill, limit)?;
-        check_and_commit(store, nar, root, size, &spill)?;
-        tracing::info!(
-            "NAR {nar} fetched from {} peer(s): {} new blocks, {} bytes",
-            sources.len(),
-            spill.index.len(),
-            spill.len
-        );
-        Ok(true)
+        let leaves = self.walk(&store, &nar, root, &sources, &spill, limit)?;
+        let mut wanted = HashSet::new();
+        let missing: Vec<BlockHash> = leaves
+            .iter()
+            .filter(|h| wanted.insert(**h))
+            .filter(|h| !spill.has(h) && !matches!(store.block_loc(h), Ok(Some(_))))
+            .copied()
+            .collect();
+        let (this, st, sp, count) = (self.clone(), store.clone(), spill.clone(), missing.len());
+        let task = self.runtime.spawn(async move {
+            let r = if missing.is_empty() {
+                Ok(())
+            } else {
+                this.fetch_blocks(&st, sources, missing, &sp, limit).await.map_err(|e| e.to_string())
+            };
+            match &r {
+                Ok(()) => tracing::info!("NAR {nar}: {count} new blocks fetched from peers, {} bytes", sp.bytes()),
+                Err(e) => tracing::warn!("NAR {nar} from peers: {e}"),
+            }
+            sp.end(r);
+        });
+        Ok(Some(NarStream {
+            store,
+            spill,
+            leaves,
+            next: 0,
+            cur: Bytes::new(),
+            stall: self.cfg.stall,
+            task,
+            _permit: permit,
+        }))
     }
 
-    fn walk_and_fetch(
+    /// Walk the DAG under `root`, fetching the interior nodes the store lacks into the spill; returns the
+    /// leaves in NAR order (a leaf used twice appears twice).
+    fn walk(
         self: &Arc<Self>,
         store: &Store,
         nar: &NarHash,
         root: Cid,
         sources: &[EndpointAddr],
-        spill: &mut Spill,
+        spill: &Shared,
         limit: u64,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Vec<BlockHash>, FetchError> {
         let bad = |reason: String| FetchError::BadDag { nar: *nar, reason };
+        let node = |h: &BlockHash| -> Result<Vec<Cid>, FetchError> {
+            let bytes = match spill.get(h)? {
+                Some(b) => b,
+                None => store.read_block_bytes(h)?.ok_or(FetchError::Unavailable(*h))?,
+            };
+            Ok(decode_file_node(*h, &bytes).map_err(|e| bad(e.to_string()))?.links)
+        };
+        // Level by level, so each level's missing interior nodes travel in one batch.
         let mut level = vec![root];
         let mut seen = HashSet::new();
-        for _ in 0..MAX_LEVELS {
-            if level.is_empty() {
-                return Ok(());
+        let mut depth = 0;
+        while !level.is_empty() {
+            depth += 1;
+            if depth > MAX_LEVELS {
+                return Err(bad(format!("deeper than {MAX_LEVELS} levels")));
             }
             let mut missing = Vec::new();
-            for cid in &level {
+            let interior: Vec<&Cid> = level.iter().filter(|c| c.codec() == DAG_PB_CODEC).collect();
+            for cid in &interior {
                 let h = block_hash(cid).map_err(|e| bad(e.to_string()))?;
-                if store.block_loc(&h)?.is_none() && !spill.index.contains_key(&h) {
+                if store.block_loc(&h)?.is_none() && !spill.has(&h) {
                     missing.push(h);
                 }
             }
             if !missing.is_empty() {
                 let this = self.clone();
-                let sources = sources.to_vec();
-                self.runtime.block_on(this.fetch_blocks(store, sources, missing, spill, limit))?;
+                self.runtime.block_on(this.fetch_blocks(store, sources.to_vec(), missing, spill, limit))?;
             }
             let mut next = Vec::new();
-            for cid in level.iter().filter(|c| c.codec() == DAG_PB_CODEC) {
+            for cid in interior {
                 let h = block_hash(cid).map_err(|e| bad(e.to_string()))?;
-                let bytes = match spill.get(&h)? {
-                    Some(b) => b,
-                    None => store.read_block_bytes(&h)?.ok_or(FetchError::Unavailable(h))?,
-                };
-                let node = decode_file_node(h, &bytes).map_err(|e| bad(e.to_string()))?;
-                for link in node.links {
+                for link in node(&h)? {
                     let lh = block_hash(&link).map_err(|e| bad(e.to_string()))?;
-                    if seen.insert(lh) {
+                    if link.codec() == DAG_PB_CODEC && seen.insert(lh) {
                         next.push(link);
                     }
                 }
             }
             level = next;
         }
-        Err(bad(format!("deeper than {MAX_LEVELS} levels")))
+        // Every interior node is at hand now: the leaves in order, depth first.
+        let mut leaves = Vec::new();
+        let mut stack = vec![root];
+        while let Some(cid) = stack.pop() {
+            let h = block_hash(&cid).map_err(|e| bad(e.to_string()))?;
+            if cid.codec() != DAG_PB_CODEC {
+                leaves.push(h);
+                if leaves.len() as u64 > limit {
+                    return Err(bad("more leaves than the NAR has bytes".into()));
+                }
+                continue;
+            }
+            stack.extend(node(&h)?.into_iter().rev());
+        }
+        Ok(leaves)
     }
 
     /// Fetch `want` from `sources` into the spill, each block checked (see the module doc).
@@ -373,7 +403,7 @@ impl Fetcher {
         store: &Store,
         sources: Vec<EndpointAddr>,
         want: Vec<BlockHash>,
-        spill: &mut Spill,
+        spill: &Shared,
         limit: u64,
     ) -> Result<(), FetchError> {
         let mut remaining: HashSet<BlockHash> = want.iter().copied().collect();
@@ -419,7 +449,7 @@ impl Fetcher {
                         Judged::Good(bytes) => {
                             spill.put(hash, &bytes)?;
                             remaining.remove(&hash);
-                            if spill.len > limit {
+                            if spill.bytes() > limit {
                                 break Err(FetchError::TooMuch(limit));
                             }
                         }
@@ -618,62 +648,103 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The store and the spill as one block source; every block read goes into the ingest too (a stored
-/// one is thereby protected from a concurrent gc until the commit).
-struct Incoming<'a> {
-    store: &'a Store,
-    spill: &'a Spill,
-    ingest: RefCell<crate::store::Ingest<'a>>,
+/// The spill shared by the fetch (which adds blocks) and the [`NarStream`] (which waits for them).
+struct Shared {
+    state: Mutex<(Spill, Option<Result<(), String>>)>,
+    arrived: Condvar,
 }
 
-impl BlockSource for Incoming<'_> {
-    fn get_block(&self, hash: &BlockHash) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.get_block_bytes(hash)?.map(|b| b.to_vec()))
+impl Shared {
+    fn new(spill: Spill) -> Shared {
+        Shared { state: Mutex::new((spill, None)), arrived: Condvar::new() }
     }
 
-    fn get_block_bytes(&self, hash: &BlockHash) -> io::Result<Option<Bytes>> {
-        let b = match self.spill.get(hash).map_err(io::Error::other)? {
-            Some(b) => b,
-            None => match self.store.read_block_bytes(hash).map_err(io::Error::other)? {
-                Some(b) => b,
-                None => return Ok(None),
-            },
-        };
-        self.ingest.borrow_mut().put(*hash, &b).map_err(io::Error::other)?;
-        Ok(Some(b))
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Spill, Option<Result<(), String>>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn block_len(&self, hash: &BlockHash) -> io::Result<Option<u64>> {
-        if let Some(&(_, len)) = self.spill.index.get(hash) {
-            return Ok(Some(len.into()));
-        }
-        Ok(self.store.block_loc(hash).map_err(io::Error::other)?.map(|l| l.raw_len.into()))
+    fn put(&self, hash: BlockHash, bytes: &[u8]) -> Result<(), FetchError> {
+        self.lock().0.put(hash, bytes)?;
+        self.arrived.notify_all();
+        Ok(())
+    }
+
+    fn get(&self, hash: &BlockHash) -> Result<Option<Bytes>, FetchError> {
+        self.lock().0.get(hash)
+    }
+
+    fn has(&self, hash: &BlockHash) -> bool {
+        self.lock().0.index.contains_key(hash)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.lock().0.len
+    }
+
+    /// The fetch ended: no more blocks will arrive.
+    fn end(&self, r: Result<(), String>) {
+        self.lock().1 = Some(r);
+        self.arrived.notify_all();
     }
 }
 
-/// Phase 2: read the NAR through its DAG (sizes checked at every level), compare its SHA-256 and size,
-/// and commit every block with the manifest in one ingest.
-fn check_and_commit(store: &Store, nar: &NarHash, root: Cid, size: u64, spill: &Spill) -> Result<(), FetchError> {
-    let incoming = Incoming { store, spill, ingest: RefCell::new(store.begin_ingest()) };
-    let bad = |reason: String| FetchError::BadDag { nar: *nar, reason };
-    let mut reader = DagReader::new(&incoming, root).map_err(|e| bad(e.to_string()))?;
-    let mut sha = sha2::Sha256::new();
-    let mut got_size = 0u64;
-    while let Some(b) = reader.next_bytes(1 << 20).map_err(|e| bad(e.to_string()))? {
-        got_size += b.len() as u64;
-        if got_size > size {
-            break;
+/// A NAR's bytes, read leaf by leaf in order as the leaves arrive from peers (each checked on arrival
+/// and again when read from the spill) or from the store. Dropping it stops the fetch.
+pub struct NarStream {
+    store: Arc<Store>,
+    spill: Arc<Shared>,
+    leaves: Vec<BlockHash>,
+    next: usize,
+    cur: Bytes,
+    stall: Duration,
+    task: tokio::task::JoinHandle<()>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl NarStream {
+    /// Leaf `h`: from the spill once it arrived, else from the store; waits while the fetch runs.
+    fn leaf(&self, h: &BlockHash) -> io::Result<Bytes> {
+        loop {
+            if let Some(b) = self.spill.get(h).map_err(io::Error::other)? {
+                return Ok(b);
+            }
+            if let Some(b) = self.store.read_block_bytes(h).map_err(io::Error::other)? {
+                return Ok(b);
+            }
+            let state = self.spill.lock();
+            if state.0.index.contains_key(h) {
+                continue;
+            }
+            match &state.1 {
+                Some(Err(e)) => return Err(io::Error::other(e.clone())),
+                Some(Ok(())) => return Err(io::Error::other(format!("block {h} is neither fetched nor stored"))),
+                None => {}
+            }
+            let (state, t) = self.spill.arrived.wait_timeout(state, self.stall).unwrap_or_else(|p| p.into_inner());
+            if t.timed_out() && state.1.is_none() && !state.0.index.contains_key(h) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("block {h} did not arrive from peers")));
+            }
         }
-        sha.update(&b);
     }
-    drop(reader);
-    let got = NarHash(sha.finalize().into());
-    if got != *nar || got_size != size {
-        return Err(FetchError::NarMismatch { nar: *nar, root, got, got_size });
+}
+
+impl Read for NarStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            let Some(h) = self.leaves.get(self.next).copied() else { return Ok(0) };
+            self.cur = self.leaf(&h)?;
+            self.next += 1;
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
     }
-    let ingest = incoming.ingest.into_inner();
-    ingest.commit(&[Manifest::Nar { nar_hash: *nar, entry: NarEntry { root, nar_size: size } }])?;
-    Ok(())
+}
+
+impl Drop for NarStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The service's view of the peers: where it looks on a miss.
@@ -684,9 +755,9 @@ impl MissSource for PeerMisses {
         self.0.narinfo(hash, believe)
     }
 
-    fn fetch_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<bool, ServiceError> {
-        match self.0.fetch_nar(store, hash, size) {
-            Ok(found) => Ok(found),
+    fn open_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<Option<Box<dyn Read + Send>>, ServiceError> {
+        match self.0.stream_nar(store.clone(), hash, size) {
+            Ok(found) => Ok(found.map(|s| Box::new(s) as Box<dyn Read + Send>)),
             Err(FetchError::Store(e)) => Err(ServiceError::Store(e)),
             Err(e) => Err(ServiceError::Fetch(e.to_string())),
         }

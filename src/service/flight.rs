@@ -42,7 +42,8 @@ impl Flights {
     }
 
     /// Start pulling the NAR `info` names from what `open` opens (`from` names it in logs), storing it with
-    /// `info` as its narinfo; or join the pull already under way. `None` when too many pulls run, or the
+    /// `info` as its narinfo (recorded as foreign, never signed by this node, when `foreign`: it came from a
+    /// peer); or join the pull already under way. `None` when too many pulls run, or the
     /// NAR was stored meanwhile (the caller reads the store again), or no temporary file can be made.
     pub fn start(
         &self,
@@ -50,6 +51,7 @@ impl Flights {
         info: NarInfo,
         from: String,
         idle: Duration,
+        foreign: bool,
         open: impl FnOnce() -> Result<Box<dyn Read + Send>, String> + Send + 'static,
     ) -> Option<Pulled> {
         let hash = info.nar_hash;
@@ -78,10 +80,9 @@ impl Flights {
         let (service, f, map) = (service.clone(), flight.clone(), self.map.clone());
         let started = std::thread::Builder::new().name("nixdag-pull".into()).spawn(move || {
             let result = open().and_then(|source| {
-                service
-                    .put_path(info, BufReader::with_capacity(1 << 20, Tee { inner: source, flight: &f }))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                let r = BufReader::with_capacity(1 << 20, Tee { inner: source, flight: &f });
+                let stored = if foreign { service.put_foreign_path(info, r) } else { service.put_path(info, r) };
+                stored.map(|_| ()).map_err(|e| e.to_string())
             });
             if let Err(e) = &result {
                 tracing::warn!("pulling NAR {hash} from {from}: {e}");

@@ -78,7 +78,7 @@ impl LocalNix {
             return None;
         }
         let (nix, path) = (self.nix.clone(), info.store_path.clone());
-        self.flights.start(service, info, "this machine's Nix store".into(), self.idle, move || {
+        self.flights.start(service, info, "this machine's Nix store".into(), self.idle, false, move || {
             nix.dump(&path).map(|d| Box::new(d) as Box<dyn Read + Send>).map_err(|e| e.to_string())
         })
     }

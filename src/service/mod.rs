@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 pub use self::accept::{judge_narinfo, Known, Refusal, Verdict};
 pub use self::flight::Pulled;
+use self::flight::Flights;
 pub use self::local::LocalNix;
 pub use self::upstream::{Fallback, PullConfig, UpstreamFallback};
 use crate::chunk::ChunkerConfig;
@@ -61,13 +62,17 @@ pub trait MissSource: Send + Sync {
     /// The narinfo of a store path as found elsewhere, with the signatures it carries, the first that
     /// `believe` accepts (the service's trust rule); `None` when none came within the source's deadline.
     fn narinfo(&self, hash: &StorePathHash, believe: Believe) -> Option<NarInfo>;
-    /// Fetch the NAR with this hash and size into the store, every block verified, and commit it
-    /// (NarHash → root) once all its blocks are durable; `Ok(false)` when nobody had it.
-    fn fetch_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<bool, ServiceError>;
+    /// The bytes of the NAR with this hash and size as they arrive, every block verified on the way;
+    /// `Ok(None)` when nobody has it. The service stores the stream (and checks its NarHash) itself.
+    fn open_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<Option<Box<dyn Read + Send>>, ServiceError>;
 }
 
 /// The service's rule for narinfos from elsewhere, handed to a [`MissSource`].
 pub type Believe = Arc<dyn Fn(&NarInfo) -> bool + Send + Sync>;
+
+/// Longest a client's stream of a NAR from peers waits for progress (the peers' own stall timeout
+/// abandons a silent peer sooner and moves its share to the others).
+const PEER_IDLE: Duration = Duration::from_secs(30);
 
 /// Narinfos a [`MissSource`] found that are not recorded yet (their NAR is fetched on its first
 /// request), by store-path hash part; bounded, oldest dropped first.
@@ -144,6 +149,8 @@ pub struct Service {
     /// This machine's Nix store (`serve --local-nix-store`); set once, after start.
     local: OnceLock<Arc<LocalNix>>,
     trust_foreign: bool,
+    /// NARs being streamed from peers.
+    peer_flights: Flights,
     /// Narinfos from the miss source, believed, whose NAR is not fetched yet (insertion order kept).
     foreign_pending: Mutex<(HashMap<String, NarInfo>, std::collections::VecDeque<String>)>,
     /// Which roots are served and being read (the disk budget's LRU).
@@ -175,6 +182,7 @@ impl Service {
             miss: OnceLock::new(),
             local: OnceLock::new(),
             trust_foreign: cfg.trust_foreign_narinfos,
+            peer_flights: Flights::default(),
             foreign_pending: Mutex::default(),
         })
     }
@@ -371,31 +379,9 @@ impl Service {
     }
 
     /// The stored NAR with this hash, checked whole in the index (every block present) before a door
-    /// promises it: [`ServiceError::Damaged`] names what is missing. A NAR the store lacks but a
-    /// believed foreign narinfo names is fetched from the miss source first (then served), and that
-    /// narinfo recorded as foreign.
+    /// promises it: [`ServiceError::Damaged`] names what is missing. A NAR the store lacks is not looked
+    /// for elsewhere here: see [`Service::pull`].
     pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, ServiceError> {
-        if let Some(entry) = self.nar_local(hash)? {
-            return Ok(Some(entry));
-        }
-        let infos: Vec<NarInfo> = {
-            let pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.0.values().filter(|i| i.nar_hash == *hash).cloned().collect()
-        };
-        let (Some(source), Some(first)) = (self.miss.get(), infos.first()) else { return Ok(None) };
-        if !source.fetch_nar(&self.store, hash, first.nar_size)? {
-            return Ok(None);
-        }
-        let manifests: Vec<Manifest> = infos.iter().map(|i| Manifest::ForeignPath(Box::new(i.clone()))).collect();
-        self.store.begin_ingest().commit(&manifests)?;
-        self.stored_more();
-        let mut pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
-        for i in &infos {
-            let key = i.store_path.hash().to_string();
-            pending.0.remove(&key);
-            pending.1.retain(|k| *k != key);
-        }
-        drop(pending);
         self.nar_local(hash)
     }
 
@@ -406,16 +392,37 @@ impl Service {
         Ok(Some(entry))
     }
 
-    /// A NAR the store lacks, pulled from where its narinfo was found (this machine's Nix store, or an
-    /// upstream), as it is being stored: `None` when neither knows such a NAR.
+    /// A NAR the store lacks, pulled from where its narinfo was found (this machine's Nix store, the
+    /// peers, an upstream), as it is being stored: `None` when none knows such a NAR.
     pub fn pull(self: &Arc<Self>, hash: &NarHash) -> Option<NarReader> {
-        let local = self.local.get().and_then(|l| l.nar(self, hash));
-        let pulled = match local {
+        let pulled = match self.local.get().and_then(|l| l.nar(self, hash)) {
             Some(p) => p,
-            None => self.fallback.get()?.nar(self, hash)?,
+            None => match self.pull_from_peers(hash) {
+                Some(p) => p,
+                None => self.fallback.get()?.nar(self, hash)?,
+            },
         };
         bump(&self.counters.nars_opened, 1);
         Some(NarReader { inner: Inner::Pulled(pulled), nar: Some(*hash), service: self.clone(), _reading: None })
+    }
+
+    /// A NAR a believed foreign narinfo names, streamed from the peers while its blocks arrive and stored
+    /// with that narinfo as foreign ([`Service::put_foreign_path`]: only if it hashes to the NarHash).
+    fn pull_from_peers(self: &Arc<Self>, hash: &NarHash) -> Option<Pulled> {
+        let source = self.miss.get()?.clone();
+        if let Some(p) = self.peer_flights.join(hash, PEER_IDLE) {
+            return Some(p);
+        }
+        let info = {
+            let pending = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.0.values().find(|i| i.nar_hash == *hash).cloned()?
+        };
+        let (store, (h, size)) = (self.store.clone(), (*hash, info.nar_size));
+        self.peer_flights.start(self, info, "peers".into(), PEER_IDLE, true, move || match source.open_nar(&store, &h, size) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err("no peer has it any more".into()),
+            Err(e) => Err(e.to_string()),
+        })
     }
 
     /// Whether the NAR with this hash was found damaged.
@@ -482,6 +489,16 @@ impl Service {
         bump(&self.counters.nars_put, 1);
         bump(&self.counters.narinfos_put, 1);
         self.stored_more();
+        Ok(added)
+    }
+
+    /// Store a path whose narinfo came from a peer and is believed ([`Service::believes_foreign`]), its
+    /// NAR read from `r`: recorded as foreign (served with the signatures it carries, never signed by this
+    /// node), and only if the NAR matches the narinfo's NarHash and NarSize.
+    pub fn put_foreign_path(&self, info: NarInfo, r: impl Read) -> Result<NarAdded, StoreError> {
+        let added = import::add_foreign_nar(&self.store, r, ChunkerConfig::default(), info)?;
+        self.health.healed(&added.nar_hash, &added.root);
+        bump(&self.counters.nars_put, 1);
         Ok(added)
     }
 

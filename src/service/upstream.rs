@@ -118,7 +118,7 @@ impl Fallback for UpstreamFallback {
         let up = self.upstreams.list()[upstream].clone();
         let rt = self.rt.clone();
         let from = up.url().to_string();
-        self.flights.start(service, as_stored(info.clone()), from, self.cfg.idle, move || {
+        self.flights.start(service, as_stored(info.clone()), from, self.cfg.idle, false, move || {
             NarDownload::open(&up, &info, &rt, None).map(|d| Box::new(d) as Box<dyn Read + Send>).map_err(|e| e.to_string())
         })
     }

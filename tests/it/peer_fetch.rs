@@ -444,3 +444,49 @@ fn forged_and_damaged_blocks_are_dropped_and_fetched_from_another_peer() {
     c_store.verify();
     rt.block_on(async { router.shutdown().await.ok() });
 }
+
+/// The NAR streams to the client while its blocks arrive: the client has its first bytes while the
+/// fetch is still under way (the only peer is stopped right then, and nothing is stored yet), and the
+/// rest follows when the peer resumes, checked whole.
+#[test]
+fn a_nar_from_a_peer_streams_to_the_client_while_its_blocks_arrive() {
+    require_nix();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tree = w.join("big-1.0");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("data"), nixdag_testkit::std_rng_bytes(7, 48 << 20)).unwrap();
+    let p = nix_add(&tree);
+    let (a_store, b_store) = (TestStore::new(), TestStore::new());
+    a_store.add(&[p.to_str().unwrap()]);
+    let a = Node::start(&a_store, &["--open"]);
+    let b = Node::start(&b_store, &["--peer", &a.ticket, "--trusted-key", &a.key]);
+    let hash_part = &p.file_name().unwrap().to_str().unwrap()[..32];
+    assert_eq!(get(&b.url, &format!("/{hash_part}.narinfo")).0, 200, "{}", b.log());
+    let nar_hash = to_nix32(&nix_path_info(&p).0);
+    let nar_url = format!("/nar/{}.nar", nar_hash.strip_prefix("sha256:").unwrap());
+
+    let addr = b.url.strip_prefix("http://").unwrap().to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {nar_url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1 << 16];
+    // The headers and the first bytes of the body.
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < (1 << 16) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    a.signal("STOP");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..200.min(got.len())]));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(b_store.stat("nars"), 0, "the first bytes came before the NAR was fetched whole");
+    a.signal("CONT");
+    s.read_to_end(&mut got).unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got[head_end..] == nix_dump(&p)[..], "the streamed NAR differs ({} bytes)", got.len() - head_end);
+    assert_eq!(b_store.stat("nars"), 1, "{}", b.log());
+    drop((a, b));
+    b_store.verify();
+}
