@@ -11,6 +11,7 @@ mod gateway;
 mod gc;
 mod ipfs;
 mod origin;
+mod peer_access;
 mod peer_fetch;
 mod peers;
 mod rebuilds;
