@@ -118,8 +118,12 @@ impl Peering {
             let fetcher =
                 Fetcher::new(ep.clone(), peers.clone(), stats.clone(), cfg.fetch, runtime.handle().clone());
             service.set_miss_source(Arc::new(PeerMisses(fetcher.clone())));
+            // Best effort: a machine without multicast still serves and fetches from its named peers.
             if cfg.discovery {
-                mdns = Some(runtime.block_on(discovery::start(&ep, fetcher))?);
+                match runtime.block_on(discovery::start(&ep, fetcher)) {
+                    Ok(m) => mdns = Some(m),
+                    Err(e) => tracing::warn!("{e}; going on without LAN discovery"),
+                }
             }
         }
         for p in &peers {
