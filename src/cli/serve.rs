@@ -162,6 +162,9 @@ impl PeeringArgs {
         if !on {
             return Ok(None);
         }
+        if let Some(bad) = self.invites.iter().find(|i| !InviteTicket::is_invite(i)) {
+            bail!("--invite {bad:?}: not an invite (those start with {})", crate::peer::invite::TICKET_PREFIX);
+        }
         let mut peers = Vec::new();
         let mut invites = Vec::new();
         let mut take = |p: &str| -> Result<(), crate::peer::PeerError> {
@@ -183,9 +186,6 @@ impl PeeringArgs {
                     take(line).with_context(|| format!("{}:{}", f.display(), n + 1))?;
                 }
             }
-        }
-        if let Some(bad) = self.invites.iter().find(|i| !InviteTicket::is_invite(i)) {
-            bail!("--invite {bad:?}: not an invite (those start with {})", crate::peer::invite::TICKET_PREFIX);
         }
         let access = if self.open {
             Access::Open

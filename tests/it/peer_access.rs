@@ -109,6 +109,14 @@ fn an_invite_admits_its_stated_number_of_nodes_then_stops_and_expired_or_revoked
     assert!(!fetches(&c_key, &blob));
     let e = a_store.fails(&["peer", "revoke", "0011223344556677"]);
     assert!(e.contains("no invite"), "{e}");
+    for bad in [&["--expires", "0s"][..], &["--expires", "2w"], &["--uses", "0"]] {
+        let o = a_store.output(&[&["peer", "invite"][..], bad].concat());
+        assert!(!o.status.success(), "{bad:?} accepted");
+    }
+    let e = TestStore::new().fails(&["serve", "--listen", "127.0.0.1:0", "--invite", "nonsense"]);
+    assert!(e.contains("not an invite"), "{e}");
+    let e = TestStore::new().fails(&["serve", "--listen", "127.0.0.1:0", "--peer", "nixdaginvite1.zz"]);
+    assert!(e.contains("not an invite"), "{e}");
 
     // Persistent: after a restart of A, B is still allowed without presenting anything.
     a.stop();
