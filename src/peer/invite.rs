@@ -88,7 +88,8 @@ impl InviteTicket {
 
     /// Parse what [`InviteTicket::encode`] wrote.
     pub fn parse(s: &str) -> Result<InviteTicket, PeerError> {
-        let bad = |reason: &str| PeerError::BadPeer { input: s.to_string(), reason: format!("not an invite: {reason}") };
+        let bad =
+            |reason: &str| PeerError::BadPeer { input: s.to_string(), reason: format!("not an invite: {reason}") };
         let mut parts = s.trim().splitn(4, '.');
         if parts.next() != Some(TICKET_PREFIX) {
             return Err(bad("it does not start with nixdaginvite1."));
@@ -347,7 +348,13 @@ pub fn revoke(store_dir: &Path, id: &InviteId) -> Result<bool, PeerError> {
 }
 
 /// Judge `remote`'s presentation of `token` for invite `id` at `now`, and record an admission.
-pub fn redeem(store_dir: &Path, id: &InviteId, token: &[u8; 32], remote: &EndpointId, now: u64) -> Result<Verdict, PeerError> {
+pub fn redeem(
+    store_dir: &Path,
+    id: &InviteId,
+    token: &[u8; 32],
+    remote: &EndpointId,
+    now: u64,
+) -> Result<Verdict, PeerError> {
     let (id, remote) = (id.to_string(), remote.to_string());
     let presented = blake3::hash(token);
     update(store_dir, |f| {
@@ -517,11 +524,10 @@ mod tests {
         let mut other = req.clone();
         other[0] = 2;
         assert_eq!(decode_request(&other), None, "unknown kind");
-        let codes: Vec<u8> =
-            [Verdict::Admitted, Verdict::Refused, Verdict::Expired, Verdict::UsedUp, Verdict::Revoked]
-                .iter()
-                .map(|v| v.code())
-                .collect();
+        let codes: Vec<u8> = [Verdict::Admitted, Verdict::Refused, Verdict::Expired, Verdict::UsedUp, Verdict::Revoked]
+            .iter()
+            .map(|v| v.code())
+            .collect();
         assert_eq!(codes, [1, 2, 3, 4, 5]);
         for c in 1..=5 {
             assert_eq!(Verdict::from_code(c).map(Verdict::code), Some(c));

@@ -31,9 +31,10 @@ fn fetches(key: &SecretKey, ticket: &BlobTicket) -> bool {
         let ok = match connect(&ep, ticket.addr()).await {
             Ok(conn) => {
                 let local = MemStore::new();
-                let got = tokio::time::timeout(Duration::from_secs(10), local.remote().fetch(conn, ticket.hash_and_format()))
-                    .await
-                    .expect("answered promptly");
+                let got =
+                    tokio::time::timeout(Duration::from_secs(10), local.remote().fetch(conn, ticket.hash_and_format()))
+                        .await
+                        .expect("answered promptly");
                 got.is_ok()
             }
             Err(_) => false,
@@ -175,8 +176,12 @@ impl NsNode {
         let store_dir = store.path().to_str().unwrap().to_string();
         let mut args = vec![bin(), "--store", &store_dir, "serve", "--listen", "127.0.0.1:0", "--repack-idle", "0"];
         args.extend_from_slice(extra);
-        let mut child =
-            in_ns(ns.pid(), &args).env("NIXDAG_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = in_ns(ns.pid(), &args)
+            .env("NIXDAG_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (err, sink) = (child.stderr.take().unwrap(), log.clone());
         std::thread::spawn(move || {
@@ -277,9 +282,26 @@ fn nodes_in_separate_network_namespaces_find_each_other_with_no_peer_option() {
     sh(&mut in_ns(
         ns_b,
         &[
-            "env", &cache, "nix", "--extra-experimental-features", "nix-command", "copy", "--store", &other_s,
-            "--option", "trusted-public-keys", &a.key, "--option", "require-sigs", "true",
-            "--option", "substituters", "", "--from", &b.url, &p_s,
+            "env",
+            &cache,
+            "nix",
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--store",
+            &other_s,
+            "--option",
+            "trusted-public-keys",
+            &a.key,
+            "--option",
+            "require-sigs",
+            "true",
+            "--option",
+            "substituters",
+            "",
+            "--from",
+            &b.url,
+            &p_s,
         ],
     ));
     let info = sh(Command::new("nix")
