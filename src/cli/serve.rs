@@ -12,7 +12,7 @@ use super::TrustArgs;
 use crate::fetch::{FetchOptions, MirrorPull};
 use crate::gateway::{key, server, Cidr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy};
 use crate::peer::access::AllowList;
-use crate::peer::{endpoint, Access, FetchConfig, PeerConfig, Peering};
+use crate::peer::{endpoint, Access, FetchConfig, InviteTicket, PeerConfig, Peering};
 use crate::service::{PullConfig, Service, ServiceConfig, UpstreamFallback};
 use crate::store::{EvictPolicy, Store};
 use crate::upstream::{Timeouts, Upstreams};
@@ -124,9 +124,18 @@ pub struct PeeringArgs {
     /// UDP address of the peer endpoint; serving the LAN is an explicit `--peer-listen 0.0.0.0:PORT`
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", help_heading = "Peers")]
     peer_listen: std::net::SocketAddr,
-    /// A peer: an endpoint ticket (`endpoint…`, as `nixdag peer show` prints) or `ID@IP:PORT`; repeatable
+    /// A peer: an endpoint ticket (`endpoint…`, as `nixdag peer show` prints) or `ID@IP:PORT`; repeatable.
+    /// An invite (`nixdaginvite1…`) is taken too, as with `--invite`
     #[arg(long = "peer", value_name = "TICKET_OR_ID@ADDR", help_heading = "Peers")]
     peers: Vec<String>,
+    /// An invite (`nixdaginvite1…`, from `nixdag peer invite` on another node): presented to that node,
+    /// which then allows this one; that node is also a peer to fetch from. Repeatable
+    #[arg(long = "invite", value_name = "INVITE", help_heading = "Peers")]
+    invites: Vec<String>,
+    /// Do not announce the endpoint on the LAN nor look for other nodes there (mDNS). Discovery is on
+    /// whenever peering is, unless the endpoint listens on loopback only
+    #[arg(long, help_heading = "Peers")]
+    no_discovery: bool,
     /// Peers, one per line (as `--peer` takes them; `#` comments)
     #[arg(long, value_name = "FILE", help_heading = "Peers")]
     peers_file: Option<PathBuf>,
@@ -154,23 +163,39 @@ pub struct PeeringArgs {
 
 impl PeeringArgs {
     /// The peer door's configuration, or `None` when peering is off.
-    fn config(&self) -> Result<Option<PeerConfig>> {
+    fn config(&self, store_dir: &std::path::Path) -> Result<Option<PeerConfig>> {
         let on = self.peering
             || self.open
             || !self.peers.is_empty()
+            || !self.invites.is_empty()
             || self.peers_file.is_some()
             || !self.allow_peers.is_empty()
             || self.allow_peers_file.is_some();
         if !on {
             return Ok(None);
         }
-        let mut peers = self.peers.iter().map(|p| endpoint::parse_peer(p)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(bad) = self.invites.iter().find(|i| !InviteTicket::is_invite(i)) {
+            bail!("--invite {bad:?}: not an invite (those start with {})", crate::peer::invite::TICKET_PREFIX);
+        }
+        let mut peers = Vec::new();
+        let mut invites = Vec::new();
+        let mut take = |p: &str| -> Result<(), crate::peer::PeerError> {
+            if InviteTicket::is_invite(p) {
+                invites.push(InviteTicket::parse(p)?);
+            } else {
+                peers.push(endpoint::parse_peer(p)?);
+            }
+            Ok(())
+        };
+        for p in self.peers.iter().chain(&self.invites) {
+            take(p)?;
+        }
         if let Some(f) = &self.peers_file {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if !line.is_empty() {
-                    peers.push(endpoint::parse_peer(line).with_context(|| format!("{}:{}", f.display(), n + 1))?);
+                    take(line).with_context(|| format!("{}:{}", f.display(), n + 1))?;
                 }
             }
         }
@@ -178,13 +203,17 @@ impl PeeringArgs {
             Access::Open
         } else {
             let ids = self.allow_peers.iter().map(|p| endpoint::parse_id(p)).collect::<Result<HashSet<_>, _>>()?;
-            Access::Allow(Arc::new(AllowList::new(ids, self.allow_peers_file.as_deref())?))
+            let list = AllowList::new(ids, self.allow_peers_file.as_deref())?.with_invites(store_dir)?;
+            Access::Allow(Arc::new(list))
         };
+        // A loopback endpoint cannot be dialled from another machine: announcing it on the LAN would only
+        // send multicast off a machine whose operator kept peering local.
+        let discovery = !self.no_discovery && !self.peer_listen.ip().is_loopback();
         let fetch = FetchConfig {
             deadline: std::time::Duration::from_millis(self.peer_deadline),
             stall: std::time::Duration::from_secs(self.peer_timeout),
         };
-        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, fetch }))
+        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, invites, discovery, fetch }))
     }
 }
 
@@ -210,7 +239,7 @@ fn tune_allocator() {
 pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     tune_allocator();
     // Options are checked before anything is created in the store.
-    let peer_cfg = args.peering.config()?;
+    let peer_cfg = args.peering.config(store.dir())?;
     let key = key::load_or_create(store.dir(), args.key.as_deref())?;
     let token = match &args.upload_token_file {
         Some(f) => {

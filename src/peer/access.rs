@@ -1,5 +1,6 @@
-//! Who may fetch: a node serves only the endpoint ids it trusts (`--allow-peer`, an allow file), or
-//! anyone (`--open`).
+//! Who may fetch: a node serves only the endpoint ids it trusts (`--allow-peer`, an allow file, the
+//! nodes its invites admitted: [`super::invite`]), or anyone (`--open`). Being found on the LAN
+//! (`super::discovery`) is not among them.
 //!
 //! The check sits in front of each protocol handler, after the TLS handshake has proven the remote's
 //! endpoint id, so a refused peer gets a closed connection and not one byte of a block. It is per
@@ -46,6 +47,8 @@ impl Access {
 pub struct AllowList {
     fixed: HashSet<EndpointId>,
     file: Option<AllowFile>,
+    /// The nodes the store's invites admitted (`STORE/peer/invites.json`, re-read when it changes).
+    invited: Option<super::invite::Admitted>,
 }
 
 #[derive(Debug)]
@@ -80,12 +83,21 @@ impl AllowList {
             }
             None => None,
         };
-        Ok(AllowList { fixed, file })
+        Ok(AllowList { fixed, file, invited: None })
+    }
+
+    /// Also allow the nodes that the invites of the store at `store_dir` admitted.
+    pub fn with_invites(mut self, store_dir: &Path) -> Result<AllowList, PeerError> {
+        self.invited = Some(super::invite::Admitted::new(store_dir)?);
+        Ok(self)
     }
 
     /// Whether `id` is on the list now.
     pub fn allows(&self, id: &EndpointId) -> bool {
         if self.fixed.contains(id) {
+            return true;
+        }
+        if self.invited.as_ref().is_some_and(|i| i.allows(id)) {
             return true;
         }
         let Some(f) = &self.file else { return false };

@@ -44,6 +44,9 @@ pub enum PeerError {
         /// iroh's error.
         reason: String,
     },
+    /// LAN discovery (mDNS) could not be started (no IPv4 nor IPv6 multicast, a socket refused).
+    #[error("starting LAN discovery: {0}")]
+    Discovery(String),
     /// The peer runtime (threads) could not be started.
     #[error("starting the peer runtime: {0}")]
     Runtime(std::io::Error),

@@ -92,7 +92,10 @@ pub enum FetchError {
 /// The node's client of its peers' fetch protocol.
 pub struct Fetcher {
     endpoint: Endpoint,
-    peers: Vec<EndpointAddr>,
+    /// The peers asked, in the order they became known. Dynamic: peers found on the LAN (mDNS,
+    /// `super::discovery`) come and go while `serve` runs; a lookup or fetch works on the list as it
+    /// was when it started.
+    peers: std::sync::RwLock<Vec<Source>>,
     conns: tokio::sync::Mutex<HashMap<EndpointId, Connection>>,
     stats: Arc<PeerStats>,
     cfg: FetchConfig,
@@ -101,6 +104,15 @@ pub struct Fetcher {
     /// When each peer last failed to connect: it is not dialled again for [`BACKOFF`], so a dead peer
     /// costs each later lookup nothing instead of the whole deadline.
     down: Mutex<HashMap<EndpointId, std::time::Instant>>,
+}
+
+/// A peer the fetcher asks, and how it became known.
+#[derive(Debug, Clone)]
+struct Source {
+    addr: EndpointAddr,
+    /// Named by the operator (`--peer`, `--peers-file`, an invite): kept for the life of `serve`. A
+    /// discovered peer is dropped when its announcement expires.
+    named: bool,
 }
 
 /// How long a peer that could not be reached is left alone.
@@ -134,9 +146,10 @@ impl Fetcher {
         for p in &peers {
             stats.known(p.id);
         }
+        let peers = peers.into_iter().map(|addr| Source { addr, named: true }).collect();
         Arc::new(Fetcher {
             endpoint,
-            peers,
+            peers: std::sync::RwLock::new(peers),
             conns: tokio::sync::Mutex::new(HashMap::new()),
             stats,
             cfg,
@@ -144,6 +157,35 @@ impl Fetcher {
             fetches: Arc::new(tokio::sync::Semaphore::new(FETCHES_AT_ONCE)),
             down: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The peers asked now.
+    pub fn peers(&self) -> Vec<EndpointAddr> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.addr.clone()).collect()
+    }
+
+    /// A peer found on the LAN: asked from now on (its addresses replaced if it was known). Finding a
+    /// peer grants it nothing: whether it may fetch from this node is the access rule's business alone.
+    pub fn discovered(&self, addr: EndpointAddr) {
+        let id = addr.id;
+        self.stats.known(id);
+        // A fresh announcement is news: dial it again even if it was unreachable a moment ago.
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        match peers.iter_mut().find(|s| s.addr.id == addr.id) {
+            // A named peer keeps the addresses the operator gave, plus the announced ones.
+            Some(s) if s.named => {
+                let merged = addr.ip_addrs().fold(s.addr.clone(), |a, ip| a.with_ip_addr(*ip));
+                s.addr = merged;
+            }
+            Some(s) => s.addr = addr,
+            None => peers.push(Source { addr, named: false }),
+        }
+    }
+
+    /// A peer found on the LAN stopped announcing itself: no longer asked (a named peer stays).
+    pub fn expired(&self, id: &EndpointId) {
+        self.peers.write().unwrap_or_else(|p| p.into_inner()).retain(|s| s.named || s.addr.id != *id);
     }
 
     /// A connection to `addr`, reused while it is open.
@@ -191,7 +233,7 @@ impl Fetcher {
         keep: Keep<T>,
     ) -> (Option<T>, HashSet<EndpointId>) {
         let mut set = JoinSet::new();
-        for addr in self.peers.clone() {
+        for addr in self.peers() {
             let (this, req, keep) = (self.clone(), req.clone(), keep.clone());
             set.spawn(async move {
                 let sent = req.encode().len() as u64;
@@ -292,7 +334,7 @@ impl Fetcher {
         }
         // Every peer not known to have failed may hold blocks of it (dedup across NARs), not only those
         // that have the NAR; a worker whose peer is unreachable gives up its share.
-        let sources: Vec<EndpointAddr> = self.peers.iter().filter(|p| !failed.contains(&p.id)).cloned().collect();
+        let sources: Vec<EndpointAddr> = self.peers().into_iter().filter(|p| !failed.contains(&p.id)).collect();
         let spill = Arc::new(Shared::new(Spill::create(&store, &nar)?));
         let limit = size + size / 4 + (4 << 20);
         let leaves = self.walk(&store, &nar, root, &sources, &spill, limit)?;

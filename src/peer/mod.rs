@@ -4,7 +4,9 @@
 //! ([`endpoint`]: no relay, no DNS, loopback by default), that speaks the stock iroh-blobs protocol:
 //! every block is a blob named by the BLAKE3 digest of its CID, served with bao-verified ranges
 //! computed from the bytes the store returns ([`blobs`]); a stored NAR or file is one HashSeq blob
-//! of its leaves ([`seqs`]). Only the endpoint ids the node trusts are served ([`access`]).
+//! of its leaves ([`seqs`]). Only the endpoint ids the node trusts are served ([`access`]); an
+//! invite ([`invite`], `/nixdag/invite/1`) adds a new node to them. Nodes found on the LAN by mDNS
+//! ([`discovery`]) become peers to ask, never peers to serve.
 //! docs/PEERS.md describes the wire and the choices.
 //!
 //! The endpoint runs on a multi-thread tokio runtime of its own: the gateway runs one single-threaded
@@ -12,9 +14,11 @@
 
 pub mod access;
 pub mod blobs;
+pub mod discovery;
 pub mod endpoint;
 pub mod fetch;
 mod error;
+pub mod invite;
 pub mod key;
 pub mod provide;
 pub mod seqs;
@@ -34,6 +38,7 @@ pub use self::access::{Access, Gate};
 pub use self::endpoint::EndpointRecord;
 pub use self::error::PeerError;
 pub use self::fetch::{FetchConfig, Fetcher, PeerMisses};
+pub use self::invite::InviteTicket;
 pub use self::provide::FetchProtocol;
 pub use self::stats::{PeerStats, StatusFile};
 use crate::service::Service;
@@ -47,6 +52,12 @@ pub struct PeerConfig {
     pub access: Access,
     /// Peers named on the command line (`--peer`, `--peers-file`): asked for what the store lacks.
     pub peers: Vec<EndpointAddr>,
+    /// Invites to present to the nodes that made them (`--invite`, or an invite given to `--peer`); each
+    /// inviting node is also a peer to ask.
+    pub invites: Vec<InviteTicket>,
+    /// Announce the endpoint on the LAN and ask the nodes found there (mDNS; `--no-discovery` turns it
+    /// off, and it is off on a loopback endpoint, which no other machine can dial).
+    pub discovery: bool,
     /// How long fetching from them may wait.
     pub fetch: fetch::FetchConfig,
 }
@@ -55,6 +66,8 @@ pub struct PeerConfig {
 pub struct Peering {
     runtime: Option<tokio::runtime::Runtime>,
     router: Router,
+    /// Kept so the announcement lives as long as the door (the endpoint holds a clone too).
+    _mdns: Option<iroh_mdns_address_lookup::MdnsAddressLookup>,
     addr: EndpointAddr,
     peers: Vec<EndpointAddr>,
     store_dir: PathBuf,
@@ -77,22 +90,47 @@ impl Peering {
             .build()
             .map_err(PeerError::Runtime)?;
         let stats = Arc::new(PeerStats::default());
+        let mut peers = cfg.peers.clone();
+        for inv in &cfg.invites {
+            if !peers.iter().any(|p| p.id == inv.addr.id) {
+                peers.push(inv.addr.clone());
+            }
+        }
         let (router, addr, ep) = runtime.block_on(async {
-            let ep = endpoint::bind(secret, cfg.listen, &cfg.peers).await?;
+            let ep = endpoint::bind(secret, cfg.listen, &peers).await?;
             let blobs = blobs::spawn(blobs::Source::new(store));
             let handler = Gate::new(cfg.access.clone(), BlobsProtocol::new(&blobs, None));
             let fetch = Gate::new(cfg.access.clone(), FetchProtocol::new(service.clone(), stats.clone()));
-            let router =
-                Router::builder(ep.clone()).accept(iroh_blobs::ALPN, handler).accept(wire::ALPN, fetch).spawn();
+            // Not gated: whoever presents an invite is not allowed yet (invite.rs bounds what it costs).
+            let invites = invite::InviteProtocol::new(store_dir.clone());
+            let router = Router::builder(ep.clone())
+                .accept(iroh_blobs::ALPN, handler)
+                .accept(wire::ALPN, fetch)
+                .accept(invite::ALPN, invites)
+                .spawn();
             let addr = endpoint::dialable_addr(&ep).await;
             Ok::<_, PeerError>((router, addr, ep))
         })?;
-        if !cfg.peers.is_empty() {
-            let fetcher = Fetcher::new(ep, cfg.peers.clone(), stats.clone(), cfg.fetch, runtime.handle().clone());
-            service.set_miss_source(Arc::new(PeerMisses(fetcher)));
+        // A fetcher whenever there is someone to ask, or may be (discovery): its peer list grows as nodes
+        // are found.
+        let mut mdns = None;
+        if !peers.is_empty() || cfg.discovery {
+            let fetcher =
+                Fetcher::new(ep.clone(), peers.clone(), stats.clone(), cfg.fetch, runtime.handle().clone());
+            service.set_miss_source(Arc::new(PeerMisses(fetcher.clone())));
+            // Best effort: a machine without multicast still serves and fetches from its named peers.
+            if cfg.discovery {
+                match runtime.block_on(discovery::start(&ep, fetcher)) {
+                    Ok(m) => mdns = Some(m),
+                    Err(e) => tracing::warn!("{e}; going on without LAN discovery"),
+                }
+            }
         }
-        for p in &cfg.peers {
+        for p in &peers {
             stats.known(p.id);
+        }
+        for inv in cfg.invites.clone() {
+            runtime.spawn(present_invite(ep.clone(), inv));
         }
         // The status file, rewritten every second while the endpoint runs.
         let (dir, s) = (store_dir.clone(), stats.clone());
@@ -104,7 +142,7 @@ impl Peering {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        let peering = Peering { runtime: Some(runtime), router, addr, peers: cfg.peers, store_dir, stats };
+        let peering = Peering { runtime: Some(runtime), router, _mdns: mdns, addr, peers, store_dir, stats };
         EndpointRecord::of(&peering.addr).write(&peering.store_dir)?;
         Ok(peering)
     }
@@ -114,7 +152,7 @@ impl Peering {
         &self.addr
     }
 
-    /// The peers named on the command line.
+    /// The peers named on the command line (and the nodes that invited this one).
     pub fn peers(&self) -> &[EndpointAddr] {
         &self.peers
     }
@@ -137,6 +175,29 @@ impl Peering {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
         StatusFile::remove_own(&self.store_dir);
+    }
+}
+
+/// Present an invite to the node that made it, until it answers: a node that is down now may be up
+/// later (every 5 s, for 10 minutes). The verdict is logged; a refused invite is not presented again.
+async fn present_invite(ep: iroh::Endpoint, inv: InviteTicket) {
+    const TRIES: u32 = 120;
+    for attempt in 1..=TRIES {
+        match invite::present(&ep, &inv, Duration::from_secs(10)).await {
+            Ok(invite::Verdict::Admitted) => {
+                tracing::info!(peer = %inv.addr.id, invite = %inv.id, "invite accepted: admitted by the inviting node");
+                return;
+            }
+            Ok(v) => {
+                tracing::error!(peer = %inv.addr.id, invite = %inv.id, "invite {}", v.describe());
+                return;
+            }
+            Err(e) if attempt < TRIES => {
+                tracing::warn!(peer = %inv.addr.id, invite = %inv.id, "presenting the invite: {e}; trying again in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => tracing::error!(peer = %inv.addr.id, invite = %inv.id, "presenting the invite: {e}; giving up"),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod gc;
 mod ipfs;
 mod local_nix;
 mod origin;
+mod peer_access;
 mod peer_fetch;
 mod peers;
 mod rebuilds;

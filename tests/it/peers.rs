@@ -23,14 +23,14 @@ use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
 use crate::common::*;
 
 /// `nixdag serve` with peering; its third stdout line is `peer endpoint <ticket>`.
-struct PeerServer {
-    child: Child,
-    endpoint_line: String,
+pub(crate) struct PeerServer {
+    pub(crate) child: Child,
+    pub(crate) endpoint_line: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl PeerServer {
-    fn start(store: &TestStore, extra: &[&str]) -> PeerServer {
+    pub(crate) fn start(store: &TestStore, extra: &[&str]) -> PeerServer {
         let mut child = store
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -57,13 +57,13 @@ impl PeerServer {
         PeerServer { child, endpoint_line, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// The log once it holds `needle` (stderr is read by a thread, so a line may come a moment after
     /// the event), or as it is after 10 s.
-    fn log_with(&self, needle: &str) -> String {
+    pub(crate) fn log_with(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
@@ -75,7 +75,7 @@ impl PeerServer {
     }
 
     /// SIGTERM and wait: a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
@@ -89,7 +89,7 @@ impl Drop for PeerServer {
 }
 
 /// A stored NAR of several leaves, some incompressible (raw records), some text (zstd frames).
-fn store_with_nar() -> (TestStore, tempfile::TempDir, String) {
+pub(crate) fn store_with_nar() -> (TestStore, tempfile::TempDir, String) {
     let store = TestStore::new();
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
@@ -101,12 +101,12 @@ fn store_with_nar() -> (TestStore, tempfile::TempDir, String) {
     (store, work, nar_hash)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 /// A client endpoint on loopback: no relay, no address lookup, no probes.
-async fn client(secret: SecretKey) -> Endpoint {
+pub(crate) async fn client(secret: SecretKey) -> Endpoint {
     Endpoint::builder(presets::Minimal)
         .secret_key(secret)
         .relay_mode(RelayMode::Disabled)
@@ -121,21 +121,21 @@ async fn client(secret: SecretKey) -> Endpoint {
         .unwrap()
 }
 
-fn secret(seed: u8) -> SecretKey {
+pub(crate) fn secret(seed: u8) -> SecretKey {
     SecretKey::from_bytes(&[seed; 32])
 }
 
-async fn connect(ep: &Endpoint, addr: &EndpointAddr) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(ep: &Endpoint, addr: &EndpointAddr) -> anyhow::Result<Connection> {
     Ok(tokio::time::timeout(Duration::from_secs(10), ep.connect(addr.clone(), iroh_blobs::ALPN)).await??)
 }
 
 /// The CID text of a raw block, for `nixdag cat`.
-fn raw_cid(hash: &Hash) -> String {
+pub(crate) fn raw_cid(hash: &Hash) -> String {
     let mh = multihash::Multihash::<64>::wrap(0x1e, hash.as_bytes()).unwrap();
     cid::Cid::new_v1(0x55, mh).to_string()
 }
 
-fn ticket_addr(ticket: &str) -> EndpointAddr {
+pub(crate) fn ticket_addr(ticket: &str) -> EndpointAddr {
     use iroh_tickets::Ticket;
     iroh_tickets::endpoint::EndpointTicket::decode_string(ticket).unwrap().endpoint_addr().clone()
 }
