@@ -37,7 +37,13 @@ pub fn run(store: &Store, args: GcArgs) -> Result<()> {
     }
     println!(
         "{} roots, {} live blocks; removed {} blocks ({} bytes); compacted {} packs, deleted {}; freed {} bytes",
-        r.roots, r.live_blocks, r.removed_blocks, r.removed_bytes, r.packs_compacted, r.packs_deleted, r.disk_bytes_freed
+        r.roots,
+        r.live_blocks,
+        r.removed_blocks,
+        r.removed_bytes,
+        r.packs_compacted,
+        r.packs_deleted,
+        r.disk_bytes_freed
     );
     if let Some(e) = evicted {
         println!(

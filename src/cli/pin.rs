@@ -23,7 +23,8 @@ fn hash_part(arg: &str) -> Result<String> {
         arg.to_string()
     } else {
         // `./result` and other symlinks into the store.
-        let p = std::fs::canonicalize(arg).with_context(|| format!("{arg} is neither a store path nor its hash part"))?;
+        let p =
+            std::fs::canonicalize(arg).with_context(|| format!("{arg} is neither a store path nor its hash part"))?;
         p.to_string_lossy().into_owned()
     };
     let first = abs.trim_end_matches('/').splitn(5, '/').take(4).collect::<Vec<_>>().join("/");

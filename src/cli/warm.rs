@@ -56,7 +56,13 @@ pub fn run(store: Store, args: WarmArgs) -> Result<()> {
     let key = key::load_or_create(store.dir(), None)?;
     let service = Service::start(
         Arc::new(store),
-        ServiceConfig { key, trusted_keys: trusted.clone(), repack_idle: None, trust_foreign_narinfos: false, budget: None },
+        ServiceConfig {
+            key,
+            trusted_keys: trusted.clone(),
+            repack_idle: None,
+            trust_foreign_narinfos: false,
+            budget: None,
+        },
     );
     let jobs = args.jobs.clamp(1, 64);
     let summary = if args.from_local_store {

@@ -11,7 +11,7 @@ use redb::{ReadableTable, TableHandle};
 
 use super::error::StoreError;
 use super::pack::{HEADER_LEN, RECORD_HEADER_LEN};
-use super::tables::{BlockLoc, Form, BLOCKS, REPACK, SIMILAR, SIMILAR_PREFIX};
+use super::tables::{BlockLoc, Form, BLOCKS, REPACK, SERVED, SIMILAR, SIMILAR_PREFIX, UPLOADED};
 use super::{roots_in, Store};
 use crate::dag::cid::{block_hash, cid_from_bytes};
 use crate::dag::{walk, BlockHash, WalkMode};
@@ -150,7 +150,7 @@ impl Store {
         }
         // Last-served times and upload marks of roots that are gone (forgotten, evicted).
         let root_keys: HashSet<Vec<u8>> = roots.iter().map(|(_, root, _)| root.to_bytes()).collect();
-        super::evict::prune_orphans(&txn, &root_keys)?;
+        prune_orphans(&txn, &root_keys)?;
         txn.commit().map_err(StoreError::txn("commit"))?;
         drop(protected);
         Ok(report)
@@ -228,4 +228,14 @@ impl Store {
         report.disk_bytes_freed += size.saturating_sub(written);
         Ok(())
     }
+}
+
+/// Drop `served-0` and `uploaded-0` rows of roots no manifest names any more (forgotten or evicted),
+/// inside GC's transaction: a root stored again later starts afresh.
+fn prune_orphans(txn: &redb::WriteTransaction, roots: &HashSet<Vec<u8>>) -> Result<(), StoreError> {
+    let mut served = txn.open_table(SERVED).map_err(StoreError::table_op("open", SERVED.name()))?;
+    served.retain(|k, _| roots.contains(k)).map_err(StoreError::table_op("remove from", SERVED.name()))?;
+    let mut uploaded = txn.open_table(UPLOADED).map_err(StoreError::table_op("open", UPLOADED.name()))?;
+    uploaded.retain(|k, _| roots.contains(k)).map_err(StoreError::table_op("remove from", UPLOADED.name()))?;
+    Ok(())
 }

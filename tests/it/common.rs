@@ -235,3 +235,32 @@ pub fn crate_tarball(work: &Path, name: &str, version: &str) -> PathBuf {
     assert!(o.status.success(), "downloading {url}: {}", String::from_utf8_lossy(&o.stderr));
     file
 }
+
+/// A started `nixdag serve`: the first lines it printed on stdout (the gateway's URL, its trusted key,
+/// then `peer endpoint …` when peering is on), and its stderr, gathered by a thread as it comes.
+pub struct Served {
+    pub child: std::process::Child,
+    pub lines: Vec<String>,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Spawn `cmd` (a `nixdag … serve …` command) and read its first `lines` stdout lines.
+pub fn spawn_serve(cmd: &mut Command, lines: usize) -> Served {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (err, sink) = (child.stderr.take().unwrap(), log.clone());
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut read = Vec::new();
+    for _ in 0..lines {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        read.push(line.trim().to_string());
+    }
+    Served { child, lines: read, log }
+}

@@ -4,9 +4,9 @@
 //! makes itself (`unshare -n`), joined by a veth pair: no traffic leaves them or loopback.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,26 +176,7 @@ impl NsNode {
         let store_dir = store.path().to_str().unwrap().to_string();
         let mut args = vec![bin(), "--store", &store_dir, "serve", "--listen", "127.0.0.1:0", "--repack-idle", "0"];
         args.extend_from_slice(extra);
-        let mut child = in_ns(ns.pid(), &args)
-            .env("NIXDAG_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (err, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            lines.push(line.trim().to_string());
-        }
+        let Served { child, lines, log } = spawn_serve(in_ns(ns.pid(), &args).env("NIXDAG_LOG", "info"), 3);
         assert!(lines[2].starts_with("peer endpoint "), "{lines:?}: {}", log.lock().unwrap().join("\n"));
         let url = lines[0].rsplit(' ').next().unwrap().to_string();
         let key = lines[1].rsplit(' ').next().unwrap().to_string();

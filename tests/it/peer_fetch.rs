@@ -3,7 +3,7 @@
 //! with `nix-store --add` from trees the test kit generates.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,29 +26,14 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn start(store: &TestStore, extra: &[&str]) -> Node {
-        let mut child = store
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--peering", "--repack-idle", "0"])
-            .args(extra)
-            .env("NIXDAG_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (err, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            lines.push(line.trim().to_string());
-        }
+        let Served { child, lines, log } = spawn_serve(
+            store
+                .cmd()
+                .args(["serve", "--listen", "127.0.0.1:0", "--peering", "--repack-idle", "0"])
+                .args(extra)
+                .env("NIXDAG_LOG", "info"),
+            3,
+        );
         let url = lines[0].rsplit(' ').next().unwrap().to_string();
         assert!(url.starts_with("http://127.0.0.1:"), "{lines:?}\n{}", log.lock().unwrap().join("\n"));
         let key = lines[1].rsplit(' ').next().unwrap().to_string();

@@ -4,10 +4,10 @@
 //! compares the bytes with `nixdag cat`. Loopback only: the endpoints have no relay and no lookup.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,28 +31,8 @@ pub(crate) struct PeerServer {
 
 impl PeerServer {
     pub(crate) fn start(store: &TestStore, extra: &[&str]) -> PeerServer {
-        let mut child = store
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (err, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            lines.push(line.trim().to_string());
-        }
+        let Served { child, lines, log } =
+            spawn_serve(store.cmd().args(["serve", "--listen", "127.0.0.1:0"]).args(extra), 3);
         let endpoint_line = lines[2].strip_prefix("peer endpoint ").expect("third line names the endpoint").into();
         PeerServer { child, endpoint_line, log }
     }

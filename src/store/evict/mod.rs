@@ -520,7 +520,13 @@ impl Store {
             let mut served = txn.open_table(SERVED).map_err(open(SERVED.name()))?;
             let mut uploaded = txn.open_table(UPLOADED).map_err(open(UPLOADED.name()))?;
             let mut gone_files: HashSet<[u8; 32]> = HashSet::new();
-            for &i in &doomed {
+            // In the plan's order (referrers before what they reference), so the log reads in that order.
+            let ordered: Vec<usize> = planned
+                .iter()
+                .filter_map(|(_, cid)| snap.by_cid.get(cid).copied())
+                .filter(|i| doomed.contains(i))
+                .collect();
+            for &i in &ordered {
                 let root = &snap.roots[i];
                 match root.key {
                     RootKey::Nar(h) => {
@@ -556,14 +562,4 @@ impl Store {
         }
         txn.commit().map_err(StoreError::txn("commit"))
     }
-}
-
-/// Drop `served-0` and `uploaded-0` rows of roots no manifest names any more (forgotten or evicted),
-/// inside GC's transaction: a root stored again later starts afresh.
-pub(super) fn prune_orphans(txn: &redb::WriteTransaction, roots: &HashSet<Vec<u8>>) -> Result<(), StoreError> {
-    let mut served = txn.open_table(SERVED).map_err(StoreError::table_op("open", SERVED.name()))?;
-    served.retain(|k, _| roots.contains(k)).map_err(StoreError::table_op("remove from", SERVED.name()))?;
-    let mut uploaded = txn.open_table(UPLOADED).map_err(StoreError::table_op("open", UPLOADED.name()))?;
-    uploaded.retain(|k, _| roots.contains(k)).map_err(StoreError::table_op("remove from", UPLOADED.name()))?;
-    Ok(())
 }
