@@ -85,6 +85,9 @@ fn times(r: Option<f64>) -> String {
 
 /// A path shortened to its name for a table cell: the hash part cut to 7 characters, the end kept.
 fn short(name: &str, width: usize) -> String {
+    if let Some(h) = name.strip_prefix("nar sha256:") {
+        return format!("nar {}…", &h[..h.len().min(12)]);
+    }
     let base = name.strip_prefix("/nix/store/").unwrap_or(name);
     let base = match base.split_once('-') {
         Some((h, rest)) if h.len() == 32 => format!("{}…-{rest}", &h[..7]),
@@ -221,13 +224,17 @@ fn print_by_name(groups: &[stats::NameGroup]) {
     println!();
     println!("== by name: what each further version cost (blocks no older version holds)");
     println!("{:<32} {:<20} {:>10} {:>10} {:>8}", "package", "version", "size", "cost", "of size");
-    for g in groups {
+    let single = groups.iter().filter(|g| g.versions.len() < 2).count();
+    for g in groups.iter().filter(|g| g.versions.len() >= 2) {
         for (i, v) in g.versions.iter().enumerate() {
             let name = if i == 0 { short(&g.name, 32) } else { String::new() };
             let cost = if i == 0 { "(first)".to_string() } else { human(v.cost_bytes) };
             let share = if i == 0 { String::new() } else { v.cost_share.map(|s| format!("{:.1} %", 100.0 * s)).unwrap_or_default() };
             println!("{:<32} {:<20} {:>10} {:>10} {:>8}", name, short(&v.version, 20), human(v.size), cost, share);
         }
+    }
+    if single > 0 {
+        println!("({single} names with one version not shown; --json lists them)");
     }
 }
 
