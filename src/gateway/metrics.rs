@@ -78,6 +78,8 @@ pub struct Metrics {
     response_bytes: [AtomicU64; ROUTES.len()],
     store: Mutex<Option<(Instant, StoreStats)>>,
     extra: Mutex<Vec<Extra>>,
+    /// Narinfos answered from the gateway's cache of rendered narinfos (never reaching the service).
+    pub narinfo_cached: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -87,6 +89,7 @@ impl Default for Metrics {
             response_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
             store: Mutex::new(None),
             extra: Mutex::new(Vec::new()),
+            narinfo_cached: AtomicU64::new(0),
         }
     }
 }
@@ -176,7 +179,7 @@ impl Metrics {
             let _ = writeln!(o, "nixdag_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
             let _ = writeln!(o, "nixdag_http_request_duration_seconds_count{{route=\"{route}\"}} {total}");
         }
-        head(o, "nixdag_http_response_bytes_total", "counter", "Response body bytes announced in Content-Length, by route (chunked bodies are not counted here).");
+        head(o, "nixdag_http_response_bytes_total", "counter", "Response body bytes of known length (Content-Length, or a body of known size), by route; streamed bodies without one are not counted.");
         for (i, route) in ROUTES.iter().enumerate() {
             let n = self.response_bytes[i].load(Ordering::Relaxed);
             if n > 0 {
@@ -189,6 +192,7 @@ impl Metrics {
         for (source, n) in [("store", c.narinfo_store), ("local", c.narinfo_local_nix), ("peer", c.narinfo_peer), ("upstream", c.narinfo_upstream)] {
             let _ = writeln!(o, "nixdag_narinfo_hits_total{{source=\"{source}\"}} {n}");
         }
+        counter(o, "nixdag_narinfo_cache_hits_total", "Narinfos answered from the gateway's cache of rendered narinfos (found earlier, counted once in nixdag_narinfo_hits_total).", self.narinfo_cached.load(Ordering::Relaxed));
         counter(o, "nixdag_narinfo_misses_total", "Narinfos asked for that no source had.", c.narinfo_not_found);
         counter(o, "nixdag_nars_opened_total", "NAR bodies opened (whole or a range).", c.nars_opened);
         counter(o, "nixdag_files_opened_total", "Stored files opened (hashed mirror).", c.files_opened);

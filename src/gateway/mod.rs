@@ -238,7 +238,9 @@ fn finish(
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+        // A body of known length (text answers) gets its Content-Length from hyper later.
+        .or_else(|| axum::body::HttpBody::size_hint(res.body()).exact());
     gw.metrics.record(route, status, bytes, took);
     tracing::info!(
         target: "nixdag::access",
