@@ -169,7 +169,9 @@ fn print_totals(r: &Report) {
     if let Some(e) = &r.nix_cache_estimate {
         let n = &e.nars;
         let err = match n.estimated_xz_bytes_standard_error {
-            Some(0) => "exact: every NAR compressed whole".to_string(),
+            Some(0) if n.sampled_partially == 0 && n.sampled_nars == n.population_nars => {
+                "exact: every NAR compressed whole".to_string()
+            }
             Some(se) => format!("± {} (one standard error)", human(se)),
             None => "error unknown: fewer than 2 NARs sampled".to_string(),
         };

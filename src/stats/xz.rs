@@ -7,7 +7,8 @@
 //! in that order. Each contributes at most `max_bytes / max_nars` bytes (its start, when larger), so one
 //! huge NAR cannot be the whole sample. The estimate is the ratio estimator `R = Σ xz_i / Σ raw_i`; its
 //! standard error is the usual one for a ratio estimator under simple random sampling without
-//! replacement (Cochran, *Sampling Techniques*, 6.4): `SE(R) = sqrt((1 − n/N) · s² / n) / x̄` with
+//! replacement (Cochran, *Sampling Techniques*, 6.4): `SE(R) = sqrt((1 − f) · s² / n) / x̄` with
+//! `f` the sampled share of the NAR bytes (NARs read only in part are not known whole), and
 //! `s² = Σ (xz_i − R·raw_i)² / (n − 1)`. With every NAR sampled whole it is exact (SE 0).
 
 use std::io::{self, Read, Write};
@@ -132,7 +133,8 @@ pub fn estimate(store: &Store, nars: &[(String, Cid, u64)], opts: XzOptions) -> 
         Some(0.0)
     } else if n >= 2 && sx > 0.0 {
         let s2 = samples.iter().map(|(x, y)| (y - ratio * x).powi(2)).sum::<f64>() / (n as f64 - 1.0);
-        let f = n as f64 / nars.len() as f64;
+        // The sampled share of the bytes, not of the NARs: a NAR compressed only in part is not known.
+        let f = if population_bytes > 0 { sx / population_bytes as f64 } else { 1.0 };
         let mean_x = sx / n as f64;
         Some(((1.0 - f).max(0.0) * s2 / n as f64).sqrt() / mean_x)
     } else {
