@@ -24,7 +24,7 @@ macro_rules! modules {
         mod $name;
     )*};
 }
-modules!(chunk, dag, fetch, gateway, import, local_nix, nix, peer, recompress, service, store, upstream, warm);
+modules!(chunk, dag, fetch, gateway, import, local_nix, nix, peer, recompress, service, stats, store, upstream, warm);
 mod cli;
 
 // The store: blocks, manifests, ingest, gc, verify.

@@ -38,6 +38,9 @@ pub struct Cli {
     /// Fail at once, instead of waiting, when another process holds the store alone
     #[arg(long, global = true)]
     no_wait: bool,
+    /// Diagnostics on stderr as text lines or JSON objects (filter: NIXDAG_LOG, else RUST_LOG)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NIXDAG_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,19 +81,47 @@ enum Command {
     Unpin(pin::PinArgs),
 }
 
+/// Diagnostics go to stderr, as `LEVEL span{fields}: message` lines or (`--log-format json`) one JSON
+/// object a line. The filter is `NIXDAG_LOG`, else `RUST_LOG`, else `info`, in `EnvFilter`'s directive
+/// syntax (`warn,nixdag::access=info`). The per-request lines of `serve` (target `nixdag::access`) are
+/// off unless `--access-log` or a directive naming that target turns them on: a line per request costs
+/// throughput a busy cache should not pay by default.
+fn init_logging(cli: &Cli) {
+    let mut directives = std::env::var("NIXDAG_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "info".into());
+    if !directives.contains("nixdag::access") {
+        let access = matches!(&cli.command, Command::Serve(a) if a.access_log);
+        directives.push_str(if access { ",nixdag::access=info" } else { ",nixdag::access=off" });
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("nixdag: ignoring the log filter {directives:?}: {e}");
+        tracing_subscriber::EnvFilter::new("info,nixdag::access=off")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.without_time().with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
+/// How diagnostics are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+enum LogFormat {
+    /// `LEVEL span{fields}: message`
+    #[default]
+    Text,
+    /// One JSON object a line (timestamp, level, target, fields)
+    Json,
+}
+
 /// Parse, run, report: the whole binary.
 pub(crate) fn main() -> std::process::ExitCode {
     tune_allocator();
-    // Diagnostics go to stderr as `LEVEL span{fields}: message`; NIXDAG_LOG filters (default: info).
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NIXDAG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .init();
     let cli = <Cli as clap::Parser>::parse();
+    init_logging(&cli);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

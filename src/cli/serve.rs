@@ -71,9 +71,14 @@ pub struct ServeArgs {
     /// Bytes of NAR bodies held in memory for one client address
     #[arg(long, default_value = "8M", value_name = "SIZE", value_parser = super::parse_size)]
     inflight_per_address: u64,
-    /// Print one line per request to stderr
+    /// Log one line per request (method, route, path, status, bytes, duration) at info level, target
+    /// `nixdag::access`; the same as the filter directive `nixdag::access=info` in NIXDAG_LOG/RUST_LOG
     #[arg(long)]
-    access_log: bool,
+    pub(super) access_log: bool,
+    /// Serve `GET /metrics` (Prometheus) on this address instead of the main one, which then does not
+    /// answer it; `/healthz` is on both. Loopback unless given otherwise: metrics say what clients fetch
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Repack queued tarballs (`nixdag repack`) in the background once no new one has been queued for
     /// this many seconds; 0 never does
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -294,7 +299,7 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             Compression::Zstd => ServedCompression::Zstd,
         },
         uploads,
-        access_log: args.access_log,
+        serve_metrics: args.metrics_listen.is_none(),
         limits: limits.clone(),
         mirrors: None,
     };
@@ -364,6 +369,26 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    if let Some(p) = &peering {
+        gateway.metrics().add_extra(peer_metrics(p.stats()));
+    }
+    if let Some(m) = &args.metrics_listen {
+        let at = std::net::ToSocketAddrs::to_socket_addrs(m)
+            .with_context(|| format!("--metrics-listen {m}"))?
+            .next()
+            .with_context(|| format!("--metrics-listen {m}: no address"))?;
+        let listener = std::net::TcpListener::bind(at).with_context(|| format!("listening on {m}"))?;
+        listener.set_nonblocking(true)?;
+        println!("nixdag metrics on http://{}/metrics", listener.local_addr()?);
+        let (router, conn) = (gateway.clone().metrics_router(), limits.conn.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("metrics runtime")?;
+        std::thread::Builder::new().name("nixdag-metrics".into()).spawn(move || {
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                server::serve(listener, router, conn, shutdown_signal()).await
+            })
+        })?;
+    }
     std::io::stdout().flush()?;
     let served = server::serve_per_core(listeners, gateway.router(), limits.conn, shutdown_signal()).context("serving");
     if let Some(p) = peering {
@@ -374,6 +399,19 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
         rt.shutdown_timeout(std::time::Duration::from_secs(1));
     }
     served
+}
+
+/// The peers' counters as metrics series.
+fn peer_metrics(stats: Arc<crate::peer::stats::PeerStats>) -> crate::gateway::metrics::Extra {
+    use crate::gateway::metrics::counter;
+    Box::new(move |o: &mut String| {
+        let s = stats.snapshot();
+        counter(o, "nixdag_peer_sent_bytes_total", "Bytes sent to peers.", s.bytes_sent);
+        counter(o, "nixdag_peer_received_bytes_total", "Bytes received from peers (fetches).", s.bytes_received);
+        counter(o, "nixdag_peer_bad_blocks_total", "Blocks from peers that failed their check (fetch errors).", s.bad_blocks);
+        let reachable = s.peers.iter().filter(|p| p.reachable).count() as u64;
+        crate::gateway::metrics::gauge(o, "nixdag_peers_reachable", "Peers reachable now.", reachable);
+    })
 }
 
 async fn shutdown_signal() {

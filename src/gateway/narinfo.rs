@@ -39,7 +39,10 @@ pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
 /// (bounded in bytes). Misses are not cached: the path may be uploaded a second later.
 pub(super) async fn get(gw: &Gateway, hash: StorePathHash) -> Result<Response, AppError> {
     let text = match gw.narinfos.get(&hash) {
-        Ok(t) => t,
+        Ok(t) => {
+            gw.metrics.narinfo_cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            t
+        }
         Err(generation) => {
             // A path whose NAR is not whole is not advertised (Nix would fail on it mid-download).
             let info = gw.lookup(move |s| s.narinfo(&hash)?.ok_or(AppError::NotFound)).await?;

@@ -157,6 +157,11 @@ impl Peering {
         &self.peers
     }
 
+    /// The live counters behind [`Peering::status`] (for the gateway's `/metrics`).
+    pub fn stats(&self) -> Arc<PeerStats> {
+        self.stats.clone()
+    }
+
     /// What is known about each peer now.
     pub fn status(&self) -> StatusFile {
         self.stats.snapshot()

@@ -117,6 +117,22 @@ pub struct Counters {
     pub narinfos_put: u64,
     /// NARs found damaged.
     pub damaged: u64,
+    /// Narinfos [`Service::narinfo`] found in the store.
+    pub narinfo_store: u64,
+    /// … in this machine's Nix store (`--local-nix-store`).
+    pub narinfo_local_nix: u64,
+    /// … at a peer (or pending from one).
+    pub narinfo_peer: u64,
+    /// … at an upstream cache.
+    pub narinfo_upstream: u64,
+    /// … nowhere.
+    pub narinfo_not_found: u64,
+    /// NARs pulled through (local Nix store or upstream).
+    pub nars_pulled: u64,
+    /// NAR bytes stored by puts and pulls (their size, before dedup).
+    pub ingested_bytes: u64,
+    /// Of those, raw bytes of blocks that were new to the store.
+    pub ingested_new_bytes: u64,
 }
 
 #[derive(Default)]
@@ -129,6 +145,23 @@ struct AtomicCounters {
     nars_put: AtomicU64,
     narinfos_put: AtomicU64,
     damaged: AtomicU64,
+    narinfo_store: AtomicU64,
+    narinfo_local_nix: AtomicU64,
+    narinfo_peer: AtomicU64,
+    narinfo_upstream: AtomicU64,
+    narinfo_not_found: AtomicU64,
+    nars_pulled: AtomicU64,
+    ingested_bytes: AtomicU64,
+    ingested_new_bytes: AtomicU64,
+}
+
+/// Where [`Service::narinfo`] found a narinfo.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Store,
+    LocalNix,
+    Peer,
+    Upstream,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -268,6 +301,14 @@ impl Service {
             nars_put: get(&c.nars_put),
             narinfos_put: get(&c.narinfos_put),
             damaged: get(&c.damaged),
+            narinfo_store: get(&c.narinfo_store),
+            narinfo_local_nix: get(&c.narinfo_local_nix),
+            narinfo_peer: get(&c.narinfo_peer),
+            narinfo_upstream: get(&c.narinfo_upstream),
+            narinfo_not_found: get(&c.narinfo_not_found),
+            nars_pulled: get(&c.nars_pulled),
+            ingested_bytes: get(&c.ingested_bytes),
+            ingested_new_bytes: get(&c.ingested_new_bytes),
         }
     }
 
@@ -292,19 +333,35 @@ impl Service {
     /// ([`Service::believes_foreign`]), else from the upstream caches (the fallback, which verifies it).
     /// Not signed yet: see [`Service::sign`].
     pub fn narinfo(&self, hash: &StorePathHash) -> Result<Option<NarInfo>, ServiceError> {
+        let found = self.narinfo_anywhere(hash)?;
+        bump(
+            match &found {
+                Some((_, Source::Store)) => &self.counters.narinfo_store,
+                Some((_, Source::LocalNix)) => &self.counters.narinfo_local_nix,
+                Some((_, Source::Peer)) => &self.counters.narinfo_peer,
+                Some((_, Source::Upstream)) => &self.counters.narinfo_upstream,
+                None => &self.counters.narinfo_not_found,
+            },
+            1,
+        );
+        Ok(found.map(|f| f.0))
+    }
+
+    /// [`Service::narinfo`], and where it was found (for the metrics).
+    fn narinfo_anywhere(&self, hash: &StorePathHash) -> Result<Option<(NarInfo, Source)>, ServiceError> {
         if let Some(info) = self.narinfo_local(hash)? {
-            return Ok(Some(info));
+            return Ok(Some((info, Source::Store)));
         }
         let key = hash.to_string();
         if let Some(info) = self.foreign_pending.lock().unwrap_or_else(|p| p.into_inner()).0.get(&key) {
-            return Ok(Some(info.clone()));
+            return Ok(Some((info.clone(), Source::Peer)));
         }
         if let Some(info) = self.local.get().and_then(|l| l.narinfo(hash)) {
-            return Ok(Some(info));
+            return Ok(Some((info, Source::LocalNix)));
         }
         // A miss turns to the LAN's peers first (within their deadline), then to the upstream caches (a
         // verified narinfo or nothing): peers are near and free, upstreams far and metered.
-        let upstream = || Ok(self.fallback.get().and_then(|f| f.narinfo(hash)));
+        let upstream = || Ok(self.fallback.get().and_then(|f| f.narinfo(hash)).map(|i| (i, Source::Upstream)));
         let Some(source) = self.miss.get() else { return upstream() };
         let (trusted, all) = (self.trusted.clone(), self.trust_foreign);
         let believe: Believe = Arc::new(move |i: &NarInfo| all || verify_any(&trusted, &i.fingerprint(), &i.sigs));
@@ -323,7 +380,7 @@ impl Service {
                 }
             }
         }
-        Ok(Some(info))
+        Ok(Some((info, Source::Peer)))
     }
 
     /// The recorded narinfo of a store path, if its NAR is whole; the store alone (what a peer is told).
@@ -403,6 +460,7 @@ impl Service {
             },
         };
         bump(&self.counters.nars_opened, 1);
+        bump(&self.counters.nars_pulled, 1);
         Some(NarReader { inner: Inner::Pulled(pulled), nar: Some(*hash), service: self.clone(), _reading: None })
     }
 
@@ -476,6 +534,8 @@ impl Service {
         let added = import::add_uploaded_nar(&self.store, r, ChunkerConfig::default())?;
         self.health.healed(&added.nar_hash, &added.root);
         bump(&self.counters.nars_put, 1);
+        bump(&self.counters.ingested_bytes, added.nar_size);
+        bump(&self.counters.ingested_new_bytes, added.new_bytes);
         self.stored_more();
         Ok(added)
     }
@@ -487,6 +547,8 @@ impl Service {
         let added = import::add_nar(&self.store, r, ChunkerConfig::default(), Some(info))?;
         self.health.healed(&added.nar_hash, &added.root);
         bump(&self.counters.nars_put, 1);
+        bump(&self.counters.ingested_bytes, added.nar_size);
+        bump(&self.counters.ingested_new_bytes, added.new_bytes);
         bump(&self.counters.narinfos_put, 1);
         self.stored_more();
         Ok(added)

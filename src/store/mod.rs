@@ -55,7 +55,7 @@ pub use self::evict::EvictPolicy;
 pub(crate) use self::evict::now_ms;
 pub use self::gc::GcReport;
 use self::pack::Packs;
-pub use self::stats::StoreStats;
+pub use self::stats::{Census, CensusRoot, StoreStats};
 use self::tables::*;
 pub use self::tables::{BlockLoc, FileEntry, NarEntry};
 pub use self::txn::{Ingest, Manifest};

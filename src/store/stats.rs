@@ -3,8 +3,11 @@
 use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
 
 use super::error::{IoContext, StoreError};
-use super::tables::{BlockLoc, FileEntry, Form, NarEntry, BLOCKS, FILES, NARS, PATHS};
+use super::tables::{BlockLoc, FileEntry, Form, NarEntry, RecordKind, BLOCKS, FILES, NARS, PATHS};
 use super::Store;
+use crate::dag::{BlockHash, Cid};
+use crate::nix::hash::NarHash;
+use crate::nix::narinfo::NarInfo;
 
 /// Store-wide figures. `logical_bytes / stored_bytes` is what the store saves.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -70,29 +73,137 @@ pub struct FormStats {
     pub rebuilt_raw_bytes: u64,
 }
 
+/// What is stored, read in one pass over the index (one read transaction, so every part agrees): the
+/// totals of [`StoreStats`], every block's size and form, and every stored stream with the names it is
+/// known by. The report (`crate::stats`) builds on it; the store itself does not interpret names.
+#[derive(Debug, Default)]
+pub struct Census {
+    /// The store-wide figures, as [`Store::stats`] gives them.
+    pub stats: StoreStats,
+    /// Every block in the index: its name, raw length, and form (`frame_stored` is the stored bytes of
+    /// its frame record when this block is the first member of it the scan met, so that summing it
+    /// counts each frame once).
+    pub blocks: Vec<CensusBlock>,
+    /// Every stored NAR and file.
+    pub roots: Vec<CensusRoot>,
+}
+
+/// One block of a [`Census`].
+#[derive(Debug, Clone, Copy)]
+pub struct CensusBlock {
+    /// Its name.
+    pub hash: BlockHash,
+    /// Its raw bytes.
+    pub raw_len: u32,
+    /// The stored bytes it accounts for: its own record's payload, or for a framed block the frame's
+    /// payload once (on the first member met), else 0; 0 for a rebuilt block (it has no record).
+    pub stored: u32,
+    /// Its form.
+    pub kind: RecordKind,
+}
+
+/// A stored stream: a NAR or a flat file.
+#[derive(Debug, Clone)]
+pub struct CensusRoot {
+    /// `true` for a NAR, `false` for a flat file.
+    pub is_nar: bool,
+    /// `sha256:<nix32>`: the NarHash, or the file's SHA-256.
+    pub hash: String,
+    /// The DAG root.
+    pub root: Cid,
+    /// Its bytes.
+    pub size: u64,
+    /// Store paths recorded with this NAR (absolute), or the file's name; may be empty (a NAR added
+    /// without metadata).
+    pub names: Vec<String>,
+}
+
 impl Store {
     /// Compute the figures from the index and the pack files.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(self.scan(false)?.stats)
+    }
+
+    /// [`Store::stats`] plus every block and stream: one pass over `blocks-0`, `nars-0`, `files-0` and
+    /// `paths-0`. Memory is about 48 bytes a block.
+    pub fn census(&self) -> Result<Census, StoreError> {
+        self.scan(true)
+    }
+
+    fn scan(&self, detail: bool) -> Result<Census, StoreError> {
+        let mut census = Census::default();
         let mut s = StoreStats::default();
         let txn = self.db().begin_read().map_err(StoreError::txn("begin read"))?;
+        let mut by_nar: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
         let nars = txn.open_table(NARS).map_err(StoreError::table_op("open", NARS.name()))?;
         for row in nars.iter().map_err(StoreError::table_op("scan", NARS.name()))? {
-            let (_, v) = row.map_err(StoreError::table_op("scan", NARS.name()))?;
-            s.logical_bytes += NarEntry::decode(v.value())?.nar_size;
+            let (k, v) = row.map_err(StoreError::table_op("scan", NARS.name()))?;
+            let e = NarEntry::decode(v.value())?;
+            s.logical_bytes += e.nar_size;
             s.nars += 1;
+            if detail {
+                let key: [u8; 32] = k.value().try_into().map_err(|_| StoreError::CorruptIndex {
+                    table: "nars-0",
+                    reason: "key is not 32 bytes".into(),
+                })?;
+                by_nar.insert(key, census.roots.len());
+                census.roots.push(CensusRoot {
+                    is_nar: true,
+                    hash: NarHash(key).to_string(),
+                    root: e.root,
+                    size: e.nar_size,
+                    names: Vec::new(),
+                });
+            }
         }
         let files = txn.open_table(FILES).map_err(StoreError::table_op("open", FILES.name()))?;
         for row in files.iter().map_err(StoreError::table_op("scan", FILES.name()))? {
-            let (_, v) = row.map_err(StoreError::table_op("scan", FILES.name()))?;
-            s.logical_bytes += FileEntry::decode(v.value())?.size;
+            let (k, v) = row.map_err(StoreError::table_op("scan", FILES.name()))?;
+            let e = FileEntry::decode(v.value())?;
+            s.logical_bytes += e.size;
             s.files += 1;
+            if detail {
+                census.roots.push(CensusRoot {
+                    is_nar: false,
+                    hash: format!("sha256:{}", crate::nix::hash::nix32::encode(k.value())),
+                    root: e.root_cid()?,
+                    size: e.size,
+                    names: vec![e.name.clone()],
+                });
+            }
+        }
+        if detail {
+            let paths = txn.open_table(PATHS).map_err(StoreError::table_op("open", PATHS.name()))?;
+            for row in paths.iter().map_err(StoreError::table_op("scan", PATHS.name()))? {
+                let (_, v) = row.map_err(StoreError::table_op("scan", PATHS.name()))?;
+                let info = NarInfo::parse(v.value())
+                    .map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })?;
+                if let Some(&i) = by_nar.get(&info.nar_hash.0) {
+                    census.roots[i].names.push(info.store_path.to_absolute());
+                }
+            }
+            for r in &mut census.roots {
+                r.names.sort();
+            }
         }
         let blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
         let mut frames = std::collections::HashSet::new();
         let mut dicts = std::collections::HashSet::new();
         for row in blocks.iter().map_err(StoreError::table_op("scan", BLOCKS.name()))? {
-            let (_, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
+            let (k, v) = row.map_err(StoreError::table_op("scan", BLOCKS.name()))?;
             let loc = BlockLoc::decode(v.value())?;
+            if detail {
+                let hash = BlockHash(k.value().try_into().map_err(|_| StoreError::CorruptIndex {
+                    table: "blocks-0",
+                    reason: "key is not 32 bytes".into(),
+                })?);
+                let stored = match loc.form {
+                    Form::Rebuilt { .. } => 0,
+                    Form::Framed { .. } if frames.contains(&(loc.pack, loc.offset)) => 0,
+                    _ => loc.stored_len,
+                };
+                census.blocks.push(CensusBlock { hash, raw_len: loc.raw_len, stored, kind: loc.form.kind() });
+            }
             s.unique_bytes += u64::from(loc.raw_len);
             s.blocks += 1;
             let f = &mut s.forms;
@@ -136,6 +247,7 @@ impl Store {
         s.index_bytes = std::fs::metadata(&index).context(|| format!("stat of {}", index.display()))?.len();
         s.stored_bytes = s.pack_bytes + s.index_bytes;
         s.repack_queued = self.repack_queue()?.len() as u64;
-        Ok(s)
+        census.stats = s;
+        Ok(census)
     }
 }

@@ -72,7 +72,7 @@ fn nix_builtin_fetchurl_gets_a_crate_tarball_from_the_gateway_under_sha256_sha51
         assert_eq!(fs::read(&out).unwrap(), bytes, "{attr}: wrong bytes");
         assert_eq!(out, add_fixed(w, attr, &name, &bytes), "{attr}: not the path fetchurl should make");
         let asked = format!("GET /{attr}/{hex} 200");
-        assert!(server.requests().iter().any(|l| l.starts_with(&asked)), "{attr}: {:?}", server.requests());
+        assert!(server.requests().iter().any(|l| l.contains(&asked)), "{attr}: {:?}", server.requests());
     }
 }
 

@@ -12,6 +12,7 @@ mod gateway;
 mod gc;
 mod ipfs;
 mod local_nix;
+mod metrics;
 mod origin;
 mod peer_access;
 mod peer_fetch;
