@@ -28,11 +28,25 @@ globalThis.fetch = (input, init) => {
   return realFetch(input, init)
 }
 
+// A fetch whose promise never settles (the client gave up on every provider without rejecting) ends
+// with an empty event loop: that is a failure too, never a success.
+let finished = false
+process.on('exit', (code) => {
+  if (!finished && code === 0) {
+    process.stderr.write('error: the fetch never completed (no provider gave a block that verified)\n')
+    process.exitCode = 1
+  }
+})
+
 async function main () {
   const args = process.argv.slice(2)
   if (args.length < 3 || args.length > 4) throw new UsageError('usage: node helia-fetch.mjs GATEWAY CID OUT [FROM-TO]')
   const [gateway, cid, outPath, range] = args
-  const helia = await withHTTP(createHeliaLight({ hashers: [blake3Hasher] }), {
+  // helia 7.1.15's routing waits forever when no non-fallback router exists (its merge of router
+  // streams never goes idle), so one router that knows no providers stands in for delegated routing:
+  // the gateway below, added as the fallback router, is then the only provider ever asked.
+  const noRouting = { name: 'no-routing', async * findProviders () {} }
+  const helia = await withHTTP(createHeliaLight({ hashers: [blake3Hasher], routers: [noRouting] }), {
     delegatedRouters: [],
     recursiveGateways: [gateway],
     allowLocal: true,
@@ -50,7 +64,11 @@ async function main () {
       if (!out.write(chunk)) await new Promise((resolve) => out.once('drain', resolve))
     }
     process.stdout.write(`ok: ${res.status} ${n}\n`)
+    finished = true
     return 0
+  } catch (err) {
+    finished = true
+    throw err
   } finally {
     await new Promise((resolve) => out.end(resolve))
     await vfetch.stop()

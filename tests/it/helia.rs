@@ -117,6 +117,8 @@ fn verified_fetch_reads_nars_tarballs_and_ranges_and_rejects_a_flipped_byte() {
     let (ok, stdout, err) = helia(&proxy, &nar_root, &out, None);
     assert!(target.lock().unwrap().is_some(), "the client asked the proxy for no leaf: {stdout} {err}");
     assert!(!ok, "verified-fetch accepted a flipped byte: {stdout}");
+    assert!(err.contains("error: "), "{err}");
+    eprintln!("verified-fetch through the flipping proxy: {}", err.lines().last().unwrap_or(""));
     let got = fs::read(&out).unwrap_or_default();
     assert!(got.len() < nar.len() && nar.starts_with(&got), "{} bytes passed on, not a prefix of the NAR", got.len());
 }
