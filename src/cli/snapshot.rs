@@ -27,7 +27,10 @@ pub fn run(store: &Store, args: SnapshotArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{root}");
-        eprintln!("{} paths, {} NARs, {} files in {} nodes ({} bytes)", s.paths, s.nars, s.files, s.nodes, s.node_bytes);
+        eprintln!(
+            "{} paths, {} NARs, {} files in {} nodes ({} bytes)",
+            s.paths, s.nars, s.files, s.nodes, s.node_bytes
+        );
     }
     Ok(())
 }

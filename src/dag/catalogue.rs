@@ -326,7 +326,9 @@ mod tests {
     use crate::nix::hash::NarHash;
 
     fn info(i: usize) -> NarInfo {
-        let hash: String = (0..32).map(|j| "0123456789abcdfghijklmnpqrsvwxyz".as_bytes()[(i * 7 + j * 13 + i / 32) % 32] as char).collect();
+        let hash: String = (0..32)
+            .map(|j| "0123456789abcdfghijklmnpqrsvwxyz".as_bytes()[(i * 7 + j * 13 + i / 32) % 32] as char)
+            .collect();
         let text = format!(
             "StorePath: /nix/store/{hash}-pkg-{i}\nNarHash: sha256:{}\nNarSize: {}\nReferences: \nSig: k-1:{}\n",
             crate::nix::hash::nix32::encode(&NarHash([i as u8; 32]).0),
@@ -355,7 +357,8 @@ mod tests {
         let (root, sum) = write(&mut blocks, &paths, &[], &[]).unwrap();
         assert_eq!(root.codec(), DAG_CBOR_CODEC);
         assert_eq!((sum.paths, sum.nodes), (20, 4));
-        let root_links = links(&root, &blocks.get_block(&crate::dag::cid::block_hash(&root).unwrap()).unwrap().unwrap()).unwrap();
+        let root_links =
+            links(&root, &blocks.get_block(&crate::dag::cid::block_hash(&root).unwrap()).unwrap().unwrap()).unwrap();
         assert_eq!(root_links.len(), 3);
         let map = root_links[2]; // "nars" < "files" < "paths" by length then bytes: nars, files, paths
         for r in &paths {

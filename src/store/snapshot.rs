@@ -74,7 +74,8 @@ impl Store {
             let info = NarInfo::parse(v.value())
                 .map_err(|e| StoreError::CorruptIndex { table: "paths-0", reason: e.to_string() })?;
             // Every path's NAR is committed with or before it; one forgotten since has no root to name.
-            let Some(entry) = nars.get(info.nar_hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), info.nar_hash))?
+            let Some(entry) =
+                nars.get(info.nar_hash.0.as_slice()).map_err(StoreError::row("read", NARS.name(), info.nar_hash))?
             else {
                 continue;
             };
@@ -119,5 +120,5 @@ impl Store {
             }
         }
         out
-}
+    }
 }
