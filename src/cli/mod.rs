@@ -14,6 +14,7 @@ mod pin;
 mod repack;
 mod restore;
 mod serve;
+mod snapshot;
 mod stats;
 mod verify;
 mod warm;
@@ -79,6 +80,8 @@ enum Command {
     Pin(pin::PinArgs),
     /// Stop keeping pinned store paths (they are evicted by age again)
     Unpin(pin::PinArgs),
+    /// Export the manifests as a dag-cbor catalogue the gateway serves as `/ipfs/<cid>`; prints its CID
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// Diagnostics go to stderr, as `LEVEL span{fields}: message` lines or (`--log-format json`) one JSON
@@ -243,6 +246,7 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
             store.compact_index().context("compacting the index")
         }
         Command::Forget(a) => forget::run(&open()?, a),
+        Command::Snapshot(a) => snapshot::run(&open()?, a),
         Command::Pin(a) => pin::pin(&open()?, a),
         Command::Unpin(a) => pin::unpin(&open()?, a),
         Command::DedupStats(a) => stats::run(&read()?, a),

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 
-use super::cid::{block_hash, BlockHash, Cid, DAG_PB_CODEC};
+use super::cid::{block_hash, BlockHash, Cid, DAG_CBOR_CODEC, DAG_PB_CODEC};
 use super::reader::{load, walk, DagReadError, WalkMode, MAX_DEPTH};
 use super::unixfs::decode_file_node;
 use super::{put_varint, BlockSource};
@@ -74,7 +74,8 @@ pub fn write_car(source: &impl BlockSource, root: &Cid, out: &mut impl Write) ->
 pub enum CarScope {
     /// The root block alone.
     Block,
-    /// Every block under the root (our DAGs are single files, so `entity` and `all` are the same).
+    /// Every block under the root: a file's whole DAG; under a catalogue snapshot's node (dag-cbor),
+    /// every catalogue node below it and every NAR and file DAG its entries name.
     All,
     /// The blocks on the paths from the root to the leaves holding file bytes `from..to` (end
     /// exclusive): what a client needs to verify that range and nothing more.
@@ -147,6 +148,17 @@ impl<S: BlockSource> CarStream<S> {
                     child_at += size;
                 }
                 self.stack.extend(children.into_iter().rev());
+            } else if cid.codec() == DAG_CBOR_CODEC && self.scope == CarScope::All {
+                // A catalogue node (`catalogue.rs`): every link, catalogue nodes and the NAR and file
+                // roots alike, so one CAR of a snapshot carries the whole cache it names.
+                if depth >= MAX_DEPTH {
+                    return Err(DagReadError::TooDeep { root: self.root });
+                }
+                let links = super::catalogue::links(&cid, &bytes).map_err(|e| DagReadError::Io {
+                    cid,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                })?;
+                self.stack.extend(links.into_iter().rev().map(|l| (l, 0, depth + 1)));
             }
             let cid_bytes = cid.to_bytes();
             let mut frame = Vec::with_capacity(10 + cid_bytes.len());

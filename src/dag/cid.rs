@@ -2,7 +2,7 @@
 //!
 //! The same 32 bytes are the iroh-blobs hash and the CID digest (DESIGN §1), so one block is addressable
 //! from iroh and from IPFS tooling alike. The codec only says how to read the bytes: `raw` for leaves,
-//! `dag-pb` for UnixFS interior nodes.
+//! `dag-pb` for UnixFS interior nodes, `dag-cbor` for the catalogue snapshot's nodes.
 
 use std::fmt;
 
@@ -14,6 +14,8 @@ pub const BLAKE3_CODE: u64 = 0x1e;
 pub const RAW_CODEC: u64 = 0x55;
 /// Multicodec of dag-pb nodes.
 pub const DAG_PB_CODEC: u64 = 0x70;
+/// Multicodec of dag-cbor nodes: the catalogue snapshot's (`catalogue.rs`); no file DAG uses it.
+pub const DAG_CBOR_CODEC: u64 = 0x71;
 
 /// The BLAKE3-256 hash of a block's bytes: the block's name in the store.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,8 +73,8 @@ pub enum CidError {
         /// Its digest length.
         len: usize,
     },
-    /// A codec other than raw and dag-pb.
-    #[error("CID {cid} has codec 0x{codec:x}; nixdag reads raw (0x55) and dag-pb (0x70)")]
+    /// A codec other than raw, dag-pb and dag-cbor.
+    #[error("CID {cid} has codec 0x{codec:x}; nixdag reads raw (0x55), dag-pb (0x70) and dag-cbor (0x71)")]
     UnsupportedCodec {
         /// The CID.
         cid: String,
@@ -87,7 +89,7 @@ pub fn block_hash(cid: &Cid) -> Result<BlockHash, CidError> {
     if mh.code() != BLAKE3_CODE || mh.digest().len() != 32 {
         return Err(CidError::UnsupportedHash { cid: cid.to_string(), code: mh.code(), len: mh.digest().len() });
     }
-    if cid.codec() != RAW_CODEC && cid.codec() != DAG_PB_CODEC {
+    if ![RAW_CODEC, DAG_PB_CODEC, DAG_CBOR_CODEC].contains(&cid.codec()) {
         return Err(CidError::UnsupportedCodec { cid: cid.to_string(), codec: cid.codec() });
     }
     let mut out = [0u8; 32];

@@ -7,6 +7,7 @@
 
 pub mod builder;
 pub mod car;
+pub mod catalogue;
 pub mod cid;
 pub mod mem;
 pub mod reader;

@@ -1,7 +1,9 @@
 //! `GET|HEAD /ipfs/<cid>`: the IPFS trustless gateway (docs/IPFS.md), so that a client holding only a
 //! root CID verifies every byte it is given: one raw block (`format=raw`), or a CAR of the blocks under
 //! a root (`format=car`), the whole DAG (`dag-scope=all|entity`), the root alone (`block`) or only the
-//! blocks that prove a byte range (`entity-bytes=from:to`). CARs are streamed a block at a time.
+//! blocks that prove a byte range (`entity-bytes=from:to`). CARs are streamed a block at a time. A
+//! catalogue snapshot's root (dag-cbor) with `dag-scope=all` is the whole cache: its nodes and every
+//! NAR and file DAG they name.
 
 use std::io;
 use std::net::IpAddr;
@@ -16,7 +18,7 @@ use super::http_path::IpfsTarget;
 use super::stream::{pulled, Produce};
 use super::Gateway;
 use crate::dag::car::{CarScope, CarStream};
-use crate::dag::cid::block_hash;
+use crate::dag::cid::{block_hash, DAG_CBOR_CODEC};
 use crate::dag::BlockSource;
 use crate::store::Store;
 
@@ -34,6 +36,8 @@ enum Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
     Block,
+    /// `dag-scope=entity`: a file's whole DAG; for a catalogue node (dag-cbor), the node alone.
+    Entity,
     All,
     /// `entity-bytes=from:to`: inclusive; `None` for `*`; negative counts from the end.
     Bytes(i64, Option<i64>),
@@ -111,7 +115,8 @@ fn format(query: &str, headers: &HeaderMap) -> Result<Format, AppError> {
 fn scope(query: &str) -> Result<Scope, AppError> {
     let bad = |why: String| AppError::BadRequest(why);
     let dag = match param(query, "dag-scope") {
-        None | Some("all") | Some("entity") => Scope::All,
+        None | Some("all") => Scope::All,
+        Some("entity") => Scope::Entity,
         Some("block") => Scope::Block,
         Some(other) => return Err(bad(format!("dag-scope={other}: block, entity or all"))),
     };
@@ -196,9 +201,14 @@ pub(super) async fn get(
             Ok((StatusCode::OK, h, bytes).into_response())
         }
         Format::Car { dups } => {
+            let catalogue = cid.codec() == DAG_CBOR_CODEC;
             let car_scope = match scope {
                 Scope::Block => CarScope::Block,
-                Scope::All => CarScope::All,
+                Scope::Entity if catalogue => CarScope::Block,
+                Scope::Entity | Scope::All => CarScope::All,
+                Scope::Bytes(..) if catalogue => {
+                    return Err(AppError::BadRequest("entity-bytes applies to a file; this CID is a catalogue node".into()))
+                }
                 Scope::Bytes(from, to) => {
                     let size = match &inline {
                         Some(b) => b.len() as u64,

@@ -34,6 +34,16 @@ pub(super) fn served(gw: &Gateway, mut info: NarInfo) -> NarInfo {
     info
 }
 
+/// The narinfo extension field naming the NAR's DAG root (docs/IPFS.md), so a client can fetch
+/// verified ranges from `/ipfs/<root>`. Nix ignores keys it does not know (2.8 and later: the parser
+/// has no case for them), and signatures cover only the fingerprint (StorePath, NarHash, NarSize,
+/// References), so an extra line changes no signature's validity. It goes last, after `Sig:`/`CA:`.
+pub(super) const ROOT_FIELD: &str = "X-Nixdag-Root";
+
+fn root_line(root: &crate::dag::Cid) -> String {
+    format!("{ROOT_FIELD}: {root}\n")
+}
+
 /// Narinfo lookups are most of a binary cache's traffic (Nix asks for every path of a closure, and again
 /// for each client), and each costs a database read and an ed25519 signature, so answers are cached
 /// (bounded in bytes). Misses are not cached: the path may be uploaded a second later.
@@ -45,8 +55,19 @@ pub(super) async fn get(gw: &Gateway, hash: StorePathHash) -> Result<Response, A
         }
         Err(generation) => {
             // A path whose NAR is not whole is not advertised (Nix would fail on it mid-download).
-            let info = gw.lookup(move |s| s.narinfo(&hash)?.ok_or(AppError::NotFound)).await?;
-            let text = Bytes::from(served(gw, info).render());
+            let (info, root) = gw
+                .lookup(move |s| {
+                    let info = s.narinfo(&hash)?.ok_or(AppError::NotFound)?;
+                    // Only a NAR already in the store has a DAG; one still to be pulled through has none yet.
+                    let root = s.store().nar(&info.nar_hash)?.map(|e| e.root);
+                    Ok((info, root))
+                })
+                .await?;
+            let mut text = served(gw, info).render();
+            if let Some(root) = root {
+                text.push_str(&root_line(&root));
+            }
+            let text = Bytes::from(text);
             gw.narinfos.put(hash, text.clone(), generation);
             text
         }

@@ -72,6 +72,12 @@ impl Store {
             walk(self, root, Some(*size), &mut live, WalkMode::NodesOnly, &mut |_, _| Ok(()))
                 .map_err(|source| StoreError::GcRefused { what: label.clone(), source })?;
         }
+        // The latest catalogue snapshot's own nodes (the NARs and files it names are roots already).
+        if let Some((snap, _)) = self.snapshot()? {
+            for h in self.catalogue_nodes(&snap) {
+                live.entry(h).or_insert((crate::dag::cid::DAG_CBOR_CODEC, 0));
+            }
+        }
         let protected = self.protected().lock();
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;

@@ -32,6 +32,7 @@ pub(crate) mod proven;
 mod read;
 pub(crate) mod rebuilt;
 mod similar;
+mod snapshot;
 mod stats;
 pub mod tables;
 mod txn;
@@ -55,6 +56,8 @@ pub use self::evict::EvictPolicy;
 pub(crate) use self::evict::now_ms;
 pub use self::gc::GcReport;
 use self::pack::Packs;
+#[allow(unused_imports)] // public API: `take_snapshot`'s error and `catalogue_rows`' value
+pub use self::snapshot::{CatalogueRows, SnapshotError};
 pub use self::stats::{Census, CensusRoot, StoreStats};
 use self::tables::*;
 pub use self::tables::{BlockLoc, FileEntry, NarEntry};

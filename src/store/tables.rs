@@ -38,6 +38,11 @@ pub const PINS: TableDefinition<&str, u8> = TableDefinition::new("pins-0");
 /// Root CID bytes of NARs that arrived as uploads (`PUT /nar/…` by an admitted client): kept by eviction
 /// unless `--evict-uploads`. The value is unused (0).
 pub const UPLOADED: TableDefinition<&[u8], u8> = TableDefinition::new("uploaded-0");
+/// The catalogue snapshot (`nixdag snapshot`, docs/IPFS.md): its root CID bytes (dag-cbor) → when it
+/// was taken, milliseconds since the Unix epoch. One row: a new snapshot replaces the last. GC keeps
+/// the catalogue nodes under it (not the NARs and files they name: those live by their own manifests),
+/// so the gateway serves the latest snapshot until the next one.
+pub const SNAPSHOTS: TableDefinition<&[u8], u64> = TableDefinition::new("snapshots-0");
 /// Store-wide settings: `format` → u32 format version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-0");
 

@@ -3,6 +3,7 @@
 //! as ripgrep does it. `scripts/test` installs what they need (Nix, the npm packages).
 
 mod bad_input;
+mod catalogue;
 mod common;
 mod crash;
 mod dedup;
@@ -10,6 +11,7 @@ mod evict;
 mod fetch_src;
 mod gateway;
 mod gc;
+mod helia;
 mod ipfs;
 mod local_nix;
 mod metrics;

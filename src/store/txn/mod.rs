@@ -48,6 +48,9 @@ pub enum Manifest {
         /// Its other hashes (sha512, sha1, md5).
         aliases: Vec<NixHash>,
     },
+    /// A catalogue snapshot's root (its nodes are this ingest's blocks): replaces the store's last one
+    /// in `snapshots-0`.
+    Snapshot(Cid),
 }
 
 /// A write transaction (an ingest, a repack, a compaction). Blocks go to the pack as they come; nothing becomes visible until
@@ -340,6 +343,12 @@ impl<'s> Ingest<'s> {
             };
             for m in manifests {
                 match m {
+                    Manifest::Snapshot(root) => {
+                        let mut snaps =
+                            txn.open_table(SNAPSHOTS).map_err(StoreError::table_op("open", SNAPSHOTS.name()))?;
+                        snaps.retain(|_, _| false).map_err(StoreError::table_op("clear", SNAPSHOTS.name()))?;
+                        snaps.insert(root.to_bytes().as_slice(), now).map_err(StoreError::row("write", SNAPSHOTS.name(), root))?;
+                    }
                     Manifest::Nar { nar_hash, entry } => {
                         nars.insert(nar_hash.0.as_slice(), entry.encode().as_slice()).map_err(StoreError::row("write", NARS.name(), nar_hash))?;
                         stamp(&entry.root)?;
@@ -383,6 +392,7 @@ impl Ingest<'_> {
         let aliases = txn.open_table(FILE_ALIASES).map_err(StoreError::table_op("open", FILE_ALIASES.name()))?;
         for m in manifests {
             let same = match m {
+                Manifest::Snapshot(root) => self.store.snapshot()?.is_some_and(|(r, _)| r == *root),
                 Manifest::Nar { nar_hash, entry } => nars
                     .get(nar_hash.0.as_slice())
                     .map_err(StoreError::row("read", NARS.name(), nar_hash))?
