@@ -408,7 +408,12 @@ fn peer_metrics(stats: Arc<crate::peer::stats::PeerStats>) -> crate::gateway::me
         let s = stats.snapshot();
         counter(o, "nixdag_peer_sent_bytes_total", "Bytes sent to peers.", s.bytes_sent);
         counter(o, "nixdag_peer_received_bytes_total", "Bytes received from peers (fetches).", s.bytes_received);
-        counter(o, "nixdag_peer_bad_blocks_total", "Blocks from peers that failed their check (fetch errors).", s.bad_blocks);
+        counter(
+            o,
+            "nixdag_peer_bad_blocks_total",
+            "Blocks from peers that failed their check (fetch errors).",
+            s.bad_blocks,
+        );
         let reachable = s.peers.iter().filter(|p| p.reachable).count() as u64;
         crate::gateway::metrics::gauge(o, "nixdag_peers_reachable", "Peers reachable now.", reachable);
     })

@@ -147,7 +147,10 @@ pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
 
 fn print_totals(r: &Report) {
     let s = &r.store;
-    println!("== totals: {} NARs, {} files, {} store paths, {} blocks in {} packs", s.nars, s.files, s.paths, s.blocks, s.packs);
+    println!(
+        "== totals: {} NARs, {} files, {} store paths, {} blocks in {} packs",
+        s.nars, s.files, s.paths, s.blocks, s.packs
+    );
     println!("{:<34} {:>12} {:>10}", "", "bytes", "of logical");
     let line = |what: &str, b: u64| println!("{:<34} {:>12} {:>10}", what, human(b), pct(b, s.logical_bytes));
     line("logical (NARs and files, whole)", s.logical_bytes);
@@ -181,11 +184,19 @@ fn print_totals(r: &Report) {
             n.sampled_nars,
             human(n.sampled_bytes),
             human(n.population_bytes),
-            if n.sampled_partially > 0 { format!(", {} of them only their start", n.sampled_partially) } else { String::new() },
+            if n.sampled_partially > 0 {
+                format!(", {} of them only their start", n.sampled_partially)
+            } else {
+                String::new()
+            },
             n.ratio,
             human(n.estimated_xz_bytes),
             err,
-            if e.file_bytes > 0 { format!(", plus {} of files as they are", human(e.file_bytes)) } else { String::new() },
+            if e.file_bytes > 0 {
+                format!(", plus {} of files as they are", human(e.file_bytes))
+            } else {
+                String::new()
+            },
         );
         if let Some(share) = e.stored_share {
             println!("  this store is {:.1} % of that", 100.0 * share);
@@ -231,7 +242,11 @@ fn print_by_name(groups: &[stats::NameGroup]) {
         for (i, v) in g.versions.iter().enumerate() {
             let name = if i == 0 { short(&g.name, 32) } else { String::new() };
             let cost = if i == 0 { "(first)".to_string() } else { human(v.cost_bytes) };
-            let share = if i == 0 { String::new() } else { v.cost_share.map(|s| format!("{:.1} %", 100.0 * s)).unwrap_or_default() };
+            let share = if i == 0 {
+                String::new()
+            } else {
+                v.cost_share.map(|s| format!("{:.1} %", 100.0 * s)).unwrap_or_default()
+            };
             println!("{:<32} {:<20} {:>10} {:>10} {:>8}", name, short(&v.version, 20), human(v.size), cost, share);
         }
     }
@@ -290,8 +305,20 @@ fn print_detail(r: &Report) {
     }
     println!("{} {}   root {}", p.kind, p.hash, d.root);
     println!("package {:?} version {:?}", d.package, d.version);
-    println!("size {}   {} blocks ({} interior nodes), {} of block bytes", human(p.size), p.blocks, d.interior_nodes, human(p.block_bytes));
-    println!("shared with others {} ({})   only it {} ({})", human(p.shared_bytes), pct(p.shared_bytes, p.block_bytes), human(p.unique_bytes), pct(p.unique_bytes, p.block_bytes));
+    println!(
+        "size {}   {} blocks ({} interior nodes), {} of block bytes",
+        human(p.size),
+        p.blocks,
+        d.interior_nodes,
+        human(p.block_bytes)
+    );
+    println!(
+        "shared with others {} ({})   only it {} ({})",
+        human(p.shared_bytes),
+        pct(p.shared_bytes, p.block_bytes),
+        human(p.unique_bytes),
+        pct(p.unique_bytes, p.block_bytes)
+    );
     if !p.shares_most_with.is_empty() {
         println!();
         println!("{:<60} {:>10}", "shares most with", "bytes");

@@ -420,7 +420,7 @@ fn add_to(buckets: &mut [Bucket], value: u64, bytes: u64) {
 pub fn report(store: &Store, opts: &Options) -> Result<Report, StatsError> {
     let mut census = store.census()?;
     if !census.blocks.is_sorted_by(|a, b| a.hash.0 <= b.hash.0) {
-        census.blocks.sort_by(|a, b| a.hash.0.cmp(&b.hash.0));
+        census.blocks.sort_by_key(|b| b.hash.0);
     }
     let walked = walk_all(store, &census);
     let mut refs = vec![0u32; census.blocks.len()];

@@ -143,7 +143,8 @@ fn report_numbers_hold_on_a_real_store() {
 
     // Stored bytes are the packs and the index as they are on disk.
     let on_disk = |store: &TestStore| -> (u64, u64) {
-        let packs = std::fs::read_dir(store.path().join("packs")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        let packs =
+            std::fs::read_dir(store.path().join("packs")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
         (packs, std::fs::metadata(store.path().join("index.redb")).unwrap().len())
     };
     // (redb may grow its file when a session closes, even a read-only one: it settles after one.)
@@ -152,7 +153,10 @@ fn report_numbers_hold_on_a_real_store() {
         let s = store.stats();
         let (packs, index) = on_disk(&store);
         assert_eq!(s["pack_bytes"].as_u64().unwrap(), packs);
-        assert_eq!(s["stored_bytes"].as_u64().unwrap(), s["pack_bytes"].as_u64().unwrap() + s["index_bytes"].as_u64().unwrap());
+        assert_eq!(
+            s["stored_bytes"].as_u64().unwrap(),
+            s["pack_bytes"].as_u64().unwrap() + s["index_bytes"].as_u64().unwrap()
+        );
         if s["index_bytes"].as_u64().unwrap() == index {
             settled = true;
             break;

@@ -47,7 +47,11 @@ fn parse(text: &str) -> Vec<(String, serde_json::Map<String, serde_json::Value>,
 }
 
 /// The value of the sample `name` whose labels include `labels` (0 when absent: counters start there).
-fn value(samples: &[(String, serde_json::Map<String, serde_json::Value>, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+fn value(
+    samples: &[(String, serde_json::Map<String, serde_json::Value>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     samples
         .iter()
         .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).and_then(|x| x.as_str()) == Some(*v)))
@@ -108,7 +112,11 @@ fn metrics_count_the_requests_made() {
     assert!(value(&m1, "nixdag_served_bytes_total", &[]) >= nar.len() as f64, "bytes served");
     assert_eq!(value(&m1, "nixdag_http_response_bytes_total", &[("route", "nar")]), nar.len() as f64);
     // The access log (on in Server::start) has one line per request, as before.
-    assert!(server.requests().iter().any(|l| l.contains(&format!("GET /{missing}.narinfo 404"))), "{:?}", server.requests());
+    assert!(
+        server.requests().iter().any(|l| l.contains(&format!("GET /{missing}.narinfo 404"))),
+        "{:?}",
+        server.requests()
+    );
     server.stop();
 }
 

@@ -131,7 +131,7 @@ mod tests {
                 .map(|i| Node {
                     last: rnd() % 50,
                     keep: rnd() % 7 == 0,
-                    refs: (0..(rnd() % 4)).filter_map(|_| (i + 1 < n).then(|| i + 1 + (rnd() as usize) % (n - i - 1))).collect(),
+                    refs: (0..(rnd() % 4)).filter(|_| i + 1 < n).map(|_| i + 1 + (rnd() as usize) % (n - i - 1)).collect(),
                 })
                 .collect();
             let order = eviction_order(&nodes);
