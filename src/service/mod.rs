@@ -423,7 +423,16 @@ impl Service {
         if let Some(mut pulled) = local.nar(self, &info.nar_hash) {
             while pulled.next_bytes(1 << 20).map_err(|e| ServiceError::LocalNix(e.to_string()))?.is_some() {}
         }
-        self.narinfo_local(hash)
+        if let Some(found) = self.narinfo_local(hash)? {
+            return Ok(Some(found));
+        }
+        // Its NAR was stored already (under another path, or uploaded): record this path beside it.
+        if self.store.nar(&info.nar_hash)?.is_some() && local.still_offers(&info.store_path) {
+            self.store.mark_local_path(&hash.to_string())?;
+            self.record_path(info)?;
+            return self.narinfo_local(hash);
+        }
+        Ok(None)
     }
 
     fn check_whole(&self, hash: NarHash, entry: &NarEntry) -> Result<(), ServiceError> {
