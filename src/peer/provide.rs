@@ -1,7 +1,7 @@
 //! The serving side of `/nixdag/fetch/1` ([`super::wire`]): answers other nixdag nodes from the store.
 //!
 //! Every answer comes from what the node holds itself (`Service::narinfo_own`: the store, and this
-//! machine's Nix store under `--local-nix-store`; `nar_local`): a node never asks its own peers or
+//! machine's Nix store under `--local-nix-store`; `nar`): a node never asks its own peers or
 //! upstreams on behalf of a peer, so two nodes cannot send a lookup round in circles. Blocks leave
 //! only after `read_block_bytes` re-hashed them. Costs are bounded: a request must arrive whole within
 //! [`REQUEST_TIMEOUT`] and be at most [`wire::MAX_REQUEST`] bytes, each write must progress within
@@ -126,7 +126,7 @@ impl FetchProtocol {
                     let Some(mut info) = service.narinfo_own(&StorePathHash(h)).map_err(|e| e.to_string())? else {
                         return Ok(None);
                     };
-                    let Some(entry) = service.nar_local(&info.nar_hash).map_err(|e| e.to_string())? else {
+                    let Some(entry) = service.nar(&info.nar_hash).map_err(|e| e.to_string())? else {
                         return Ok(None);
                     };
                     // What this node's gateway would serve: its signature on a path it vouches for only.
@@ -138,7 +138,7 @@ impl FetchProtocol {
             }
             Request::Nar(h) => {
                 let answer = blocking(move || {
-                    let entry = service.nar_local(&NarHash(h)).map_err(|e| e.to_string())?;
+                    let entry = service.nar(&NarHash(h)).map_err(|e| e.to_string())?;
                     Ok(entry.map(|e| Root { root: e.root, size: e.nar_size }))
                 })
                 .await?;

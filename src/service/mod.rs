@@ -445,14 +445,9 @@ impl Service {
     }
 
     /// The stored NAR with this hash, checked whole in the index (every block present) before a door
-    /// promises it: [`ServiceError::Damaged`] names what is missing. A NAR the store lacks is not looked
-    /// for elsewhere here: see [`Service::pull`].
+    /// promises it: [`ServiceError::Damaged`] names what is missing. The store alone (also what a peer
+    /// is told): a NAR the store lacks is not looked for elsewhere here, see [`Service::pull`].
     pub fn nar(&self, hash: &NarHash) -> Result<Option<NarEntry>, ServiceError> {
-        self.nar_local(hash)
-    }
-
-    /// The stored NAR with this hash, checked whole; the store alone (what a peer is told).
-    pub fn nar_local(&self, hash: &NarHash) -> Result<Option<NarEntry>, ServiceError> {
         let Some(entry) = self.store.nar(hash)? else { return Ok(None) };
         self.check_whole(*hash, &entry)?;
         Ok(Some(entry))
@@ -528,7 +523,7 @@ impl Service {
 
     /// The listing (`.ls` JSON) of a stored NAR, or `Ok(None)` when it has more than `max_entries` nodes.
     pub fn listing(&self, hash: &NarHash, max_entries: usize) -> Result<Option<String>, ServiceError> {
-        let entry = self.nar_local(hash)?.ok_or(StoreError::NoSuchNar(*hash))?;
+        let entry = self.nar(hash)?.ok_or(StoreError::NoSuchNar(*hash))?;
         let reader = DagReader::new(self.store.as_ref(), entry.root).map_err(StoreError::from)?;
         let listing =
             nar::list_bounded(io::BufReader::with_capacity(1 << 16, reader), max_entries).map_err(StoreError::from)?;
