@@ -196,12 +196,8 @@ impl PeeringArgs {
             take(p)?;
         }
         if let Some(f) = &self.peers_file {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.split('#').next().unwrap_or("").trim();
-                if !line.is_empty() {
-                    take(line).with_context(|| format!("{}:{}", f.display(), n + 1))?;
-                }
+            for (n, line) in endpoint::read_peers_file(f)? {
+                take(&line).with_context(|| format!("{}:{n}", f.display()))?;
             }
         }
         let access = if self.open {
@@ -218,7 +214,7 @@ impl PeeringArgs {
             deadline: std::time::Duration::from_millis(self.peer_deadline),
             stall: std::time::Duration::from_secs(self.peer_timeout),
         };
-        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, invites, discovery, fetch }))
+        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, invites, discovery, fetch, gateway: None }))
     }
 }
 
@@ -362,7 +358,8 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     println!("nixdag gateway on http://{addr}");
     println!("trusted-public-keys = {public}");
     let peering = match peer_cfg {
-        Some(cfg) => {
+        Some(mut cfg) => {
+            cfg.gateway = Some(addr);
             let p = Peering::start(&service, cfg).context("starting the peer endpoint")?;
             println!("peer endpoint {}", endpoint::endpoint_ticket(p.addr()));
             Some(p)
