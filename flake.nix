@@ -12,7 +12,9 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
       cargoToml = builtins.fromTOML (builtins.readFile ./Cargo.toml);
 
-      # A NixOS system that runs the module, for the checks: only the nixdag unit file is built.
+      # A NixOS system that runs the module, for the checks: only the nixdag unit file is built, once the
+      # system's assertions (the module's among them) hold; building the whole system would check them
+      # too, but fetch a kernel.
       nixdagUnit = system: settings:
         let
           machine = nixpkgs.lib.nixosSystem {
@@ -28,8 +30,10 @@
               }
             ];
           };
+          failed = builtins.filter (a: !a.assertion) machine.config.assertions;
         in
-        machine.config.systemd.units."nixdag.service".unit;
+        if failed == [ ] then machine.config.systemd.units."nixdag.service".unit
+        else throw (builtins.concatStringsSep "\n" (map (a: a.message) failed));
     in
     {
       packages = forAllSystems (pkgs: {

@@ -202,6 +202,101 @@ fn the_flake_and_the_module_parse() {
     assert_eq!(strings(&v["args"]), ["nixpkgs", "self"]);
 }
 
+/// The flake's outputs over a stand-in nixpkgs: `lib` is [`STUB_LIB`] and the few functions the flake
+/// adds (`genAttrs`, `optionalString`, `mkDefault` as nixpkgs defines them), `buildRustPackage` and
+/// `mkShell` return their arguments, `nixosSystem` the modules it was given. This checks the flake's
+/// wiring (which outputs, what the package is built with, what the module imports), not that nixpkgs
+/// builds it: the flake's own checks do that.
+const FLAKE_EVAL: &str = r#"
+{ flakePath }:
+let
+  flake = import (/. + flakePath);
+  stub = import ./lib.nix;
+  lib = stub // {
+    genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+    optionalString = cond: s: if cond then s else "";
+    mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
+    licenses = { mit = "MIT"; asl20 = "Apache-2.0"; };
+    nixosSystem = args: {
+      config = { assertions = [ ]; systemd.units."nixdag.service".unit = { modules = builtins.length args.modules; }; };
+    };
+  };
+  pkgsFor = system: {
+    inherit lib;
+    rustPlatform.buildRustPackage = attrs: attrs // { outPath = "/nix/store/11111111111111111111111111111111-nixdag"; };
+    stdenv = { hostPlatform = { inherit system; }; buildPlatform.canExecute = _: true; };
+    mkShell = attrs: attrs;
+    installShellFiles = "installShellFiles";
+    cargo = "cargo"; rustc = "rustc"; clippy = "clippy"; rustfmt = "rustfmt"; nix = "nix"; nodejs = "nodejs";
+  };
+  nixpkgs = { inherit lib; legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] pkgsFor; };
+  self = flake.outputs { inherit self nixpkgs; };
+  pkg = self.packages.x86_64-linux.default;
+  module = self.nixosModules.default { inherit lib; pkgs = pkgsFor "x86_64-linux"; };
+in
+{
+  package = {
+    inherit (pkg) pname version doCheck postInstall nativeBuildInputs;
+    lockFile = toString pkg.cargoLock.lockFile;
+    src = toString pkg.src;
+    mainProgram = pkg.meta.mainProgram;
+  };
+  systems = builtins.attrNames self.packages;
+  checks = builtins.attrNames self.checks.x86_64-linux;
+  unitModules = self.checks.x86_64-linux.module-unit.modules;
+  shell = self.devShells.x86_64-linux.default.packages;
+  moduleImports = map toString module.imports;
+  modulePackage = module.services.nixdag.package;
+}
+"#;
+
+#[test]
+fn the_flake_outputs_evaluate_against_stand_ins() {
+    require_nix();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lib.nix"), STUB_LIB).unwrap();
+    std::fs::write(dir.path().join("flake-eval.nix"), FLAKE_EVAL).unwrap();
+    let out = run(Command::new("nix-instantiate")
+        .args(["--store", "dummy://", "--eval", "--strict", "--json"])
+        .arg(dir.path().join("flake-eval.nix"))
+        .args(["--argstr", "flakePath"])
+        .arg(repo().join("flake.nix")));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let p = &v["package"];
+    assert_eq!(p["pname"], "nixdag");
+    assert_eq!(p["version"], env!("CARGO_PKG_VERSION"), "read from Cargo.toml");
+    assert_eq!(p["doCheck"], false);
+    assert_eq!(p["mainProgram"], "nixdag");
+    assert_eq!(p["lockFile"], repo().join("Cargo.lock").to_str().unwrap());
+    assert_eq!(p["src"], repo().to_str().unwrap());
+    assert_eq!(strings(&p["nativeBuildInputs"]), ["installShellFiles"]);
+    let post = p["postInstall"].as_str().unwrap();
+    for needle in
+        ["$out/bin/nixdag completions $shell", "installShellCompletion", "$out/bin/nixdag man man", "installManPage"]
+    {
+        assert!(post.contains(needle), "postInstall lacks {needle}:\n{post}");
+    }
+    // postInstall runs what the binary really offers.
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "fish", "zsh"] {
+        assert!(!nixdag(&["completions", shell]).is_empty());
+    }
+    nixdag(&["man", dir.path().join("man").to_str().unwrap()]);
+    assert!(dir.path().join("man/nixdag.1").exists());
+    assert_eq!(strings(&v["systems"]), ["aarch64-linux", "x86_64-linux"]);
+    assert_eq!(strings(&v["checks"]), ["module-unit", "module-unit-peering", "package"]);
+    assert_eq!(v["unitModules"], 2, "the flake's module and the system's settings");
+    let shell = strings(&v["shell"]);
+    for tool in ["cargo", "rustc", "clippy", "rustfmt", "nix", "nodejs"] {
+        assert!(shell.iter().any(|s| s == tool), "devShell lacks {tool}");
+    }
+    assert_eq!(strings(&v["moduleImports"]), [repo().join("nix/module.nix").to_str().unwrap()]);
+    // The module's package defaults (mkDefault, overridable) to the flake's own.
+    assert_eq!(v["modulePackage"]["_type"], "override");
+    assert_eq!(v["modulePackage"]["priority"], 1000);
+    assert_eq!(v["modulePackage"]["content"], "/nix/store/11111111111111111111111111111111-nixdag");
+}
+
 #[test]
 fn the_module_declares_its_options_with_the_binarys_defaults() {
     let v = eval_module("{ }");
