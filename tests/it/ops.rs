@@ -84,8 +84,10 @@ fn unescape_systemd(word: &str, credentials: &Path) -> String {
 /// semantics (a renamed or changed one), the module system's type checking of the values and its merging
 /// with other modules (priorities, `mkForce` by the operator, list merging), that NixOS renders
 /// `serviceConfig` as the unit [`render_unit`] writes (NixOS has its own renderer), nor that the package
-/// builds. The flake's `checks` (module-unit, module-unit-peering, package) cover those with real
-/// nixpkgs; they need the network to run.
+/// builds, nor that the service runs under systemd with this hardening (no systemd manager runs here).
+/// The flake's `checks` (module-unit, module-unit-peering: the module in a real NixOS system, its
+/// assertions, its unit file built; package) cover all but the last with real nixpkgs; they need the
+/// network to fetch it, and have not been run.
 const STUB_LIB: &str = r#"
 rec {
   types = {
