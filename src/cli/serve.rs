@@ -77,8 +77,12 @@ pub struct ServeArgs {
     pub(super) access_log: bool,
     /// Serve `GET /metrics` (Prometheus) on this address instead of the main one, which then does not
     /// answer it; `/healthz` is on both. Loopback unless given otherwise: metrics say what clients fetch
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
     metrics_listen: Option<String>,
+    /// Keep no metrics: requests are not counted and `/metrics` answers 404 (`/healthz` stays). For a
+    /// cache nobody scrapes, and to measure what counting costs
+    #[arg(long)]
+    no_metrics: bool,
     /// Repack queued tarballs (`nixdag repack`) in the background once no new one has been queued for
     /// this many seconds; 0 never does
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -295,7 +299,8 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             Compression::Zstd => ServedCompression::Zstd,
         },
         uploads,
-        serve_metrics: args.metrics_listen.is_none(),
+        serve_metrics: args.metrics_listen.is_none() && !args.no_metrics,
+        metrics: !args.no_metrics,
         limits: limits.clone(),
         mirrors: None,
     };
