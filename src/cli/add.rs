@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{nix_cli, ChunkerArg};
+use super::ChunkerArg;
 use crate::import;
+use crate::local_nix::{LocalStoreError, NixStore};
 use crate::nix::hash::nix32;
 use crate::nix::store_path::STORE_DIR;
 use crate::store::Store;
@@ -43,7 +44,12 @@ pub fn run(store: &Store, args: AddArgs) -> Result<()> {
     store.set_storage(crate::store::StorageConfig::parse(&args.storage)?);
     let mut paths = args.paths.clone();
     if args.closure {
-        paths = nix_cli::closure(&paths)?;
+        paths = NixStore::new(None)
+            .requisites(&paths)
+            .context("the closure of the paths (is Nix installed?)")?
+            .iter()
+            .map(|p| PathBuf::from(p.to_absolute()))
+            .collect();
     }
     let mut lines = Vec::new();
     // Proving a tarball's rebuild recompresses all of it on one core (import::prove_ahead). Helpers, one
@@ -98,7 +104,7 @@ fn add_all(
             }
         } else {
             let info = match store_path_of(path) {
-                Some(p) => nix_cli::path_info(&p)?,
+                Some(p) => nix_path_info(&p)?,
                 None => None,
             };
             import::add_path(store, path, cfg, info)
@@ -110,6 +116,17 @@ fn add_all(
 }
 
 /// `Some(/nix/store/<hash>-<name>)` when `path` is a store path itself (not something inside one).
+/// What this machine's Nix records of a store path (references, deriver, signatures, CA), or `None` when
+/// Nix is not installed or does not hold the path valid: then the path is added as bare content.
+fn nix_path_info(path: &Path) -> Result<Option<crate::nix::narinfo::NarInfo>> {
+    let Ok(sp) = crate::nix::store_path::StorePath::parse(&path.to_string_lossy()) else { return Ok(None) };
+    match NixStore::new(None).path_infos(std::slice::from_ref(&sp)) {
+        Ok(mut infos) => Ok(infos.pop()),
+        Err(LocalStoreError::Nix { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn store_path_of(path: &Path) -> Option<PathBuf> {
     let abs = std::path::absolute(path).ok()?;
     (abs.parent() == Some(Path::new(STORE_DIR))).then_some(abs)

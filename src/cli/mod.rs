@@ -10,7 +10,6 @@ mod forget;
 mod gc;
 mod key;
 mod man;
-mod nix_cli;
 mod peer;
 mod pin;
 mod repack;
