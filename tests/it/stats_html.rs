@@ -117,7 +117,10 @@ fn html_report_and_live_stats_page_render_in_chromium() {
     assert_eq!(last["streams"], json["streams"]);
     assert_eq!(last["logical_bytes"], json["logical_bytes"]);
     let names: Vec<&str> = json["sharing"]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
-    assert!(names.iter().any(|n| n.ends_with("-htmldemo-1.0")) && names.iter().any(|n| n.ends_with("-htmldemo-1.1")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("-htmldemo-1.0")) && names.iter().any(|n| n.ends_with("-htmldemo-1.1")),
+        "{names:?}"
+    );
     let (a, b) = (
         names.iter().position(|n| n.ends_with("-htmldemo-1.0")).unwrap(),
         names.iter().position(|n| n.ends_with("-htmldemo-1.1")).unwrap(),
@@ -154,10 +157,14 @@ fn html_report_and_live_stats_page_render_in_chromium() {
     assert!(headers.contains("content-length: "), "{headers}");
     judge_in_chromium(&url, "gateway-stats");
     // Within the TTL the page is the one computed first (the same "generated" second), not another.
-    let generated = |html: &str| html.split("generated ").nth(1).and_then(|s| s.split(" (UTC)").next()).map(String::from);
+    let generated =
+        |html: &str| html.split("generated ").nth(1).and_then(|s| s.split(" (UTC)").next()).map(String::from);
     let (_, _, again) = fetch(&url, false);
     assert!(generated(&again).is_some() && generated(&again) == generated(&body_first), "the page was computed again");
-    let o = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &url]).output().unwrap();
+    let o = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &url])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "405");
     server.stop();
 }
