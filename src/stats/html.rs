@@ -82,7 +82,10 @@ svg .s6+text,svg .s7+text,svg .s8+text,svg .s9+text{fill:#fff}
 .key{display:inline-block;width:.9rem;height:.9rem;vertical-align:-.1rem;margin-right:.3rem;border-radius:2px}
 ol.names{font-size:.8rem;font-family:ui-monospace,monospace;padding-left:2rem;margin:.3rem 0}
 .warn{color:#9a6700}
-@media (max-width:40rem){body{font-size:14px}main{padding:.6rem}th,td{padding:.2rem .3rem}}
+@media (max-width:40rem){
+ body{font-size:14px}main{padding:.6rem}th,td{padding:.2rem .3rem}
+ svg.chart text{font-size:17px}svg.chart .tick,svg.chart .value{font-size:15px}svg.chart .cell-text{font-size:13px}
+}
 @media print{
  body{font-size:10pt;color:#000;background:#fff}
  main{max-width:none;padding:0}

@@ -73,10 +73,16 @@ struct Svg {
 impl Svg {
     /// `<svg id=… class="chart">` of `w × h` user units, described by `label` for screen readers.
     fn new(id: &str, w: f64, h: f64, label: &str) -> Svg {
+        Svg::sized(id, w, h, label, None)
+    }
+
+    /// As [`Svg::new`], at most `max_width` CSS pixels wide.
+    fn sized(id: &str, w: f64, h: f64, label: &str, max_width: Option<f64>) -> Svg {
         let mut out = String::with_capacity(4096);
+        let style = max_width.map(|m| format!(r#" style="max-width:{}px""#, num(m))).unwrap_or_default();
         let _ = write!(
             out,
-            r#"<svg id="{}" class="chart" viewBox="0 0 {} {}" width="100%" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+            r#"<svg id="{}" class="chart" viewBox="0 0 {} {}" width="100%"{style} role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
             esc(id),
             num(w),
             num(h),
@@ -142,7 +148,10 @@ const W: f64 = 640.0;
 
 /// Horizontal bars, one a row: `(label, value, text at the bar's end, hover text)`.
 fn bars(id: &str, label: &str, rows: &[(String, u64, String, String)]) -> String {
-    let (row_h, left, right) = (22.0, 150.0, 190.0);
+    // Room at the right for the longest value text, at the phone's larger font (≈ 8.5 units a
+    // character), so that no text runs off the chart.
+    let longest = rows.iter().map(|r| r.2.chars().count()).max().unwrap_or(0);
+    let (row_h, left, right) = (22.0, 150.0, (longest as f64 * 8.5 + 12.0).clamp(120.0, 320.0));
     let h = (rows.len().max(1) as f64) * row_h + 8.0;
     let mut s = Svg::new(id, W, h, label);
     let max = rows.iter().map(|r| r.1).max().unwrap_or(0);
@@ -201,7 +210,7 @@ fn nice_top(max: u64) -> u64 {
 
 /// Logical and unique bytes against streams added, in pack order; `stored_now` as a dashed line.
 pub(crate) fn timeline(id: &str, label: &str, t: &Timeline, stored_now: u64) -> String {
-    let (h, left, right, top, bottom) = (300.0, 70.0, 16.0, 16.0, 40.0);
+    let (h, left, right, top, bottom) = (300.0, 78.0, 16.0, 16.0, 40.0);
     let mut s = Svg::new(id, W, h, label);
     let n = t.points.last().map(|p| p.streams).unwrap_or(0);
     let max = t.points.iter().map(|p| p.logical_bytes.max(p.unique_bytes)).max().unwrap_or(0).max(stored_now);
@@ -212,12 +221,12 @@ pub(crate) fn timeline(id: &str, label: &str, t: &Timeline, stored_now: u64) -> 
     for i in 0..=4u64 {
         let v = ymax / 4 * i;
         s.line(left, y(v), W - right, y(v), "grid");
-        s.text(left - 6.0, y(v) + 4.0, "end", "tick", &human_bytes(v));
+        s.text(left - 6.0, y(v) + 4.0, "end", "tick", &human_bytes(v).replace(".0 ", " "));
     }
     s.line(left, top + ph, W - right, top + ph, "axis");
     s.text(left, h - 8.0, "start", "tick", "0");
     s.text(W - right, h - 8.0, "end", "tick", &format!("{n} streams"));
-    s.text(left + pw / 2.0, h - 8.0, "middle", "tick", "streams, in the order the packs recorded them →");
+    s.text(left + pw / 2.0, h - 8.0, "middle", "tick", "streams, in pack order →");
     if t.points.is_empty() {
         s.text(left + pw / 2.0, top + ph / 2.0, "middle", "empty", "nothing stored");
         return s.finish();
@@ -247,14 +256,16 @@ pub(crate) fn timeline(id: &str, label: &str, t: &Timeline, stored_now: u64) -> 
 /// one's blocks; rows and columns numbered (the page lists the names under it, where they can wrap).
 pub(crate) fn matrix(id: &str, label: &str, m: &Sharing) -> String {
     let k = m.names.len();
-    let (left, top) = (34.0, 26.0);
-    let cell = ((W - left - 8.0) / k.max(1) as f64).min(48.0);
-    let h = top + cell * k as f64 + 8.0;
-    let mut s = Svg::new(id, W, h.max(60.0), label);
     if k == 0 {
+        let mut s = Svg::new(id, W, 60.0, label);
         s.text(W / 2.0, 30.0, "middle", "empty", "no stream shares bytes with another");
         return s.finish();
     }
+    // As wide as its cells (at most 12 × 48 units), and at most 1.25 times that on a wide screen: a
+    // matrix of three streams fills a phone's width, and does not fill a desktop's with huge cells.
+    let (left, top, cell) = (34.0, 26.0, 48.0);
+    let (w, h) = (left + cell * k as f64 + 8.0, top + cell * k as f64 + 8.0);
+    let mut s = Svg::sized(id, w, h, label, Some(w * 1.25));
     for i in 0..k {
         let c = left + cell * i as f64 + cell / 2.0;
         s.text(c, top - 8.0, "middle", "tick", &(i + 1).to_string());
@@ -275,7 +286,7 @@ pub(crate) fn matrix(id: &str, label: &str, m: &Sharing) -> String {
             };
             let (x, y) = (left + cell * j as f64, top + cell * i as f64);
             s.rect(x, y, cell - 1.0, cell - 1.0, &format!("cell {shade}"), Some(title.as_str()));
-            if i != j && both > 0 && cell >= 30.0 {
+            if i != j && both > 0 {
                 s.text(x + cell / 2.0, y + cell / 2.0 + 4.0, "middle", "cell-text", &format!("{:.0}%", f * 100.0));
             }
         }
