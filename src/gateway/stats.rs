@@ -134,6 +134,74 @@ pub(super) async fn get(gw: &Gateway, method: &Method) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::{GatewayConfig, Limits, ServedCompression, UploadPolicy};
+    use crate::nix::signing::SecretKey;
+    use crate::service::{Service, ServiceConfig};
+    use crate::store::Store;
+
+    /// A request through the gateway's router: (status, headers, body).
+    async fn call(router: &mut axum::Router, method: Method) -> (StatusCode, axum::http::HeaderMap, String) {
+        let req = axum::http::Request::builder().method(method).uri("/stats").body(axum::body::Body::empty()).unwrap();
+        let res = tower_service::Service::call(router, req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+        (parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn the_route_answers_busy_then_the_page_with_its_headers_then_the_same_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let service = Service::start(
+            store,
+            ServiceConfig {
+                key: SecretKey::generate("stats-test-1").unwrap(),
+                trusted_keys: Vec::new(),
+                repack_idle: None,
+                trust_foreign_narinfos: false,
+                budget: None,
+            },
+        );
+        let gw = Gateway::new(
+            service,
+            GatewayConfig {
+                priority: 40,
+                compression: ServedCompression::None,
+                uploads: UploadPolicy::default(),
+                serve_metrics: true,
+                limits: Limits::default(),
+                mirrors: None,
+            },
+        );
+        let pages = gw.stats.clone();
+        let mut router = gw.router();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // Another request is computing the first page: 503 with Retry-After, nothing started.
+            pages.state.lock().unwrap().running = true;
+            let (status, headers, _) = call(&mut router, Method::GET).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(headers.contains_key(header::RETRY_AFTER));
+            pages.state.lock().unwrap().running = false;
+            // Computed now, with its headers.
+            let (status, headers, first) = call(&mut router, Method::GET).await;
+            assert_eq!(status, StatusCode::OK, "{first}");
+            assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+            assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP);
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert!(first.contains("<svg id=\"chart-timeline\" class=\"chart\""));
+            assert!(!pages.state.lock().unwrap().running, "the computation ended");
+            // Within the TTL the same page, not another computation.
+            let computed_at = |p: &StatsPage| p.state.lock().unwrap().page.as_ref().map(|c| c.0);
+            let before = computed_at(&pages);
+            let (status, _, second) = call(&mut router, Method::GET).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(computed_at(&pages), before, "the page was computed again");
+            assert_eq!(first, second);
+            let (status, _, _) = call(&mut router, Method::POST).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        });
+    }
 
     #[test]
     fn one_computation_at_a_time_and_the_page_is_reused() {
