@@ -1,5 +1,5 @@
-//! `nixdag fetch-src`: a source file by its hash, from the store, or else from hashed mirrors and its
-//! URLs; checked against the hash before it is kept (docs/FETCH-SRC.md). Exit codes: 0 fetched, 2 not
+//! `nixdag fetch-src`: a source file by its hash, from the store, or else from the LAN's peers, hashed
+//! mirrors and its URLs; checked against the hash before it is kept (docs/FETCH-SRC.md). Exit codes: 0 fetched, 2 not
 //! found anywhere, 3 hash mismatch, 4 network error, 1 anything else.
 
 use std::io::{self, IsTerminal, Write};
@@ -15,6 +15,7 @@ use clap::Args;
 use crate::dag::DagReader;
 use crate::fetch::{FailKind, FetchError, FetchOptions, Fetcher, Progress, Source};
 use crate::nix::hash::{HashAlgo, NixHash};
+use crate::peer::{endpoint, EndpointRecord, FetchConfig, PeerClient};
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -50,6 +51,16 @@ pub struct FetchSrcArgs {
     /// Further tries of a URL after a failure that may pass (each resumes with Range)
     #[arg(long, default_value_t = 3, value_name = "N")]
     retries: u32,
+    /// A LAN peer to ask before the mirrors (an endpoint ticket, `ID@HOST:PORT`, or an id); repeatable.
+    /// While `serve` runs with peering on this store, its peers are asked through it instead
+    #[arg(long = "peer", value_name = "PEER")]
+    peers: Vec<String>,
+    /// Peers, one per line (as `--peer` takes them; `#` comments)
+    #[arg(long, value_name = "FILE")]
+    peers_file: Option<PathBuf>,
+    /// Seconds a peer may send nothing before it is given up
+    #[arg(long, default_value_t = 5, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    peer_timeout: u64,
 }
 
 /// The exit status for an error `run` returned (the codes in the module doc).
@@ -70,11 +81,52 @@ pub fn run(store: Store, args: FetchSrcArgs) -> Result<()> {
         .build()
         .context("starting the download runtime")?;
     let opts = FetchOptions { retries: args.retries, ..FetchOptions::default() };
-    let fetcher = Fetcher::new(opts)?;
+    let mut fetcher = Fetcher::new(opts)?;
+    let mut args = args;
+    match peers_step(store.dir(), &args)? {
+        Peers::None => {}
+        Peers::Through(gateway) => {
+            eprintln!("asking the LAN's peers through the running serve at {gateway}");
+            args.mirrors.insert(0, gateway);
+        }
+        Peers::Own(client) => fetcher = fetcher.with_nearby(Arc::new(client)),
+    }
     match &args.list {
         Some(list) => runtime.block_on(run_list(store, fetcher, list, &args)),
         None => runtime.block_on(run_one(store, fetcher, &args)),
     }
+}
+
+/// How the LAN's peers are asked (docs/FETCH-SRC.md).
+enum Peers {
+    /// No peer named, and no `serve` with peering on this store.
+    None,
+    /// Through the gateway of the `serve` that runs with peering on this store (it holds the node's
+    /// endpoint, and asks its peers for a file it lacks): a hashed mirror ahead of the others.
+    Through(String),
+    /// The named peers, from an endpoint of this command's own.
+    Own(PeerClient),
+}
+
+fn peers_step(store_dir: &Path, args: &FetchSrcArgs) -> Result<Peers> {
+    if let Some((record, _)) = EndpointRecord::read_live(store_dir)? {
+        if let Some(gateway) = record.gateway {
+            if !args.peers.is_empty() || args.peers_file.is_some() {
+                eprintln!("serve runs with peering on this store: its peers are asked, not --peer");
+            }
+            return Ok(Peers::Through(gateway));
+        }
+    }
+    let mut named = args.peers.clone();
+    if let Some(f) = &args.peers_file {
+        named.extend(endpoint::read_peers_file(f)?.into_iter().map(|(_, p)| p));
+    }
+    if named.is_empty() {
+        return Ok(Peers::None);
+    }
+    let peers = named.iter().map(|p| endpoint::parse_peer(p)).collect::<Result<Vec<_>, _>>()?;
+    let cfg = FetchConfig { deadline: Duration::from_millis(500), stall: Duration::from_secs(args.peer_timeout) };
+    Ok(Peers::Own(PeerClient::start(store_dir, peers, cfg).context("starting an endpoint to ask the peers")?))
 }
 
 fn parse_hash(s: &str) -> Result<NixHash> {
@@ -99,8 +151,7 @@ fn sources(mirrors: &[String], urls: &[String]) -> Vec<Source> {
 async fn run_one(store: Arc<Store>, fetcher: Fetcher, args: &FetchSrcArgs) -> Result<()> {
     let hash = parse_hash(args.hash.as_deref().unwrap_or_default())?;
     let name = file_name(args.name.as_deref(), &args.urls, &hash);
-    // The store first: a file kept once is never downloaded again.
-    // (LAN peers come next once the peer door fetches; until then this step is skipped.)
+    // The store first: a file kept once is never downloaded again. Then the peers, the mirrors, the URLs.
     let (sha256, root, size, from) = match store.file(&hash)? {
         Some((sha, entry)) => {
             let root = entry.root_cid()?;

@@ -3,11 +3,13 @@
 
 mod add;
 mod cat;
+mod completions;
 mod export_car;
 mod fetch_src;
 mod forget;
 mod gc;
 mod key;
+mod man;
 mod nix_cli;
 mod peer;
 mod pin;
@@ -31,7 +33,7 @@ use crate::store::Store;
 
 /// nixdag: a content-addressed chunk store for Nix NARs and source tarballs.
 #[derive(Parser, Debug)]
-#[command(name = "nixdag", version, about, long_about = None)]
+#[command(name = "nixdag", version = version(), about, long_about = None)]
 pub struct Cli {
     /// Store directory [default: $XDG_DATA_HOME/nixdag or ~/.local/share/nixdag]
     #[arg(long, global = true, env = "NIXDAG_STORE", value_name = "DIR")]
@@ -82,6 +84,31 @@ enum Command {
     Unpin(pin::PinArgs),
     /// Export the manifests as a dag-cbor catalogue the gateway serves as `/ipfs/<cid>`; prints its CID
     Snapshot(snapshot::SnapshotArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) for this version's flags
+    Completions(completions::CompletionsArgs),
+    /// Write the manual pages (nixdag.1, one per command) into a directory: a packaging step
+    #[command(hide = true)]
+    Man(man::ManArgs),
+}
+
+/// What `--version` prints after the name: the crate's version and the on-disk formats this build
+/// writes, which decide whether it can open a given store (docs/FORMAT.md, "Version history"). A bug
+/// report, or an operator deciding whether a downgrade is safe, needs both.
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (store format {}, pack format {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::store::tables::FORMAT_VERSION,
+            crate::store::pack::PACK_VERSION
+        )
+    })
+}
+
+/// The whole command line as clap sees it, for the generators (completions, manual pages).
+fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Diagnostics go to stderr, as `LEVEL span{fields}: message` lines or (`--log-format json`) one JSON
@@ -137,13 +164,20 @@ pub(crate) fn main() -> std::process::ExitCode {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // The generators describe the binary, not a store: they run with no store and no HOME (a build
+    // sandbox).
+    let command = match cli.command {
+        Command::Completions(a) => return completions::run(a),
+        Command::Man(a) => return man::run(a),
+        command => command,
+    };
     let store_dir = match cli.store {
         Some(d) => d,
         None => Store::default_dir().context("no --store, NIXDAG_STORE, XDG_DATA_HOME or HOME to find the store")?,
     };
     let dir = store_dir.clone();
     let wait = !cli.no_wait;
-    guard_index(&store_dir, move || run_in(dir, cli.command, wait)).map_err(|e| explain(e, &store_dir))
+    guard_index(&store_dir, move || run_in(dir, command, wait)).map_err(|e| explain(e, &store_dir))
 }
 
 /// Faults the operator must act on get a sentence saying so beside the OS or redb error: a full disk,
@@ -256,6 +290,7 @@ fn run_in(store_dir: PathBuf, command: Command, wait: bool) -> Result<()> {
         Command::Key(a) => key::run(&store_dir, a),
         Command::Peer(a) if peer::needs_store(&a) => peer::run(&read()?, a),
         Command::Peer(a) => peer::run_without_store(&store_dir, a),
+        Command::Completions(_) | Command::Man(_) => unreachable!("run() answers these without a store"),
     }
 }
 

@@ -77,8 +77,12 @@ pub struct ServeArgs {
     pub(super) access_log: bool,
     /// Serve `GET /metrics` (Prometheus) on this address instead of the main one, which then does not
     /// answer it; `/healthz` is on both. Loopback unless given otherwise: metrics say what clients fetch
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
     metrics_listen: Option<String>,
+    /// Keep no metrics: requests are not counted and `/metrics` answers 404 (`/healthz` stays). For a
+    /// cache nobody scrapes, and to measure what counting costs
+    #[arg(long)]
+    no_metrics: bool,
     /// Repack queued tarballs (`nixdag repack`) in the background once no new one has been queued for
     /// this many seconds; 0 never does
     #[arg(long, default_value_t = 30, value_name = "SECS")]
@@ -196,12 +200,8 @@ impl PeeringArgs {
             take(p)?;
         }
         if let Some(f) = &self.peers_file {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.split('#').next().unwrap_or("").trim();
-                if !line.is_empty() {
-                    take(line).with_context(|| format!("{}:{}", f.display(), n + 1))?;
-                }
+            for (n, line) in endpoint::read_peers_file(f)? {
+                take(&line).with_context(|| format!("{}:{n}", f.display()))?;
             }
         }
         let access = if self.open {
@@ -218,7 +218,7 @@ impl PeeringArgs {
             deadline: std::time::Duration::from_millis(self.peer_deadline),
             stall: std::time::Duration::from_secs(self.peer_timeout),
         };
-        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, invites, discovery, fetch }))
+        Ok(Some(PeerConfig { listen: self.peer_listen, access, peers, invites, discovery, fetch, gateway: None }))
     }
 }
 
@@ -299,7 +299,8 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
             Compression::Zstd => ServedCompression::Zstd,
         },
         uploads,
-        serve_metrics: args.metrics_listen.is_none(),
+        serve_metrics: args.metrics_listen.is_none() && !args.no_metrics,
+        metrics: !args.no_metrics,
         limits: limits.clone(),
         mirrors: None,
     };
@@ -362,7 +363,8 @@ pub fn run(store: Store, args: ServeArgs) -> Result<()> {
     println!("nixdag gateway on http://{addr}");
     println!("trusted-public-keys = {public}");
     let peering = match peer_cfg {
-        Some(cfg) => {
+        Some(mut cfg) => {
+            cfg.gateway = Some(addr);
             let p = Peering::start(&service, cfg).context("starting the peer endpoint")?;
             println!("peer endpoint {}", endpoint::endpoint_ticket(p.addr()));
             Some(p)

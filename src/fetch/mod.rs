@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use self::pull::MirrorPull;
+pub use self::pull::{FileFound, MirrorPull};
 use crate::chunk::ChunkerConfig;
 use crate::import::{self, FileAdded};
 use crate::nix::hash::NixHash;
@@ -194,16 +194,39 @@ pub struct Fetched {
     pub from: String,
 }
 
+/// A file's bytes as they arrive from somewhere, and its size as stated there (a promise: the bytes are
+/// checked against the hash as they are stored).
+pub type FileStream = (Box<dyn Read + Send>, u64);
+
+/// Somewhere asked for a file before any mirror or URL: the LAN's peers (`crate::peer::PeerClient`).
+/// What it hands over goes through the same check against the hash as any download.
+pub trait Nearby: Send + Sync {
+    /// What to call it in messages and summaries (`peers`).
+    fn label(&self) -> String;
+    /// The file's bytes as they arrive and its size as stated; `Ok(None)` when none has it. Blocks (it is
+    /// called on a blocking thread).
+    fn open(&self, store: &Arc<Store>, hash: &NixHash) -> Result<Option<FileStream>, String>;
+}
+
 /// Downloads files into the store.
 #[derive(Clone)]
 pub struct Fetcher {
     client: http::Client,
+    nearby: Option<Arc<dyn Nearby>>,
+    max_size: u64,
 }
 
 impl Fetcher {
     /// A fetcher with these limits.
     pub fn new(opts: FetchOptions) -> Result<Fetcher, FetchError> {
-        Ok(Fetcher { client: http::Client::new(opts)? })
+        let max_size = opts.max_size;
+        Ok(Fetcher { client: http::Client::new(opts)?, nearby: None, max_size })
+    }
+
+    /// Ask `nearby` first, before the mirrors and URLs each fetch names.
+    pub fn with_nearby(mut self, nearby: Arc<dyn Nearby>) -> Fetcher {
+        self.nearby = Some(nearby);
+        self
     }
 
     /// Try `sources` in order until one gives the file with this hash; keep it in `store` (under
@@ -219,6 +242,14 @@ impl Fetcher {
         progress: &Progress,
     ) -> Result<Fetched, FetchError> {
         let mut misses = Vec::new();
+        if let Some(nearby) = &self.nearby {
+            let label = nearby.label();
+            progress.start(&label);
+            match self.ask_nearby(nearby.clone(), store, hash, name, out).await? {
+                Ok(added) => return Ok(Fetched { added, from: label }),
+                Err(miss) => misses.push((label, miss)),
+            }
+        }
         for source in sources {
             let url = source.url(hash);
             progress.start(&url);
@@ -228,6 +259,45 @@ impl Fetcher {
             }
         }
         Err(FetchError::Failed { hash: hash.clone(), misses })
+    }
+
+    /// The nearby source, on a blocking thread: `Ok(Err(miss))` when it does not give the file.
+    async fn ask_nearby(
+        &self,
+        nearby: Arc<dyn Nearby>,
+        store: &Arc<Store>,
+        hash: &NixHash,
+        name: &str,
+        out: Option<&Path>,
+    ) -> Result<Result<FileAdded, Miss>, FetchError> {
+        let (store, expected, name, max) = (store.clone(), hash.clone(), name.to_owned(), self.max_size);
+        let out = out.map(Path::to_path_buf);
+        let job = tokio::task::spawn_blocking(move || -> Result<Result<FileAdded, Miss>, FetchError> {
+            let (reader, size) = match nearby.open(&store, &expected) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Ok(Err(Miss::NotThere("none has it".into()))),
+                Err(e) => return Ok(Err(Miss::Network(e))),
+            };
+            if size > max {
+                return Ok(Err(Miss::TooLarge(max)));
+            }
+            let failed_read = Arc::new(Mutex::new(None));
+            let watched = ReadFailure { inner: reader.take(size), failed: failed_read.clone() };
+            let mut tee = Tee::new(watched, out.as_deref())?;
+            match import::add_file(&store, &mut tee, &name, Vec::new(), ChunkerConfig::default(), Some(&expected)) {
+                Ok(added) => {
+                    tee.finish()?;
+                    Ok(Ok(added))
+                }
+                Err(StoreError::HashMismatch { expected, got, .. }) => Ok(Err(Miss::Mismatch { expected, got })),
+                // The fetch failed mid-way (the ingest saw a failed read and kept nothing).
+                Err(e) => match failed_read.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(why) => Ok(Err(Miss::Network(why))),
+                    None => Err(e.into()),
+                },
+            }
+        });
+        job.await.map_err(|e| FetchError::Io { context: "the ingest thread".into(), source: io::Error::other(e) })?
     }
 
     /// One source: the download streams into an ingest on a blocking thread. `Ok(Err(miss))` when this
@@ -264,6 +334,20 @@ impl Fetcher {
                 Err(Miss::Mismatch { expected, got })
             }
             (Ok(()), Err(e)) => return Err(e),
+        })
+    }
+}
+
+/// Remembers why its reader failed, to tell a source's fault from the store's.
+struct ReadFailure<R> {
+    inner: R,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for ReadFailure<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         })
     }
 }

@@ -1,5 +1,6 @@
 //! `GET|HEAD /<algo>/<hash>` (and the SRI forms): a stored source file, as a hashed mirror serves it to
-//! Nix's `builtin:fetchurl` and nixpkgs' `fetchurl` (docs/FETCH-SRC.md). Rangeable like a NAR.
+//! Nix's `builtin:fetchurl` and nixpkgs' `fetchurl` (docs/FETCH-SRC.md). Rangeable like a NAR. A file
+//! the store lacks is looked for on the LAN's peers, then at the upstream hashed mirrors.
 
 use std::net::IpAddr;
 
@@ -22,7 +23,18 @@ pub(super) async fn get(
     client: IpAddr,
 ) -> Result<Response, AppError> {
     let wanted = hash.clone();
-    let found = gw.lookup(move |s| Ok(s.file(&wanted)?)).await?;
+    let mut found = gw.lookup(move |s| Ok(s.file(&wanted)?)).await?;
+    if found.is_none() && gw.service.pulls_files() {
+        // The LAN's peers next: each block verified as it arrives, the whole file against the hash.
+        let wanted = hash.clone();
+        found = match gw.lookup(move |s| Ok(s.pull_file(&wanted))).await? {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("file {hash} from peers: {e}");
+                None
+            }
+        };
+    }
     let (sha256, root, size) = match found {
         Some(f) => f,
         None => match &gw.cfg.mirrors {

@@ -101,6 +101,11 @@ pub struct GatewayConfig {
     pub uploads: UploadPolicy,
     /// Answer `GET /metrics` on this router (false when `--metrics-listen` puts it elsewhere).
     pub serve_metrics: bool,
+    /// Count every request in the metrics (by route and status, latency, bytes). False (`serve
+    /// --no-metrics`) skips that per-request work and answers `/metrics` on no router, so that what the
+    /// metrics cost can be measured (scripts/bench-gateway) and a cache that is never scraped need not
+    /// pay it.
+    pub metrics: bool,
     /// Costs bounded per request, per client and in all.
     pub limits: Limits,
     /// Upstream hashed mirrors that a file missing here is fetched from (`--tarball-mirror`).
@@ -200,7 +205,7 @@ async fn dispatch(State(gw): State<Gateway>, req: axum::extract::Request) -> Res
     let span = tracing::debug_span!("request", %method, path = %uri.path(), %client);
     let range = headers.get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).map(String::from);
     let (route, res) = match uri.path() {
-        "/metrics" if gw.cfg.serve_metrics => (ROUTE_METRICS, serve_metrics(&gw, &method).await),
+        "/metrics" if gw.cfg.serve_metrics && gw.cfg.metrics => (ROUTE_METRICS, serve_metrics(&gw, &method).await),
         "/stats" if gw.cfg.serve_metrics => (ROUTE_STATS, stats::get(&gw, &method).await),
         "/healthz" => (ROUTE_HEALTHZ, healthz(&gw, &method).await),
         _ => answer(gw.clone(), client, &method, &uri, headers, body).instrument(span).await,
@@ -215,7 +220,7 @@ async fn dispatch_metrics(State(gw): State<Gateway>, req: axum::extract::Request
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let (route, res) = match uri.path() {
-        "/metrics" => (ROUTE_METRICS, serve_metrics(&gw, &method).await),
+        "/metrics" if gw.cfg.metrics => (ROUTE_METRICS, serve_metrics(&gw, &method).await),
         "/stats" => (ROUTE_STATS, stats::get(&gw, &method).await),
         "/healthz" => (ROUTE_HEALTHZ, healthz(&gw, &method).await),
         _ => (metrics::OTHER, AppError::NotFound.into_response()),
@@ -249,7 +254,9 @@ fn finish(
         .and_then(|v| v.parse::<u64>().ok())
         // A body of known length (text answers) gets its Content-Length from hyper later.
         .or_else(|| axum::body::HttpBody::size_hint(res.body()).exact());
-    gw.metrics.record(route, status, bytes, took);
+    if gw.cfg.metrics {
+        gw.metrics.record(route, status, bytes, took);
+    }
     tracing::info!(
         target: "nixdag::access",
         %method,
@@ -351,4 +358,60 @@ async fn answer(
         e.into_response()
     });
     (route, res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::signing::SecretKey;
+    use crate::service::ServiceConfig;
+    use crate::store::Store;
+
+    /// `serve --no-metrics`: a request leaves every request counter at zero, and `/metrics` is a 404 on
+    /// the main router and on the `--metrics-listen` one; with metrics on, the same request is counted.
+    #[test]
+    fn without_metrics_requests_are_not_counted_and_metrics_is_not_found() {
+        use tower_service::Service as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let service = Service::start(
+            store,
+            ServiceConfig {
+                key: SecretKey::generate("test-1").unwrap(),
+                trusted_keys: Vec::new(),
+                repack_idle: None,
+                trust_foreign_narinfos: false,
+                budget: None,
+            },
+        );
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let get = |router: &mut Router, path: &str| {
+            let req = axum::http::Request::builder().uri(path).body(Body::empty()).unwrap();
+            rt.block_on(router.call(req)).unwrap().status()
+        };
+        for metrics in [true, false] {
+            let cfg = GatewayConfig {
+                priority: 30,
+                compression: ServedCompression::None,
+                uploads: UploadPolicy::default(),
+                serve_metrics: metrics,
+                metrics,
+                limits: Limits::default(),
+                mirrors: None,
+            };
+            let gw = Gateway::new(service.clone(), cfg);
+            let (mut main, mut side) = (gw.clone().router(), gw.clone().metrics_router());
+            assert_eq!(get(&mut main, "/nix-cache-info"), StatusCode::OK);
+            assert_eq!(get(&mut main, "/healthz"), StatusCode::OK);
+            assert_eq!(get(&mut side, "/healthz"), StatusCode::OK);
+            let want = if metrics { StatusCode::OK } else { StatusCode::NOT_FOUND };
+            assert_eq!(get(&mut main, "/metrics"), want, "metrics {metrics}");
+            assert_eq!(get(&mut side, "/metrics"), want, "metrics {metrics}");
+            let text = gw.metrics().render(&service, None);
+            let counted = text.contains("nixdag_http_requests_total{route=\"nix-cache-info\",status=\"200\"} 1");
+            assert_eq!(counted, metrics, "metrics {metrics}:\n{text}");
+            assert_eq!(text.contains("nixdag_http_request_duration_seconds_bucket"), metrics);
+        }
+        service.stop();
+    }
 }

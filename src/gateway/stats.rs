@@ -169,6 +169,7 @@ mod tests {
                 compression: ServedCompression::None,
                 uploads: UploadPolicy::default(),
                 serve_metrics: true,
+                metrics: true,
                 limits: Limits::default(),
                 mirrors: None,
             },

@@ -5,7 +5,7 @@
 //! captive-portal or HTTPS probes. A LAN needs none of them, they would send traffic to the internet,
 //! and none is reachable from the machines this runs on. Peers are dialled by direct address only.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,6 +67,18 @@ pub fn endpoint_ticket(addr: &EndpointAddr) -> String {
     EndpointTicket::new(addr.clone()).encode_string()
 }
 
+/// The peers a `--peers-file` names: one per line, as `--peer` takes them, `#` comments. Each comes with
+/// its line number.
+pub fn read_peers_file(path: &Path) -> Result<Vec<(usize, String)>, PeerError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PeerError::File { what: "peers file", path: path.to_path_buf(), source: e })?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| (n + 1, line.split('#').next().unwrap_or("").trim().to_string()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect())
+}
+
 /// Parse a peer as the user names it: an endpoint ticket (`endpoint…`), `ID@HOST:PORT`, or a bare
 /// endpoint id (hex or base32).
 pub fn parse_peer(s: &str) -> Result<EndpointAddr, PeerError> {
@@ -108,6 +120,10 @@ pub struct EndpointRecord {
     pub addrs: Vec<SocketAddr>,
     /// The `serve` process, so a record a crash left behind is recognised as stale.
     pub pid: u32,
+    /// Its HTTP gateway (`http://HOST:PORT`), which other commands on the store ask instead of the peers
+    /// themselves (`fetch-src`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// Where `serve` records its live endpoint.
@@ -116,12 +132,20 @@ pub fn record_path(store_dir: &Path) -> PathBuf {
 }
 
 impl EndpointRecord {
-    /// The record of `addr`, for this process.
-    pub fn of(addr: &EndpointAddr) -> Self {
+    /// The record of `addr`, for this process, whose gateway listens on `gateway` (a wildcard address is
+    /// recorded as loopback: the readers run on this machine).
+    pub fn of(addr: &EndpointAddr, gateway: Option<SocketAddr>) -> Self {
+        let gateway = gateway.map(|mut g| {
+            if g.ip().is_unspecified() {
+                g.set_ip(if g.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+            }
+            format!("http://{g}")
+        });
         EndpointRecord {
             endpoint_id: addr.id.to_string(),
             addrs: addr.ip_addrs().copied().collect(),
             pid: std::process::id(),
+            gateway,
         }
     }
 
@@ -214,7 +238,8 @@ mod tests {
     fn a_record_of_a_dead_process_is_not_live() {
         let dir = tempfile::tempdir().unwrap();
         let addr = EndpointAddr::new(id()).with_ip_addr("127.0.0.1:4000".parse().unwrap());
-        let rec = EndpointRecord::of(&addr);
+        let rec = EndpointRecord::of(&addr, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(rec.gateway.as_deref(), Some("http://127.0.0.1:8080"));
         rec.write(dir.path()).unwrap();
         let (_, live) = EndpointRecord::read_live(dir.path()).unwrap().expect("this process is alive");
         assert_eq!(live, addr);

@@ -35,7 +35,7 @@ use super::wire::{self, Reader, Request, Root, WireBlock};
 use crate::dag::cid::{block_hash, DAG_PB_CODEC};
 use crate::dag::unixfs::decode_file_node;
 use crate::dag::{BlockHash, Cid};
-use crate::nix::hash::NarHash;
+use crate::nix::hash::{NarHash, NixHash};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePathHash;
 use crate::service::{Believe, MissSource, ServiceError};
@@ -66,10 +66,10 @@ pub enum FetchError {
     #[error("no peer delivered block {0} (each one asked lacked it, failed, or sent bytes that do not hash to it)")]
     Unavailable(BlockHash),
     /// The DAG the peers describe is not one nixdag can read.
-    #[error("the peers' DAG of NAR {nar}: {reason}")]
+    #[error("the peers' DAG of {what}: {reason}")]
     BadDag {
-        /// The NAR.
-        nar: NarHash,
+        /// The NAR or file (`NAR sha256:…`, `file sha512:…`).
+        what: String,
         /// What is wrong.
         reason: String,
     },
@@ -320,24 +320,46 @@ impl Fetcher {
     /// The NAR with this hash and size as a stream of its bytes while its blocks arrive (see the module
     /// doc); `Ok(None)` when no peer has it. The stream holds one of the [`FETCHES_AT_ONCE`] slots.
     pub fn stream_nar(self: &Arc<Self>, store: Arc<Store>, nar: &NarHash, size: u64) -> Result<Option<NarStream>, FetchError> {
+        let found = self.stream(store, Request::Nar(nar.0), format!("NAR {nar}"), &nar.0, Some(size))?;
+        Ok(found.map(|(stream, _)| stream))
+    }
+
+    /// A source file, asked by any hash it is known under, as a stream of its bytes while its blocks
+    /// arrive, with its size as the peer that has it states it (the receiver checks the bytes against the
+    /// hash as it stores them: the size is a promise, not a proof). `Ok(None)` when no peer has it.
+    pub fn stream_file(self: &Arc<Self>, store: Arc<Store>, hash: &NixHash) -> Result<Option<(NarStream, u64)>, FetchError> {
+        let found = self.stream(store, Request::File(hash.clone()), format!("file {hash}"), &hash.digest, None)?;
+        Ok(found.map(|(s, root)| (s, root.size)))
+    }
+
+    /// Ask every peer for the root `req` names (of `expected` bytes, when the caller knows), walk its DAG
+    /// and start fetching its leaves.
+    fn stream(
+        self: &Arc<Self>,
+        store: Arc<Store>,
+        req: Request,
+        what: String,
+        key: &[u8],
+        expected: Option<u64>,
+    ) -> Result<Option<(NarStream, Root)>, FetchError> {
         let this = self.clone();
         let permit = self.runtime.block_on(async move { this.fetches.clone().acquire_owned().await.ok() });
         let this = self.clone();
-        let nar = *nar;
-        let (root, failed) = self.runtime.block_on(async move {
+        let (found, failed) = self.runtime.block_on(async move {
             let stall = this.cfg.stall;
-            this.ask_all(Request::Nar(nar.0), stall, |r| Box::pin(r.root()), Arc::new(|_| true)).await
+            this.ask_all(req, stall, |r| Box::pin(r.root()), Arc::new(|_| true)).await
         });
-        let Some(Root { root, size: claimed }) = root else { return Ok(None) };
-        if claimed != size {
-            return Err(FetchError::BadDag { nar, reason: format!("root {root} says {claimed} bytes, not {size}") });
+        let Some(found) = found else { return Ok(None) };
+        let (root, size) = (found.root, found.size);
+        if let Some(want) = expected.filter(|w| *w != size) {
+            return Err(FetchError::BadDag { what, reason: format!("root {root} says {size} bytes, not {want}") });
         }
         // Every peer not known to have failed may hold blocks of it (dedup across NARs), not only those
         // that have the NAR; a worker whose peer is unreachable gives up its share.
         let sources: Vec<EndpointAddr> = self.peers().into_iter().filter(|p| !failed.contains(&p.id)).collect();
-        let spill = Arc::new(Shared::new(Spill::create(&store, &nar)?));
+        let spill = Arc::new(Shared::new(Spill::create(&store, key)?));
         let limit = size + size / 4 + (4 << 20);
-        let leaves = self.walk(&store, &nar, root, &sources, &spill, limit)?;
+        let leaves = self.walk(&store, &what, root, &sources, &spill, limit)?;
         let mut wanted = HashSet::new();
         let missing: Vec<BlockHash> = leaves
             .iter()
@@ -346,6 +368,7 @@ impl Fetcher {
             .copied()
             .collect();
         let (this, st, sp, count) = (self.clone(), store.clone(), spill.clone(), missing.len());
+        let label = what.clone();
         let task = self.runtime.spawn(async move {
             let r = if missing.is_empty() {
                 Ok(())
@@ -353,12 +376,12 @@ impl Fetcher {
                 this.fetch_blocks(&st, sources, missing, &sp, limit).await.map_err(|e| e.to_string())
             };
             match &r {
-                Ok(()) => tracing::info!("NAR {nar}: {count} new blocks fetched from peers, {} bytes", sp.bytes()),
-                Err(e) => tracing::warn!("NAR {nar} from peers: {e}"),
+                Ok(()) => tracing::info!("{label}: {count} new blocks fetched from peers, {} bytes", sp.bytes()),
+                Err(e) => tracing::warn!("{label} from peers: {e}"),
             }
             sp.end(r);
         });
-        Ok(Some(NarStream {
+        let stream = NarStream {
             store,
             spill,
             leaves,
@@ -367,7 +390,8 @@ impl Fetcher {
             stall: self.cfg.stall,
             task,
             _permit: permit,
-        }))
+        };
+        Ok(Some((stream, found)))
     }
 
     /// Walk the DAG under `root`, fetching the interior nodes the store lacks into the spill; returns the
@@ -375,13 +399,13 @@ impl Fetcher {
     fn walk(
         self: &Arc<Self>,
         store: &Store,
-        nar: &NarHash,
+        what: &str,
         root: Cid,
         sources: &[EndpointAddr],
         spill: &Shared,
         limit: u64,
     ) -> Result<Vec<BlockHash>, FetchError> {
-        let bad = |reason: String| FetchError::BadDag { nar: *nar, reason };
+        let bad = |reason: String| FetchError::BadDag { what: what.to_owned(), reason };
         let node = |h: &BlockHash| -> Result<Vec<Cid>, FetchError> {
             let bytes = match spill.get(h)? {
                 Some(b) => b,
@@ -650,10 +674,11 @@ struct Spill {
 static SPILLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Spill {
-    fn create(store: &Store, nar: &NarHash) -> Result<Spill, FetchError> {
+    /// A spill file named by `key` (the NarHash or file digest asked for), this process and a counter.
+    fn create(store: &Store, key: &[u8]) -> Result<Spill, FetchError> {
         let dir = store.dir().join("peer").join("incoming");
         let n = SPILLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("{}.{}.{n}", hex(&nar.0), std::process::id()));
+        let path = dir.join(format!("{}.{}.{n}", hex(key), std::process::id()));
         let err = |source| FetchError::Spill { path: path.clone(), source };
         std::fs::create_dir_all(&dir).map_err(err)?;
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(err)?;
@@ -800,6 +825,14 @@ impl MissSource for PeerMisses {
     fn open_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<Option<Box<dyn Read + Send>>, ServiceError> {
         match self.0.stream_nar(store.clone(), hash, size) {
             Ok(found) => Ok(found.map(|s| Box::new(s) as Box<dyn Read + Send>)),
+            Err(FetchError::Store(e)) => Err(ServiceError::Store(e)),
+            Err(e) => Err(ServiceError::Fetch(e.to_string())),
+        }
+    }
+
+    fn open_file(&self, store: &Arc<Store>, hash: &NixHash) -> Result<Option<crate::fetch::FileStream>, ServiceError> {
+        match self.0.stream_file(store.clone(), hash) {
+            Ok(found) => Ok(found.map(|(s, size)| (Box::new(s) as Box<dyn Read + Send>, size))),
             Err(FetchError::Store(e)) => Err(ServiceError::Store(e)),
             Err(e) => Err(ServiceError::Fetch(e.to_string())),
         }

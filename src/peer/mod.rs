@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod blobs;
+mod client;
 pub mod discovery;
 pub mod endpoint;
 pub mod fetch;
@@ -35,6 +36,7 @@ use iroh::EndpointAddr;
 use iroh_blobs::BlobsProtocol;
 
 pub use self::access::{Access, Gate};
+pub use self::client::PeerClient;
 pub use self::endpoint::EndpointRecord;
 pub use self::error::PeerError;
 pub use self::fetch::{FetchConfig, Fetcher, PeerMisses};
@@ -60,6 +62,9 @@ pub struct PeerConfig {
     pub discovery: bool,
     /// How long fetching from them may wait.
     pub fetch: fetch::FetchConfig,
+    /// The node's HTTP gateway, recorded for other commands on this store: they ask the peers through it
+    /// (`fetch-src`), since only one endpoint may hold the node's key.
+    pub gateway: Option<SocketAddr>,
 }
 
 /// A running peer door. [`Peering::stop`] ends it; dropping it without does the same, less politely.
@@ -143,7 +148,7 @@ impl Peering {
             }
         });
         let peering = Peering { runtime: Some(runtime), router, _mdns: mdns, addr, peers, store_dir, stats };
-        EndpointRecord::of(&peering.addr).write(&peering.store_dir)?;
+        EndpointRecord::of(&peering.addr, cfg.gateway).write(&peering.store_dir)?;
         Ok(peering)
     }
 

@@ -16,7 +16,7 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use super::stats::PeerStats;
 use super::wire::{self, NarInfoAnswer, Request, Root, WireBlock};
 use crate::dag::BlockHash;
-use crate::nix::hash::{HashAlgo, NarHash, NixHash};
+use crate::nix::hash::NarHash;
 use crate::nix::store_path::StorePathHash;
 use crate::service::Service;
 use crate::store::tables::Form;
@@ -146,8 +146,7 @@ impl FetchProtocol {
             }
             Request::File(h) => {
                 let answer = blocking(move || {
-                    let hash = NixHash::new(HashAlgo::Sha256, h.to_vec()).map_err(|e| e.to_string())?;
-                    let found = service.file(&hash).map_err(|e| e.to_string())?;
+                    let found = service.file(&h).map_err(|e| e.to_string())?;
                     Ok(found.map(|(_, root, size)| Root { root, size }))
                 })
                 .await?;

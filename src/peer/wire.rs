@@ -16,6 +16,8 @@
 //!                                    01 [1] cid_len [cid_len] root CID [4] text_len [text_len] narinfo
 //! 02 NAR      [32] NarHash (sha256)  00 not here | 01 [1] cid_len [cid_len] root CID [8] NAR size
 //! 03 FILE     [32] SHA-256 of a file 00 not here | 01 [1] cid_len [cid_len] root CID [8] file size
+//! 05 FILE_BY  [1] algo [n] digest    as FILE; algo 1 md5 (n 16), 2 sha1 (20), 4 sha512 (64), for a file
+//!                                    asked by another hash than its SHA-256 (a hashed mirror's sha512)
 //! 04 BLOCKS   [1] flags [2] count    per block, in the order asked:
 //!             count × [32] BLAKE3       00 not here
 //!                                       01 ZSTD  [4] raw_len [4] len [len] zstd frame of the block
@@ -34,6 +36,7 @@ use std::io;
 
 use crate::dag::cid::block_hash;
 use crate::dag::{BlockHash, Cid};
+use crate::nix::hash::{HashAlgo, NixHash};
 
 /// The protocol's ALPN; the number is its version.
 pub const ALPN: &[u8] = b"/nixdag/fetch/1";
@@ -55,6 +58,7 @@ const K_NARINFO: u8 = 1;
 const K_NAR: u8 = 2;
 const K_FILE: u8 = 3;
 const K_BLOCKS: u8 = 4;
+const K_FILE_BY: u8 = 5;
 
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +67,9 @@ pub enum Request {
     NarInfo([u8; 20]),
     /// A NAR's root and size, by its SHA-256.
     Nar([u8; 32]),
-    /// A file's root and size, by its SHA-256.
-    File([u8; 32]),
+    /// A file's root and size, by any hash it is known under (SHA-256 travels as FILE, the others as
+    /// FILE_BY: a node that predates FILE_BY closes the stream, which reads as "not here").
+    File(NixHash),
     /// Blocks by BLAKE3 hash.
     Blocks {
         /// Whether deltas are welcome.
@@ -128,9 +133,14 @@ impl Request {
                 out.push(K_NAR);
                 out.extend_from_slice(h);
             }
-            Request::File(h) => {
+            Request::File(h) if h.algo == HashAlgo::Sha256 => {
                 out.push(K_FILE);
-                out.extend_from_slice(h);
+                out.extend_from_slice(&h.digest);
+            }
+            Request::File(h) => {
+                out.push(K_FILE_BY);
+                out.push(algo_code(h.algo));
+                out.extend_from_slice(&h.digest);
             }
             Request::Blocks { deltas, hashes } => {
                 out.push(K_BLOCKS);
@@ -151,7 +161,18 @@ impl Request {
         match kind {
             K_NARINFO => Ok(Request::NarInfo(rest.try_into().map_err(|_| len_err("NARINFO request"))?)),
             K_NAR => Ok(Request::Nar(rest.try_into().map_err(|_| len_err("NAR request"))?)),
-            K_FILE => Ok(Request::File(rest.try_into().map_err(|_| len_err("FILE request"))?)),
+            K_FILE | K_FILE_BY => {
+                let (algo, digest) = match kind {
+                    K_FILE => (HashAlgo::Sha256, rest),
+                    _ => {
+                        let (&code, digest) = rest.split_first().ok_or(len_err("FILE_BY request"))?;
+                        let algo = code_algo(code).ok_or(WireError::Unknown { what: "FILE_BY hash algorithm", byte: code })?;
+                        (algo, digest)
+                    }
+                };
+                let hash = NixHash::new(algo, digest.to_vec()).map_err(|_| len_err("FILE request"))?;
+                Ok(Request::File(hash))
+            }
             K_BLOCKS => {
                 if rest.len() < 3 {
                     return Err(len_err("BLOCKS request"));
@@ -172,6 +193,25 @@ impl Request {
             byte => Err(WireError::Unknown { what: "request kind", byte }),
         }
     }
+}
+
+fn algo_code(algo: HashAlgo) -> u8 {
+    match algo {
+        HashAlgo::Md5 => 1,
+        HashAlgo::Sha1 => 2,
+        HashAlgo::Sha256 => 3,
+        HashAlgo::Sha512 => 4,
+    }
+}
+
+fn code_algo(code: u8) -> Option<HashAlgo> {
+    Some(match code {
+        1 => HashAlgo::Md5,
+        2 => HashAlgo::Sha1,
+        3 => HashAlgo::Sha256,
+        4 => HashAlgo::Sha512,
+        _ => return None,
+    })
 }
 
 /// A root and a size (answers to NAR and FILE).
@@ -467,6 +507,10 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
+    fn hex_to(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
     fn raw_cid(h: BlockHash) -> Cid {
         Cid::new_v1(RAW_CODEC, multihash::Multihash::wrap(0x1e, &h.0).unwrap())
     }
@@ -479,11 +523,19 @@ mod tests {
         // 02 kind NAR, then the NarHash.
         assert_eq!(hex(&Request::Nar([1; 32]).encode()), format!("02{}", "01".repeat(32)));
         // 03 kind FILE, then the SHA-256.
-        assert_eq!(hex(&Request::File([2; 32]).encode()), format!("03{}", "02".repeat(32)));
+        let sha256 = |b: u8| Request::File(NixHash::new(HashAlgo::Sha256, vec![b; 32]).unwrap());
+        assert_eq!(hex(&sha256(2).encode()), format!("03{}", "02".repeat(32)));
+        let sha512 = Request::File(NixHash::new(HashAlgo::Sha512, vec![5; 64]).unwrap());
+        assert_eq!(hex(&sha512.encode()), format!("0504{}", "05".repeat(64)));
+        let md5 = Request::File(NixHash::new(HashAlgo::Md5, vec![6; 16]).unwrap());
+        assert_eq!(hex(&md5.encode()), format!("0501{}", "06".repeat(16)));
+        // A FILE_BY with a digest of the wrong length, or an unknown algorithm, is not a request.
+        assert!(Request::decode(&hex_to(&format!("0504{}", "05".repeat(32)))).is_err());
+        assert!(Request::decode(&hex_to(&format!("0509{}", "05".repeat(32)))).is_err());
         // 04 kind BLOCKS, 01 deltas welcome, 0200 two blocks, then their hashes.
         let r = Request::Blocks { deltas: true, hashes: vec![BlockHash([0x11; 32]), BlockHash([0x22; 32])] };
         assert_eq!(hex(&r.encode()), format!("04010200{}{}", "11".repeat(32), "22".repeat(32)));
-        for r in [r, Request::NarInfo([7; 20]), Request::Nar([9; 32]), Request::File([3; 32])] {
+        for r in [r, Request::NarInfo([7; 20]), Request::Nar([9; 32]), sha256(3), sha512, md5] {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }
     }

@@ -30,6 +30,7 @@ pub use self::local::LocalNix;
 pub use self::upstream::{Fallback, PullConfig, UpstreamFallback};
 use crate::chunk::ChunkerConfig;
 use crate::dag::{Cid, DagReader};
+use crate::fetch::{FileFound, FileStream};
 use crate::nix::hash::{HashAlgo, Hasher, NarHash, NixHash};
 use crate::nix::nar::{self, NarVisitor};
 use crate::nix::narinfo::NarInfo;
@@ -65,7 +66,17 @@ pub trait MissSource: Send + Sync {
     /// The bytes of the NAR with this hash and size as they arrive, every block verified on the way;
     /// `Ok(None)` when nobody has it. The service stores the stream (and checks its NarHash) itself.
     fn open_nar(&self, store: &Arc<Store>, hash: &NarHash, size: u64) -> Result<Option<Box<dyn Read + Send>>, ServiceError>;
+    /// A source file by any hash it is known under: its bytes as they arrive (every block verified on
+    /// the way) and its size as the source states it; `Ok(None)` when nobody has it. The service checks
+    /// the bytes against the hash as it stores them.
+    fn open_file(&self, store: &Arc<Store>, hash: &NixHash) -> Result<Option<FileStream>, ServiceError>;
 }
+
+/// Largest file taken from a [`MissSource`] (as `fetch-src` takes from a URL).
+const MAX_PULLED_FILE: u64 = 64 << 30;
+
+/// One fetch of a file from a [`MissSource`], shared by every caller that asks meanwhile.
+type FileFlight = Arc<OnceLock<Result<Option<FileFound>, String>>>;
 
 /// The service's rule for narinfos from elsewhere, handed to a [`MissSource`].
 pub type Believe = Arc<dyn Fn(&NarInfo) -> bool + Send + Sync>;
@@ -184,6 +195,8 @@ pub struct Service {
     trust_foreign: bool,
     /// NARs being streamed from peers.
     peer_flights: Flights,
+    /// Files being fetched from peers, by the hash asked: one fetch per file however many ask.
+    file_flights: Mutex<HashMap<NixHash, FileFlight>>,
     /// Narinfos from the miss source, believed, whose NAR is not fetched yet (insertion order kept).
     foreign_pending: Mutex<(HashMap<String, NarInfo>, std::collections::VecDeque<String>)>,
     /// Which roots are served and being read (the disk budget's LRU).
@@ -216,6 +229,7 @@ impl Service {
             local: OnceLock::new(),
             trust_foreign: cfg.trust_foreign_narinfos,
             peer_flights: Flights::default(),
+            file_flights: Mutex::default(),
             foreign_pending: Mutex::default(),
         })
     }
@@ -516,9 +530,50 @@ impl Service {
     }
 
     /// A stored file by any of its hashes: its SHA-256, root and size.
-    pub fn file(&self, hash: &NixHash) -> Result<Option<([u8; 32], Cid, u64)>, ServiceError> {
+    pub fn file(&self, hash: &NixHash) -> Result<Option<FileFound>, ServiceError> {
         let Some((sha, entry)) = self.store.file(hash)? else { return Ok(None) };
         Ok(Some((sha, entry.root_cid()?, entry.size)))
+    }
+
+    /// Whether a file the store lacks is looked for elsewhere ([`Service::pull_file`]).
+    pub fn pulls_files(&self) -> bool {
+        self.miss.get().is_some()
+    }
+
+    /// A file the store lacks, fetched from the peers and stored, if one has it: kept only when its bytes
+    /// hash to `hash` (a peer's DAG that names other bytes is refused, and nothing is kept). Concurrent
+    /// calls for one hash share one fetch. Blocks until the file is stored: a source file is wanted
+    /// whole (Nix's fetchers check it at the end), unlike a NAR, which streams while it arrives.
+    pub fn pull_file(&self, hash: &NixHash) -> Result<Option<FileFound>, ServiceError> {
+        let Some(source) = self.miss.get().cloned() else { return Ok(None) };
+        let flight = self.file_flights.lock().unwrap_or_else(|p| p.into_inner()).entry(hash.clone()).or_default().clone();
+        let result = flight.get_or_init(|| self.fetch_file(source.as_ref(), hash).map_err(|e| e.to_string())).clone();
+        self.file_flights.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+        result.map_err(ServiceError::Fetch)
+    }
+
+    fn fetch_file(&self, source: &dyn MissSource, hash: &NixHash) -> Result<Option<FileFound>, ServiceError> {
+        // Stored meanwhile (a fetch that just ended).
+        if let Some(found) = self.file(hash)? {
+            return Ok(Some(found));
+        }
+        let Some((reader, size)) = source.open_file(&self.store, hash)? else { return Ok(None) };
+        if size > MAX_PULLED_FILE {
+            return Err(ServiceError::Fetch(format!("file {hash}: {size} bytes is over the limit of {MAX_PULLED_FILE}")));
+        }
+        let name = format!("{}-{}", hash.algo, hash.to_hex());
+        let added = match import::add_file(&self.store, reader.take(size), &name, Vec::new(), ChunkerConfig::default(), Some(hash)) {
+            Ok(a) => a,
+            Err(StoreError::HashMismatch { expected, got, .. }) => {
+                tracing::warn!("a peer's DAG for file {expected} holds bytes of {got}: refused, nothing kept");
+                return Err(ServiceError::Fetch(format!("the peers' file {expected} hashed to {got}: refused")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        bump(&self.counters.ingested_bytes, added.size);
+        self.stored_more();
+        tracing::info!("file {hash} fetched from peers: {} bytes", added.size);
+        Ok(Some((added.sha256, added.root, added.size)))
     }
 
     /// The listing (`.ls` JSON) of a stored NAR, or `Ok(None)` when it has more than `max_entries` nodes.

@@ -126,7 +126,7 @@ impl Store {
         let bytes = match loc.form {
             Form::Raw | Form::Zstd | Form::Delta { .. } | Form::Patched { .. } => {
                 let RecordBytes { header, payload } =
-                    self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
+                    self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.to_string()))?;
                 if header != record_header(hash, loc.raw_len, loc.stored_len, loc.form.kind()) {
                     return Err(corrupt("record header does not match the index".into()));
                 }
@@ -221,7 +221,7 @@ impl Store {
             reason: format!("its frame is damaged: {reason}"),
         };
         let RecordBytes { header, payload } =
-            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
+            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.to_string()))?;
         // The header's hash is the payload's; re-hashing it on every read would cost as much as the
         // block check after it, so reads check the rest and `verify` checks the hash.
         let want = record_header(&BlockHash([0; 32]), frame_len, loc.stored_len, RecordKind::Frame);
@@ -252,7 +252,7 @@ impl Store {
     /// Check a frame record's payload against the hash in its header (what reads skip).
     pub(crate) fn check_frame_payload(&self, loc: &BlockLoc) -> Result<(), String> {
         let RecordBytes { header, payload } =
-            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| e.0)?;
+            self.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| e.to_string())?;
         let got = BlockHash::of(&payload);
         if header[..32] != got.0 {
             return Err(format!("frame in pack {} at offset {}: payload hashes to {got}", loc.pack, loc.offset));

@@ -166,7 +166,12 @@ impl super::Store {
 
     /// The content DAG a recipe block needs (for GC's mark).
     pub(crate) fn recipe_content(&self, recipe: &BlockHash) -> Result<(Cid, u64), StoreError> {
-        let bad = |reason: String| StoreError::CorruptBlock { hash: *recipe, pack: 0, offset: 0, reason };
+        // Where the recipe is stored, so a damaged one is reported at its pack and offset.
+        let loc = self.block_loc(recipe)?.ok_or_else(|| StoreError::CorruptIndex {
+            table: "blocks-0",
+            reason: format!("a rebuilt block names recipe {recipe}, which the table lacks"),
+        })?;
+        let bad = |reason: String| StoreError::CorruptBlock { hash: *recipe, pack: loc.pack, offset: loc.offset, reason };
         let bytes = self.read_block(recipe)?.ok_or_else(|| bad("recipe block is missing".into()))?;
         let rb = RecipeBlock::decode(&bytes).map_err(bad)?;
         Ok((rb.content_root, rb.content_size))

@@ -17,19 +17,19 @@ fn hash_of(algo: HashAlgo, bytes: &[u8]) -> NixHash {
 }
 
 /// A loopback port nothing listens on.
-fn dead_port() -> u16 {
+pub(crate) fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
 /// A name no earlier run used, so that Nix's store never holds the output already.
-fn unique(stem: &str) -> String {
+pub(crate) fn unique(stem: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{stem}-{t:x}-{}.tar.gz", std::process::id())
 }
 
 /// `nix-build` of `<nix/fetchurl.nix>` with a dead URL and the given hashed mirror.
-fn nix_fetchurl(work: &Path, name: &str, attr: &str, hash: &str, mirror: &str) -> std::process::Output {
+pub(crate) fn nix_fetchurl(work: &Path, name: &str, attr: &str, hash: &str, mirror: &str) -> std::process::Output {
     let expr = format!(
         r#"import <nix/fetchurl.nix> {{ url = "http://127.0.0.1:{}/{name}"; name = "{name}"; {attr} = "{hash}"; }}"#,
         dead_port()
@@ -42,7 +42,7 @@ fn nix_fetchurl(work: &Path, name: &str, attr: &str, hash: &str, mirror: &str) -
 }
 
 /// The flat fixed-output path Nix gives a file of this name: what `fetchurl` must produce.
-fn add_fixed(work: &Path, algo: &str, name: &str, bytes: &[u8]) -> String {
+pub(crate) fn add_fixed(work: &Path, algo: &str, name: &str, bytes: &[u8]) -> String {
     let dir = work.join(format!("fixed-{algo}"));
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join(name), bytes).unwrap();

@@ -15,6 +15,7 @@ mod helia;
 mod ipfs;
 mod local_nix;
 mod metrics;
+mod ops;
 mod origin;
 mod peer_access;
 mod peer_fetch;

@@ -475,3 +475,71 @@ fn a_nar_from_a_peer_streams_to_the_client_while_its_blocks_arrive() {
     drop((a, b));
     b_store.verify();
 }
+
+#[test]
+fn a_source_file_only_a_peer_holds_reaches_nix_fetchurl_and_fetch_src() {
+    use crate::fetch_src::{add_fixed, nix_fetchurl, unique};
+    use nixdag::{HashAlgo, NixHash};
+    require_nix();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let tarball = crate_tarball(w, "itoa", "1.0.11");
+    let bytes = fs::read(&tarball).unwrap();
+    let sha256 = NixHash::digest_of(HashAlgo::Sha256, &bytes);
+    let sha512 = NixHash::digest_of(HashAlgo::Sha512, &bytes);
+    let (a_store, b_store, c_store) = (TestStore::new(), TestStore::new(), TestStore::new());
+    a_store.add(&["--file", tarball.to_str().unwrap()]);
+    // C's id, before C runs anything but `peer show`: A serves B and C only.
+    let c_id = c_store.ok(&["peer", "show"]).lines().next().unwrap().strip_prefix("endpoint-id: ").unwrap().to_string();
+    let id_of = |s: &TestStore| {
+        s.ok(&["peer", "show"]).lines().next().unwrap().strip_prefix("endpoint-id: ").unwrap().to_string()
+    };
+    let (b_id, e_store) = (id_of(&b_store), TestStore::new());
+    let e_id = id_of(&e_store);
+    let a = Node::start(&a_store, &["--allow-peer", &b_id, "--allow-peer", &c_id, "--allow-peer", &e_id]);
+    let b = Node::start(&b_store, &["--peer", &a.ticket]);
+
+    // Stock Nix, its URL dead, gets the file from B's hashed mirror, which B fetched from A: under
+    // sha512 too (the wire's FILE_BY), and the output path is the one `nix-store --add-fixed` gives.
+    let name = unique("itoa");
+    let want = add_fixed(w, "sha512", &name, &bytes);
+    run(Command::new("nix-store").arg("--delete").arg(&want));
+    let o = nix_fetchurl(w, &name, "sha512", &sha512.to_hex(), &format!("{}/", b.url));
+    assert!(o.status.success(), "nix-build: {}\n{}", String::from_utf8_lossy(&o.stderr), b.log());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want);
+    assert_eq!(b_store.bytes(&["cat", "--file-hash", &sha256.to_string()]), bytes);
+    b_store.verify();
+
+    // fetch-src on C, where no serve runs: C's own endpoint, with C's key (A allows C's id), asks A.
+    let out = w.join("from-peer.tar.gz");
+    let o = c_store
+        .cmd()
+        .args(["fetch-src", "--hash", &sha256.to_string(), "--peer", &a.ticket, "-o"])
+        .arg(&out)
+        .args(["--mirror", &format!("http://127.0.0.1:{}/", crate::fetch_src::dead_port())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "fetch-src: {err}");
+    assert!(err.contains("from peers"), "{err}");
+    assert_eq!(fs::read(&out).unwrap(), bytes);
+    assert_eq!(c_store.bytes(&["cat", "--file-hash", &sha256.to_string()]), bytes);
+
+    // A node A does not allow gets nothing from it: "not found" (exit 2), nothing kept.
+    let d_store = TestStore::new();
+    let o = d_store.cmd().args(["fetch-src", "--hash", &sha256.to_string(), "--peer", &a.ticket]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = d_store.cmd().args(["cat", "--file-hash", &sha256.to_string()]).output().unwrap();
+    assert!(!o.status.success());
+
+    // fetch-src on E's store while E serves with A as its peer: only one endpoint may hold E's key, so
+    // the command asks through E's gateway, which fetches from A.
+    drop(b);
+    let e = Node::start(&e_store, &["--peer", &a.ticket]);
+    let o = e_store.cmd().args(["fetch-src", "--hash", &sha256.to_string()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "fetch-src: {err}\n{}", e.log());
+    assert!(err.contains("through the running serve"), "{err}");
+    assert!(e.log_with("fetched from peers").contains("fetched from peers"), "{}", e.log());
+    assert_eq!(e_store.bytes(&["cat", "--file-hash", &sha256.to_string()]), bytes);
+}

@@ -91,9 +91,9 @@ impl PackBackend for FilePacks {
     }
 
     fn read_record(&self, id: u32, offset: u64, stored_len: u32) -> Result<RecordBytes, RecordReadError> {
-        let f = self.reader(id).map_err(|e| RecordReadError(e.to_string()))?;
-        let (header, payload) = pread_record(&f, stored_len as usize, offset)
-            .map_err(|e| RecordReadError(format!("cannot read the record ({stored_len} payload bytes): {e}")))?;
+        let f = self.reader(id).map_err(|e| RecordReadError::Pack(Box::new(e)))?;
+        let (header, payload) =
+            pread_record(&f, stored_len as usize, offset).map_err(|source| RecordReadError::Read { stored_len, source })?;
         Ok(RecordBytes { header, payload })
     }
 

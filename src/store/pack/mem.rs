@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     check_header, header, HeaderState, PackBackend, PackWrite, RecordBytes, RecordReadError, HEADER_LEN,
-    PACK_VERSION, RECORD_HEADER_LEN,
+    RECORD_HEADER_LEN,
 };
 use crate::store::error::StoreError;
 
@@ -64,14 +64,14 @@ impl PackBackend for MemPacks {
     }
 
     fn read_record(&self, id: u32, offset: u64, stored_len: u32) -> Result<RecordBytes, RecordReadError> {
-        let p = self.pack(id).ok_or_else(|| RecordReadError(format!("{} does not exist", self.name(id))))?;
+        let p = self.pack(id).ok_or_else(|| RecordReadError::Read {
+            stored_len,
+            source: io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", self.name(id))),
+        })?;
         let b = p.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = b.get(..HEADER_LEN as usize) {
             if let HeaderState::OtherVersion(v) = check_header(h.try_into().expect("16 bytes")) {
-                return Err(RecordReadError(format!(
-                    "{} is a nixdag pack of version {v}, this nixdag reads version {PACK_VERSION}",
-                    self.name(id)
-                )));
+                return Err(RecordReadError::OtherVersion { pack: self.name(id), found: v });
             }
         }
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -79,11 +79,10 @@ impl PackBackend for MemPacks {
         let end = mid.saturating_add(stored_len as usize);
         match (b.get(start..mid), b.get(mid..end)) {
             (Some(h), Some(p)) => Ok(RecordBytes { header: h.try_into().expect("41 bytes"), payload: p.to_vec() }),
-            _ => Err(RecordReadError(format!(
-                "cannot read the record ({stored_len} payload bytes): {} ends at {}",
-                self.name(id),
-                b.len()
-            ))),
+            _ => Err(RecordReadError::Read {
+                stored_len,
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} ends at {}", self.name(id), b.len())),
+            }),
         }
     }
 

@@ -129,8 +129,29 @@ pub struct RecordBytes {
 }
 
 /// A record that could not be read; the caller says which block or frame it was.
-#[derive(Debug)]
-pub struct RecordReadError(pub String);
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordReadError {
+    /// The pack could not be opened (gone, or the OS refused).
+    #[error(transparent)]
+    Pack(Box<StoreError>),
+    /// The pack is of a format this nixdag does not read.
+    #[error("{pack} is a nixdag pack of version {found}, this nixdag reads version {PACK_VERSION}")]
+    OtherVersion {
+        /// The pack.
+        pack: String,
+        /// The version its header names.
+        found: u32,
+    },
+    /// The record's bytes could not be read: the pack ends before them, or the read failed.
+    #[error("cannot read the record ({stored_len} payload bytes): {source}")]
+    Read {
+        /// Payload bytes the index says the record has.
+        stored_len: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// The pack currently open for appends.
 pub struct ActivePack {

@@ -44,7 +44,7 @@ impl Ingest<'_> {
                             reason,
                         };
                         let RecordBytes { header, payload } =
-                            self.store.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.0))?;
+                            self.store.packs().read_record(loc.pack, loc.offset, loc.stored_len).map_err(|e| corrupt(e.to_string()))?;
                         let want = record_header(&hash, loc.record_raw_len(), loc.stored_len, loc.form.kind());
                         let skip = if matches!(loc.form, Form::Framed { .. }) { 32 } else { 0 };
                         if header[skip..] != want[skip..] {
