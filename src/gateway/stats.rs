@@ -94,7 +94,16 @@ pub(super) async fn get(gw: &Gateway, method: &Method) -> Response {
             gw.lookup(move |service| {
                 let opts =
                     Options { top: Some(LIVE_TOP), by_name: true, xz: Some(LIVE_XZ), ..Options::default() };
-                let r = stats::report(service.store(), &opts).map_err(AppError::internal)?;
+                // A NAR the xz sample cannot read (damage `verify` would report) costs the page its
+                // estimate, not the whole page.
+                let r = match stats::report(service.store(), &opts) {
+                    Err(stats::StatsError::Xz(e)) => {
+                        tracing::warn!("/stats: no standard-cache estimate: {e}");
+                        stats::report(service.store(), &Options { xz: None, ..opts })
+                    }
+                    r => r,
+                }
+                .map_err(AppError::internal)?;
                 let note = format!(
                     "Live from the gateway: computed at most once every {} s; the standard-cache estimate samples at most {} NARs and {} (dedup-stats samples more).",
                     STATS_TTL.as_secs(),
