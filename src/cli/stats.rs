@@ -1,10 +1,10 @@
 //! `nixdag dedup-stats`: what is stored, what is shared, what it saves, as tables a person reads at a
 //! glance, or as JSON (docs/STATS.md). The report itself is `crate::stats`; this file only prints it.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use crate::stats::{self, Bucket, FormRow, Options, Report, SortBy, XzOptions};
+use crate::stats::{self, human_bytes as human, Bucket, FormRow, Options, Report, SortBy, XzOptions};
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -12,6 +12,9 @@ pub struct StatsArgs {
     /// Print the whole report as JSON (schema: docs/dedup-stats.schema.json)
     #[arg(long)]
     json: bool,
+    /// Write the report as one self-contained HTML page (charts as inline SVG; implies --by-name)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "path"])]
+    html: Option<std::path::PathBuf>,
     /// Per-path rows shown [default: 15 in the table, all with --json]
     #[arg(long, value_name = "N")]
     top: Option<usize>,
@@ -53,22 +56,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 1),
     };
     num.trim().parse::<u64>().map(|n| n.saturating_mul(mul)).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// Bytes for people: `1.2 MiB`.
-fn human(b: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn pct(part: u64, whole: u64) -> String {
@@ -116,7 +103,7 @@ pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
             Sort::Shared => SortBy::Shared,
             Sort::Size => SortBy::Size,
         },
-        by_name: args.by_name,
+        by_name: args.by_name || args.html.is_some(),
         path: args.path.clone(),
         xz: (!args.no_xz).then_some(XzOptions {
             max_nars: args.xz_sample_nars,
@@ -125,6 +112,12 @@ pub fn run(store: &Store, args: StatsArgs) -> Result<()> {
         }),
     };
     let r = stats::report(store, &opts)?;
+    if let Some(file) = &args.html {
+        let page = stats::html::render(&r, &stats::html::Page::default());
+        std::fs::write(file, page).with_context(|| format!("writing {}", file.display()))?;
+        println!("wrote {}", file.display());
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

@@ -21,7 +21,7 @@ use crate::store::StoreStats;
 pub const STORE_REFRESH: Duration = Duration::from_secs(15);
 
 /// Route labels: what a request asked for, as `answer` dispatched it.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "nix-cache-info",
     "narinfo",
     "narinfo_upload",
@@ -35,6 +35,7 @@ pub const ROUTES: [&str; 14] = [
     "metrics",
     "healthz",
     "cache_info_upload",
+    "stats",
     "other",
 ];
 

@@ -20,6 +20,7 @@ pub mod policy;
 mod pool;
 mod ranged;
 pub mod server;
+mod stats;
 mod stream;
 mod upload;
 
@@ -131,6 +132,8 @@ pub struct Shared {
     lookups: Arc<pool::Lookups>,
     uploads: Arc<tokio::sync::Semaphore>,
     metrics: Arc<metrics::Metrics>,
+    /// `/stats`: the cached report page, computed one at a time.
+    stats: Arc<stats::StatsPage>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -156,6 +159,7 @@ impl Gateway {
             lookups: Arc::new(pool::Lookups::new(l.lookup_threads, 4096)),
             uploads: Arc::new(tokio::sync::Semaphore::new(l.uploads_at_once.max(1))),
             metrics: Arc::new(metrics::Metrics::default()),
+            stats: Arc::new(stats::StatsPage::default()),
             cfg: Arc::new(cfg),
         }))
     }
@@ -202,19 +206,22 @@ async fn dispatch(State(gw): State<Gateway>, req: axum::extract::Request) -> Res
     let range = headers.get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).map(String::from);
     let (route, res) = match uri.path() {
         "/metrics" if gw.cfg.serve_metrics && gw.cfg.metrics => (ROUTE_METRICS, serve_metrics(&gw, &method).await),
+        "/stats" if gw.cfg.serve_metrics => (ROUTE_STATS, stats::get(&gw, &method).await),
         "/healthz" => (ROUTE_HEALTHZ, healthz(&gw, &method).await),
         _ => answer(gw.clone(), client, &method, &uri, headers, body).instrument(span).await,
     };
     finish(&gw, route, &method, &uri, range, client, start, res)
 }
 
-/// The `--metrics-listen` router's dispatcher: `/metrics`, `/healthz`, else 404.
+/// The `--metrics-listen` router's dispatcher: `/metrics`, `/stats`, `/healthz`, else 404. `/stats`
+/// lists every stored path, so it goes where the operator put the metrics (docs/SECURITY.md).
 async fn dispatch_metrics(State(gw): State<Gateway>, req: axum::extract::Request) -> Response {
     let start = std::time::Instant::now();
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let (route, res) = match uri.path() {
         "/metrics" if gw.cfg.metrics => (ROUTE_METRICS, serve_metrics(&gw, &method).await),
+        "/stats" => (ROUTE_STATS, stats::get(&gw, &method).await),
         "/healthz" => (ROUTE_HEALTHZ, healthz(&gw, &method).await),
         _ => (metrics::OTHER, AppError::NotFound.into_response()),
     };
@@ -223,6 +230,7 @@ async fn dispatch_metrics(State(gw): State<Gateway>, req: axum::extract::Request
 
 const ROUTE_METRICS: usize = 10;
 const ROUTE_HEALTHZ: usize = 11;
+const ROUTE_STATS: usize = 13;
 
 /// Count and log an answered request. The message starts `METHOD PATH STATUS` (then ` range=R` for a
 /// ranged request), as `--access-log` always printed; the fields repeat it for JSON logs.

@@ -10,7 +10,9 @@
 //! about 48 bytes a block plus 4 bytes a reference. The optional xz sample (`xz.rs`) is the only part
 //! that reads leaves.
 
+pub mod html;
 pub mod names;
+mod svg;
 pub mod xz;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +32,14 @@ pub const REPORT_VERSION: u32 = 1;
 /// nearly everything (an empty file's chunk, a common license), say nothing about which paths are
 /// related, and would make that part quadratic in the number of streams.
 const PARTNER_MAX_REFS: u32 = 64;
+
+/// Streams in the sharing matrix: enough to show which packages belong together, few enough that a
+/// phone shows the matrix's labels.
+pub const SHARING_TOP: usize = 12;
+
+/// Points of the timeline at most: the report (and the HTML page's SVG) stays small on a store of a
+/// hundred thousand streams, and a chart has no more pixels than that anyway.
+pub const TIMELINE_POINTS: usize = 200;
 
 /// Why there is no report.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +114,10 @@ pub struct Report {
     pub histograms: Histograms,
     /// One stream in detail (`--path`), else null.
     pub path_detail: Option<PathDetail>,
+    /// How logical and unique bytes grew as streams were added, in the order the packs recorded them.
+    pub timeline: Timeline,
+    /// Which of the most shared streams share bytes with which.
+    pub sharing: Sharing,
     /// Streams whose DAG could not be walked whole (a missing or damaged block): `verify` says more.
     pub incomplete: Vec<String>,
 }
@@ -263,6 +277,43 @@ pub struct PathDetail {
     pub interior_nodes: u64,
 }
 
+/// The store's growth: streams in the order their ingest wrote their root block to the packs (pack id,
+/// then offset; see [`crate::store::CensusRoot::written_at`]), each point the totals after that many.
+/// The index records no time or sequence per manifest, and `served-0`'s time is replaced by the last
+/// time a root was served, so the packs' append order is the most honest order it has.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Timeline {
+    /// Streams whose root has no record of its own (a rebuilt block): placed first, by name.
+    pub unordered: u64,
+    /// Up to [`TIMELINE_POINTS`] points, evenly spaced in streams, the last one all streams.
+    pub points: Vec<TimelinePoint>,
+}
+
+/// The totals after the first `streams` streams.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimelinePoint {
+    /// Streams added so far.
+    pub streams: u64,
+    /// The last of them (as [`PathRow::name`]).
+    pub name: String,
+    /// Their sizes added up.
+    pub logical_bytes: u64,
+    /// Raw bytes of the distinct blocks of their DAGs (internal blocks, which no DAG links, are not
+    /// counted, so the last point can be below the store's `unique_bytes`).
+    pub unique_bytes: u64,
+}
+
+/// Shared bytes between pairs of the streams that share most: `bytes[i][j]` is the raw bytes of the
+/// blocks both `names[i]` and `names[j]` hold, leaving out blocks more than 64 streams hold (as "shares
+/// most with" does); `bytes[i][i]` is stream `i`'s own block bytes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sharing {
+    /// Up to [`SHARING_TOP`] streams, most shared bytes first (streams sharing nothing left out).
+    pub names: Vec<String>,
+    /// The matrix, symmetric.
+    pub bytes: Vec<Vec<u64>>,
+}
+
 /// The walk's result: each stream's distinct blocks, as census numbers.
 struct Walked {
     /// `blocks[offsets[r]..offsets[r + 1]]` are stream `r`'s.
@@ -345,6 +396,22 @@ fn walk_all(store: &Store, census: &Census) -> Walked {
 /// What a stream is called in the report.
 fn label(root: &CensusRoot) -> String {
     root.names.first().cloned().unwrap_or_else(|| format!("nar {}", root.hash))
+}
+
+/// Bytes for people: `1.2 MiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -472,10 +539,16 @@ pub fn report(store: &Store, opts: &Options) -> Result<Report, StatsError> {
         None => None,
     };
 
-    // Who holds each moderately shared block, for "shares most with" of the rows shown.
-    let wanted: Vec<usize> = order.iter().copied().chain(detail_of).collect();
+    // The streams of the sharing matrix: those with most shared bytes.
+    let mut top_shared: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].shared_bytes > 0).collect();
+    top_shared.sort_by(|&a, &b| {
+        rows[b].shared_bytes.cmp(&rows[a].shared_bytes).then_with(|| rows[a].name.cmp(&rows[b].name))
+    });
+    top_shared.truncate(SHARING_TOP);
+
+    // Who holds each moderately shared block, for "shares most with" of the rows shown and the matrix.
     let mut holders: HashMap<u32, Vec<u32>> = HashMap::new();
-    if !wanted.is_empty() {
+    if !order.is_empty() || detail_of.is_some() || !top_shared.is_empty() {
         for r in 0..census.roots.len() {
             for &i in walked.of(r) {
                 let c = refs[i as usize];
@@ -485,23 +558,40 @@ pub fn report(store: &Store, opts: &Options) -> Result<Report, StatsError> {
             }
         }
     }
-    let partners_of = {
-        |r: usize| -> Vec<Partner> {
-            let mut bytes: HashMap<u32, u64> = HashMap::new();
-            for &i in walked.of(r) {
-                if let Some(h) = holders.get(&i) {
-                    for &o in h {
-                        if o as usize != r {
-                            *bytes.entry(o).or_default() += raw(i);
-                        }
+    // Stream r's partners: (stream, bytes of the blocks both hold).
+    let partner_bytes = |r: usize| -> HashMap<u32, u64> {
+        let mut bytes: HashMap<u32, u64> = HashMap::new();
+        for &i in walked.of(r) {
+            if let Some(h) = holders.get(&i) {
+                for &o in h {
+                    if o as usize != r {
+                        *bytes.entry(o).or_default() += raw(i);
                     }
                 }
             }
-            let mut v: Vec<Partner> =
-                bytes.into_iter().map(|(o, b)| Partner { name: names[o as usize].clone(), bytes: b }).collect();
-            v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
-            v
         }
+        bytes
+    };
+    let partners_of = |r: usize| -> Vec<Partner> {
+        let mut v: Vec<Partner> = partner_bytes(r)
+            .into_iter()
+            .map(|(o, b)| Partner { name: names[o as usize].clone(), bytes: b })
+            .collect();
+        v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+        v
+    };
+    let sharing = {
+        let mut bytes = vec![vec![0u64; top_shared.len()]; top_shared.len()];
+        for (a, &r) in top_shared.iter().enumerate() {
+            bytes[a][a] = rows[r].block_bytes;
+            let with = partner_bytes(r);
+            for (b, &o) in top_shared.iter().enumerate() {
+                if let Some(&n) = with.get(&(o as u32)) {
+                    bytes[a][b] = n;
+                }
+            }
+        }
+        Sharing { names: top_shared.iter().map(|&r| names[r].clone()).collect(), bytes }
     };
     let path_detail = detail_of.map(|r| {
         let mut row = rows[r].clone();
@@ -534,6 +624,7 @@ pub fn report(store: &Store, opts: &Options) -> Result<Report, StatsError> {
     let per_path: Vec<PathRow> = order.iter().filter_map(|&r| slots[r].take()).collect();
 
     let by_name = opts.by_name.then(|| by_name(&census, &walked, &raw, &names));
+    let timeline = timeline(&census, &walked, &raw, &names);
 
     // Histograms, over every block of the census.
     let mut block_size = size_buckets();
@@ -584,8 +675,41 @@ pub fn report(store: &Store, opts: &Options) -> Result<Report, StatsError> {
         by_name,
         histograms: Histograms { block_size, reference_count, stored_form },
         path_detail,
+        timeline,
+        sharing,
         incomplete: walked.incomplete,
     })
+}
+
+/// Streams in pack order, with the running totals sampled at up to [`TIMELINE_POINTS`] points.
+fn timeline(census: &Census, walked: &Walked, raw: &dyn Fn(u32) -> u64, names: &[String]) -> Timeline {
+    let mut order: Vec<usize> = (0..census.roots.len()).collect();
+    // `None` sorts first: streams without a position of their own, by name.
+    order.sort_by(|&a, &b| {
+        census.roots[a].written_at.cmp(&census.roots[b].written_at).then_with(|| names[a].cmp(&names[b]))
+    });
+    let n = order.len();
+    let step = n.div_ceil(TIMELINE_POINTS).max(1);
+    let mut seen = vec![false; census.blocks.len()];
+    let (mut logical, mut unique) = (0u64, 0u64);
+    let mut points = Vec::with_capacity(n.min(TIMELINE_POINTS));
+    for (k, &r) in order.iter().enumerate() {
+        logical += census.roots[r].size;
+        for &i in walked.of(r) {
+            if !std::mem::replace(&mut seen[i as usize], true) {
+                unique += raw(i);
+            }
+        }
+        if (k + 1) % step == 0 || k + 1 == n {
+            points.push(TimelinePoint {
+                streams: k as u64 + 1,
+                name: names[r].clone(),
+                logical_bytes: logical,
+                unique_bytes: unique,
+            });
+        }
+    }
+    Timeline { unordered: census.roots.iter().filter(|r| r.written_at.is_none()).count() as u64, points }
 }
 
 /// A stream's package name and version: from its first store path, else its file name.

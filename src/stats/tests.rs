@@ -6,7 +6,7 @@ use crate::store::{FileEntry, Manifest};
 
 /// Store one stream per entry of `streams` (each a list of leaf numbers; leaf `n` is 40 bytes that
 /// depend only on `n`) as a flat file named `name`, in one ingest. Returns the root CIDs.
-fn build(store: &Store, streams: &[(&str, Vec<u32>)]) -> Vec<Cid> {
+pub(super) fn build(store: &Store, streams: &[(&str, Vec<u32>)]) -> Vec<Cid> {
     let mut ingest = store.begin_ingest();
     let mut manifests = Vec::new();
     let mut roots = Vec::new();

@@ -116,6 +116,12 @@ pub struct CensusRoot {
     /// Store paths recorded with this NAR (absolute), or the file's name; may be empty (a NAR added
     /// without metadata).
     pub names: Vec<String>,
+    /// Where its root block's record lies, `(pack id, offset)`: packs are append-only and their ids only
+    /// grow, so this orders streams by when their ingest wrote the root (its last block), the nearest
+    /// thing to an ingest order the index keeps (no manifest table records a time or sequence). A
+    /// compaction moves the records it keeps to a newer pack, which makes those streams look newer.
+    /// `None` when the root has no record of its own (a rebuilt block) or is missing.
+    pub written_at: Option<(u32, u64)>,
 }
 
 impl Store {
@@ -153,6 +159,7 @@ impl Store {
                     root: e.root,
                     size: e.nar_size,
                     names: Vec::new(),
+                    written_at: None,
                 });
             }
         }
@@ -169,6 +176,7 @@ impl Store {
                     root: e.root_cid()?,
                     size: e.size,
                     names: vec![e.name.clone()],
+                    written_at: None,
                 });
             }
         }
@@ -184,6 +192,16 @@ impl Store {
             }
             for r in &mut census.roots {
                 r.names.sort();
+            }
+        }
+        // The streams each root block is the root of (two streams may share a root: a one-leaf NAR and a
+        // file of the same bytes cannot, but nothing forbids it).
+        let mut root_of: std::collections::HashMap<[u8; 32], Vec<usize>> = std::collections::HashMap::new();
+        if detail {
+            for (i, r) in census.roots.iter().enumerate() {
+                if let Ok(h) = crate::dag::cid::block_hash(&r.root) {
+                    root_of.entry(h.0).or_default().push(i);
+                }
             }
         }
         let blocks = txn.open_table(BLOCKS).map_err(StoreError::table_op("open", BLOCKS.name()))?;
@@ -202,6 +220,13 @@ impl Store {
                     Form::Framed { .. } if frames.contains(&(loc.pack, loc.offset)) => 0,
                     _ => loc.stored_len,
                 };
+                if let Some(rs) = root_of.get(&hash.0) {
+                    if !matches!(loc.form, Form::Rebuilt { .. }) {
+                        for &r in rs {
+                            census.roots[r].written_at = Some((loc.pack, loc.offset));
+                        }
+                    }
+                }
                 census.blocks.push(CensusBlock { hash, raw_len: loc.raw_len, stored, kind: loc.form.kind() });
             }
             s.unique_bytes += u64::from(loc.raw_len);

@@ -24,6 +24,7 @@ mod rebuilds;
 mod roundtrip;
 mod security;
 mod shared;
+mod stats_html;
 mod storage;
 mod trustless;
 mod warm;

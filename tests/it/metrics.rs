@@ -159,6 +159,11 @@ fn metrics_on_their_own_address_and_json_request_logs() {
     let m = parse(&text);
     assert_eq!(value(&m, "nixdag_http_requests_total", &[("route", "narinfo"), ("status", "200")]), 1.0);
     assert_eq!(get(&metrics.replace("/metrics", "/healthz")).0, 200);
+    // The report page lists every stored path: it goes where the metrics go.
+    assert_eq!(get(&format!("{main}/stats")).0, 404, "the main listener must not serve /stats either");
+    let (code, page) = get(&metrics.replace("/metrics", "/stats"));
+    assert_eq!(code, 200);
+    assert!(page.contains("<svg id=\"chart-timeline\""), "{page}");
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -769,6 +769,7 @@ fn no_metrics_answers_404_on_metrics_and_keeps_healthz() {
     let url = served.lines[0].rsplit(' ').next().unwrap().to_string();
     assert_eq!(get(&format!("{url}/nix-cache-info")).0, 200);
     assert_eq!(get(&format!("{url}/metrics")).0, 404);
+    assert_eq!(get(&format!("{url}/stats")).0, 404, "the report page goes where the metrics go");
     assert_eq!(get(&format!("{url}/healthz")), (200, "ok\n".to_string()));
     child.kill().unwrap();
     child.wait().unwrap();
