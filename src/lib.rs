@@ -27,24 +27,24 @@ macro_rules! modules {
 modules!(chunk, dag, fetch, gateway, import, local_nix, nix, peer, recompress, service, stats, store, upstream, warm);
 mod cli;
 
-// The store: blocks, manifests, ingest, gc, verify.
-pub use crate::chunk::ChunkerConfig;
-pub use crate::dag::{BlockHash, BlockSource, Cid, DagReadError, DagReader};
 // Nix's own formats.
-pub use crate::gateway::key::load_or_create as load_or_create_key;
-pub use crate::gateway::server::serve;
-// The HTTP binary cache, for programs that embed it.
-pub use crate::gateway::{
-    Cidr, ClientAddr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy,
-};
 pub use crate::nix::hash::{HashAlgo, NarHash, NixHash};
 pub use crate::nix::narinfo::NarInfo;
 pub use crate::nix::signing::{PublicKey, SecretKey};
 pub use crate::nix::store_path::{StorePath, StorePathHash};
-// The service every door calls.
+// The store (blocks, manifests, gc, verify), its DAGs, and the pipelines that fill it.
+pub use crate::chunk::ChunkerConfig;
+pub use crate::dag::{BlockHash, BlockSource, Cid, DagReadError, DagReader};
 pub use crate::import::{add_file, add_nar, add_path, FileAdded, NarAdded, RepackReport};
-pub use crate::service::{Counters, NarReader, Refusal, Service, ServiceConfig, ServiceError, Verdict};
 pub use crate::store::{GcReport, StorageConfig, Store, StoreError, StoreStats, VerifyReport};
+// The service every door calls.
+pub use crate::service::{Counters, NarReader, Refusal, Service, ServiceConfig, ServiceError, Verdict};
+// The HTTP binary cache, for programs that embed it.
+pub use crate::gateway::key::load_or_create as load_or_create_key;
+pub use crate::gateway::server::serve;
+pub use crate::gateway::{
+    Cidr, ClientAddr, ConnLimits, Gateway, GatewayConfig, Limits, ServedCompression, UploadPolicy,
+};
 
 /// The `nixdag` command line: parse the arguments, run, print the error chain, return the exit status.
 /// What `src/main.rs` calls; the commands themselves are not part of the library.
