@@ -1,8 +1,9 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4), and `GET /healthz`.
 //!
 //! Request counts and latencies are kept in fixed arrays of atomics indexed by route and status, so
-//! counting costs a request two relaxed additions and no lock (a map behind a mutex would serialize
-//! every request of every core). The store's sizes need a scan of the index, so they are computed at
+//! counting costs a request a few relaxed additions and no lock (a map behind a mutex would serialize
+//! every request of every core). Each serving thread adds to a shard of its own, so two cores never
+//! pass one cache line back and forth per request; a scrape sums the shards. The store's sizes need a scan of the index, so they are computed at
 //! most every [`STORE_REFRESH`] when scraped, off the async threads, and cached. Counters kept by
 //! other parts (the service, the peers) are read when scraped.
 //!
@@ -72,11 +73,39 @@ impl Default for RouteStats {
 /// Extra series another part of the program renders (the peers' counters), appended when scraped.
 pub type Extra = Box<dyn Fn(&mut String) + Send + Sync>;
 
-/// The gateway's metrics.
-pub struct Metrics {
+/// Shards of the request counters (more than the serving threads of any machine this runs on; threads
+/// beyond share them round-robin).
+const SHARDS: usize = 16;
+
+/// One thread's request counters, on cache lines of their own.
+#[repr(align(128))]
+struct Shard {
     routes: [RouteStats; ROUTES.len()],
     /// Response body bytes announced (`Content-Length`) by route.
     response_bytes: [AtomicU64; ROUTES.len()],
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            routes: std::array::from_fn(|_| RouteStats::default()),
+            response_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// This thread's shard, fixed at its first request.
+fn shard_index() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static INDEX: usize = (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    shards: Box<[Shard]>,
     store: Mutex<Option<(Instant, StoreStats)>>,
     extra: Mutex<Vec<Extra>>,
     /// Narinfos answered from the gateway's cache of rendered narinfos (never reaching the service).
@@ -86,8 +115,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            routes: std::array::from_fn(|_| RouteStats::default()),
-            response_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             store: Mutex::new(None),
             extra: Mutex::new(Vec::new()),
             narinfo_cached: AtomicU64::new(0),
@@ -112,15 +140,21 @@ fn slot_label(slot: usize) -> String {
 impl Metrics {
     /// Count one answered request.
     pub fn record(&self, route: usize, status: u16, body_bytes: Option<u64>, took: Duration) {
-        let r = &self.routes[route.min(OTHER)];
+        let shard = &self.shards[shard_index()];
+        let r = &shard.routes[route.min(OTHER)];
         r.status[status_slot(status)].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
         let b = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
         r.buckets[b].fetch_add(1, Ordering::Relaxed);
         r.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         if let Some(n) = body_bytes {
-            self.response_bytes[route.min(OTHER)].fetch_add(n, Ordering::Relaxed);
+            shard.response_bytes[route.min(OTHER)].fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// One counter summed over the shards.
+    fn sum(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|sh| counter(sh).load(Ordering::Relaxed)).sum()
     }
 
     /// Render more series on every scrape (peers' counters, set by `serve`).
@@ -155,8 +189,8 @@ impl Metrics {
         let o = &mut out;
         head(o, "nixdag_http_requests_total", "counter", "HTTP requests answered, by route and status.");
         for (i, route) in ROUTES.iter().enumerate() {
-            for (slot, c) in self.routes[i].status.iter().enumerate() {
-                let n = c.load(Ordering::Relaxed);
+            for slot in 0..STATUSES.len() + 5 {
+                let n = self.sum(|sh| &sh.routes[i].status[slot]);
                 if n > 0 {
                     let _ = writeln!(o, "nixdag_http_requests_total{{route=\"{route}\",status=\"{}\"}} {n}", slot_label(slot));
                 }
@@ -164,8 +198,7 @@ impl Metrics {
         }
         head(o, "nixdag_http_request_duration_seconds", "histogram", "Time to answer a request (to its headers; a body streams after), by route.");
         for (i, route) in ROUTES.iter().enumerate() {
-            let r = &self.routes[i];
-            let counts: Vec<u64> = r.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+            let counts: Vec<u64> = (0..=BUCKETS.len()).map(|b| self.sum(|sh| &sh.routes[i].buckets[b])).collect();
             let total: u64 = counts.iter().sum();
             if total == 0 {
                 continue;
@@ -176,13 +209,13 @@ impl Metrics {
                 let _ = writeln!(o, "nixdag_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {acc}");
             }
             let _ = writeln!(o, "nixdag_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {total}");
-            let sum = r.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let sum = self.sum(|sh| &sh.routes[i].sum_us) as f64 / 1e6;
             let _ = writeln!(o, "nixdag_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
             let _ = writeln!(o, "nixdag_http_request_duration_seconds_count{{route=\"{route}\"}} {total}");
         }
         head(o, "nixdag_http_response_bytes_total", "counter", "Response body bytes of known length (Content-Length, or a body of known size), by route; streamed bodies without one are not counted.");
         for (i, route) in ROUTES.iter().enumerate() {
-            let n = self.response_bytes[i].load(Ordering::Relaxed);
+            let n = self.sum(|sh| &sh.response_bytes[i]);
             if n > 0 {
                 let _ = writeln!(o, "nixdag_http_response_bytes_total{{route=\"{route}\"}} {n}");
             }
