@@ -25,9 +25,13 @@ pub(super) async fn get(
     let wanted = hash.clone();
     let mut found = gw.lookup(move |s| Ok(s.file(&wanted)?)).await?;
     if found.is_none() && gw.service.pulls_files() {
-        // The LAN's peers next: each block verified as it arrives, the whole file against the hash.
-        let wanted = hash.clone();
-        found = match gw.lookup(move |s| Ok(s.pull_file(&wanted))).await? {
+        // The LAN's peers next: each block verified as it arrives, the whole file against the hash. On a
+        // blocking thread of its own, not the lookup pool: a transfer must never delay a narinfo answer.
+        let (service, wanted) = (gw.service.clone(), hash.clone());
+        let pulled = tokio::task::spawn_blocking(move || service.pull_file(&wanted))
+            .await
+            .map_err(|e| AppError::internal(format!("the peer fetch of file {hash}: {e}")))?;
+        found = match pulled {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!("file {hash} from peers: {e}");

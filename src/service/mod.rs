@@ -75,6 +75,11 @@ pub trait MissSource: Send + Sync {
 /// Largest file taken from a [`MissSource`] (as `fetch-src` takes from a URL).
 const MAX_PULLED_FILE: u64 = 64 << 30;
 
+/// Distinct files fetched from a [`MissSource`] at once; a request for another one is answered as a
+/// miss (the gateway goes on to its mirrors, or 404) rather than queued, so what clients can make this
+/// node fetch and hold threads for stays bounded (docs/SECURITY.md).
+const FILE_FLIGHTS_MAX: usize = 4;
+
 /// One fetch of a file from a [`MissSource`], shared by every caller that asks meanwhile.
 type FileFlight = Arc<OnceLock<Result<Option<FileFound>, String>>>;
 
@@ -546,7 +551,14 @@ impl Service {
     /// whole (Nix's fetchers check it at the end), unlike a NAR, which streams while it arrives.
     pub fn pull_file(&self, hash: &NixHash) -> Result<Option<FileFound>, ServiceError> {
         let Some(source) = self.miss.get().cloned() else { return Ok(None) };
-        let flight = self.file_flights.lock().unwrap_or_else(|p| p.into_inner()).entry(hash.clone()).or_default().clone();
+        let flight = {
+            let mut flights = self.file_flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.len() >= FILE_FLIGHTS_MAX && !flights.contains_key(hash) {
+                tracing::warn!("not asking peers for file {hash}: {FILE_FLIGHTS_MAX} fetches under way");
+                return Ok(None);
+            }
+            flights.entry(hash.clone()).or_default().clone()
+        };
         let result = flight.get_or_init(|| self.fetch_file(source.as_ref(), hash).map_err(|e| e.to_string())).clone();
         self.file_flights.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
         result.map_err(ServiceError::Fetch)
@@ -767,4 +779,69 @@ fn flat_hash(store: &Store, root: Cid, algo: HashAlgo) -> Option<NixHash> {
         return None;
     }
     v.hasher.take().map(Hasher::finish)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A source that has every file, and hands it out only when the test says so.
+    struct Held(Mutex<mpsc::Receiver<()>>, AtomicU64);
+
+    impl MissSource for Held {
+        fn narinfo(&self, _: &StorePathHash, _: Believe) -> Option<NarInfo> {
+            None
+        }
+        fn open_nar(&self, _: &Arc<Store>, _: &NarHash, _: u64) -> Result<Option<Box<dyn Read + Send>>, ServiceError> {
+            Ok(None)
+        }
+        fn open_file(&self, _: &Arc<Store>, _: &NixHash) -> Result<Option<FileStream>, ServiceError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            let _ = self.0.lock().unwrap().recv();
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn file_fetches_from_peers_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let cfg = ServiceConfig {
+            key: SecretKey::generate("pull-file-test-1").unwrap(),
+            trusted_keys: Vec::new(),
+            repack_idle: None,
+            trust_foreign_narinfos: false,
+            budget: None,
+        };
+        let service = Service::start(store, cfg);
+        let (release, held) = mpsc::channel();
+        let source = Arc::new(Held(Mutex::new(held), AtomicU64::new(0)));
+        service.set_miss_source(source.clone());
+        let hash = |n: u8| NixHash::digest_of(HashAlgo::Sha256, &[n]);
+        // FILE_FLIGHTS_MAX distinct fetches under way.
+        let mut waiting = Vec::new();
+        for n in 0..FILE_FLIGHTS_MAX as u8 {
+            let s = service.clone();
+            waiting.push(std::thread::spawn(move || s.pull_file(&hash(n))));
+        }
+        while source.1.load(Ordering::SeqCst) < FILE_FLIGHTS_MAX as u64 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // One more distinct file is a miss at once, without asking the source.
+        assert!(matches!(service.pull_file(&hash(200)), Ok(None)));
+        assert_eq!(source.1.load(Ordering::SeqCst), FILE_FLIGHTS_MAX as u64);
+        for _ in 0..FILE_FLIGHTS_MAX {
+            release.send(()).unwrap();
+        }
+        for w in waiting {
+            assert!(matches!(w.join().unwrap(), Ok(None)));
+        }
+        // Once they ended, another file is asked again.
+        release.send(()).unwrap();
+        assert!(matches!(service.pull_file(&hash(200)), Ok(None)));
+        assert_eq!(source.1.load(Ordering::SeqCst), FILE_FLIGHTS_MAX as u64 + 1);
+        service.stop();
+    }
 }
