@@ -70,23 +70,13 @@ fn times(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "-".into())
 }
 
-/// A path shortened to its name for a table cell: the hash part cut to 7 characters, the end kept.
+/// A path shortened to its name for a table cell (as the HTML report shortens it); a NAR without a store
+/// path by the start of its hash.
 fn short(name: &str, width: usize) -> String {
     if let Some(h) = name.strip_prefix("nar sha256:") {
         return format!("nar {}…", &h[..h.len().min(12)]);
     }
-    let base = name.strip_prefix("/nix/store/").unwrap_or(name);
-    let base = match base.split_once('-') {
-        Some((h, rest)) if h.len() == 32 => format!("{}…-{rest}", &h[..7]),
-        _ => base.to_string(),
-    };
-    let n = base.chars().count();
-    if n <= width {
-        base
-    } else {
-        let tail: String = base.chars().skip(n - (width - 1)).collect();
-        format!("…{tail}")
-    }
+    crate::stats::short_name(name, width)
 }
 
 /// A bar of `width` cells for `part / whole`.

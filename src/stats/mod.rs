@@ -23,6 +23,7 @@ use crate::dag::{BlockHash, BlockSource, Cid};
 use crate::store::tables::RecordKind;
 use crate::store::{Census, CensusRoot, Store, StoreError, StoreStats};
 
+pub(crate) use self::svg::short as short_name;
 pub use self::xz::{XzEstimate, XzOptions};
 
 /// Version of the report's JSON layout (`report_version`); raised when a key changes meaning or goes.
